@@ -1,0 +1,78 @@
+"""Where exportnb keeps its state, and the settings read from ``$EXPORTNB_HOME/config.toml``.
+
+All state lives under one folder, ``$EXPORTNB_HOME``. When it is not set it is
+``$XDG_DATA_HOME/exportnb``, which is ``~/.local/share/exportnb`` on most machines.
+
+Example ``config.toml``::
+
+    [platform]
+    name = "command"                      # "sandbox" (default) or a registered name
+
+    [platform.command]
+    exportctl = "/opt/acme/bin/exportctl"
+    featurectl = "/opt/acme/bin/featurectl"
+    timeout = "60s"
+
+    [limits]
+    max_retry_concurrency = 8             # retries above this are refused
+    max_flag_ttl = "24h"                  # flags with a longer TTL are refused
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from exportnb.errors import ConfigError, InvalidInput
+from exportnb.quantities import parse_ttl
+
+
+def home() -> Path:
+    """The folder that holds every piece of exportnb state."""
+    explicit = os.environ.get("EXPORTNB_HOME")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "exportnb"
+
+
+@dataclass(frozen=True)
+class Settings:
+    platform: str = "sandbox"
+    platform_options: dict[str, Any] = field(default_factory=dict)
+    max_retry_concurrency: int = 8
+    max_flag_ttl: float = 24 * 3600.0
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Settings:
+        path = path or home() / "config.toml"
+        if not path.exists():
+            return cls(platform=os.environ.get("EXPORTNB_PLATFORM", "sandbox"))
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from exc
+        return cls.from_dict(raw, source=str(path))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], *, source: str = "config") -> Settings:
+        platform = raw.get("platform", {})
+        limits = raw.get("limits", {})
+        name = os.environ.get("EXPORTNB_PLATFORM") or platform.get("name", "sandbox")
+        options = platform.get(name, {})
+        try:
+            concurrency = int(limits.get("max_retry_concurrency", cls.max_retry_concurrency))
+            max_ttl = parse_ttl(limits.get("max_flag_ttl", "24h"))
+        except (InvalidInput, ValueError, TypeError) as exc:
+            raise ConfigError(f"{source}: [limits] {exc}") from exc
+        if concurrency < 1:
+            raise ConfigError(f"{source}: [limits] max_retry_concurrency must be at least 1")
+        return cls(
+            platform=name,
+            platform_options=dict(options),
+            max_retry_concurrency=concurrency,
+            max_flag_ttl=max_ttl,
+        )
