@@ -99,7 +99,9 @@ def parse_fault(kind: str, params: dict[str, Any] | None = None) -> Fault:
     unknown = set(raw) - _ALLOWED[kind]
     if unknown:
         allowed = ", ".join(sorted(_ALLOWED[kind]))
-        raise InvalidInput(f"fault {kind}: unknown parameter(s) {sorted(unknown)} (allowed: {allowed})")
+        raise InvalidInput(
+            f"fault {kind}: unknown parameter(s) {sorted(unknown)} (allowed: {allowed})"
+        )
     out: dict[str, Any] = {}
     for scope in _SCOPES:
         if scope in raw:
@@ -159,7 +161,9 @@ class FaultSet:
         return {
             f.kind
             for f in self.faults
-            if f.hits(job_id=job_id, tenant=tenant, connector=connector, bucket=bucket, attempt=attempt)
+            if f.hits(
+                job_id=job_id, tenant=tenant, connector=connector, bucket=bucket, attempt=attempt
+            )
         }
 
     def network(self) -> Fault | None:

@@ -1,0 +1,176 @@
+"""``exportnb sandbox``: the reference export platform, for demos, training and tests."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+import click
+
+from exportnb.cli import echo_json, handles_errors
+from exportnb.sandbox import control
+
+
+@click.group()
+def sandbox() -> None:
+    """Run the sandbox: a small, real export platform with injectable faults."""
+
+
+@sandbox.command()
+@click.option(
+    "--scenario", default="default", show_default=True,
+    help="A built-in scenario name (see `exportnb sandbox scenarios`) or a .toml/.json file.",
+)  # fmt: skip
+@click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait for readiness.")
+@click.option("--json", "as_json", is_flag=True, help="Print the sandbox state as JSON.")
+@handles_errors
+def up(scenario: str, timeout: float, as_json: bool) -> None:
+    """Start the sandbox in the background with a scenario, and wait until it is ready."""
+    started = time.monotonic()
+
+    def show(phase: str) -> None:
+        if phase and not as_json:
+            click.echo(f"  [{time.monotonic() - started:5.1f}s] {phase}", err=True)
+
+    state = control.up(scenario, timeout=timeout, on_phase=show)
+    if as_json:
+        echo_json(asdict(state))
+        return
+    click.echo(f"Sandbox up (scenario {state.scenario}, pid {state.pid}).")
+    click.echo(f"  S3 endpoint:  {state.s3_endpoint}")
+    click.echo(f"  metrics:      {state.metrics_url}")
+    click.echo(f"  target host:  {state.target_host}"
+               + ("" if state.path_emulated else " (loopback; no path emulator)"))  # fmt: skip
+    if state.reported_jobs:
+        click.echo(f"  customer-reported jobs: {' '.join(state.reported_jobs)}")
+    click.echo('Use it from a shell with:  eval "$(exportnb sandbox env)"')
+
+
+@sandbox.command()
+@handles_errors
+def down() -> None:
+    """Stop the sandbox."""
+    click.echo("Sandbox stopped." if control.down() else "The sandbox was not running.")
+
+
+@sandbox.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+@handles_errors
+def status(as_json: bool) -> None:
+    """Show whether the sandbox runs, its endpoints, jobs by status, faults and flags.
+
+    Exit code 0 when it runs, 5 when it does not.
+    """
+    report = control.status()
+    if as_json:
+        echo_json(asdict(report))
+    elif not report.running:
+        click.echo(f"Sandbox not running ({report.phase}).")
+    else:
+        _show_status(report)
+    if not report.running:
+        raise SystemExit(5)
+
+
+def _show_status(report: control.Status) -> None:
+    state = report.state
+    assert state is not None
+    click.echo(f"Sandbox running: scenario {state.scenario}, pid {state.pid}, {report.phase}")
+    click.echo(f"  S3 endpoint: {state.s3_endpoint}   metrics: {state.metrics_url}")
+    click.echo(f"  export bucket: {state.export_bucket}   fallback: {state.fallback_bucket}")
+    click.echo("  jobs: " + ", ".join(f"{k} {v}" for k, v in sorted(report.jobs.items())))
+    for fault in report.faults:
+        params = ", ".join(f"{k}={v}" for k, v in fault["params"].items())
+        click.echo(f"  fault #{fault['id']}: {fault['kind']} ({params})")
+    for key, value in report.flags.items():
+        click.echo(f"  flag {key} = {value!r}")
+
+
+@sandbox.command()
+@handles_errors
+def env() -> None:
+    """Print shell exports for the sandbox: use as  eval "$(exportnb sandbox env)".
+
+    They set EXPORT_BUCKET, EXPORT_TARGET_HOST, AWS_ENDPOINT_URL, credentials for the
+    local endpoint, and put the sandbox's own exportctl and featurectl on PATH.
+    """
+    click.echo(control.env_exports())
+
+
+@sandbox.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@handles_errors
+def scenarios(as_json: bool) -> None:
+    """List the built-in scenarios."""
+    from exportnb.sandbox.scenario import builtin_scenarios
+
+    found = builtin_scenarios()
+    if as_json:
+        echo_json(found)
+        return
+    width = max(map(len, found))
+    for name, description in found.items():
+        click.echo(f"{name:<{width}}  {description}")
+
+
+@sandbox.group()
+def fault() -> None:
+    """Inject, list and clear faults in the running sandbox."""
+
+
+@fault.command("inject")
+@click.argument("kind", type=click.Choice(["throttle", "timeout", "corrupt", "missing", "stuck", "network"]))
+@click.option("--bucket", "buckets", multiple=True, help="Bucket(s) the fault applies to.")
+@click.option("--tenant", "tenants", multiple=True, help="Tenant(s) the fault applies to.")
+@click.option("--connector", "connectors", multiple=True, help="Connector(s) it applies to.")
+@click.option("--min-chunk", help="timeout: chunks of at least this size time out (e.g. 128MB).")
+@click.option("--hold", help="timeout: how long a request hangs before the error (e.g. 1s).")
+@click.option("--rate", type=float, help="corrupt/missing/stuck: share of matching jobs hit.")
+@click.option("--max-attempt", type=int, help="corrupt/missing/stuck: last attempt number hit.")
+@click.option("--latency", help="network: added latency (e.g. 200ms).")
+@click.option("--jitter", help="network: latency jitter (e.g. 50ms).")
+@click.option("--loss", type=float, help="network: packet loss in percent.")
+@click.option("--json", "as_json", is_flag=True, help="Print the fault as JSON.")
+@handles_errors
+def inject(kind: str, as_json: bool, **options: Any) -> None:
+    """Inject a fault of KIND. See docs/scenarios.md for what each kind does."""
+    params = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items()}
+    params = {k: v for k, v in params.items() if v not in (None, [])}
+    made = control.inject(kind, params)
+    if as_json:
+        echo_json({"id": made.id, "kind": made.kind, "params": made.params})
+    else:
+        click.echo(f"Injected fault #{made.id}: {made.describe()}")
+
+
+@fault.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@handles_errors
+def list_faults(as_json: bool) -> None:
+    """List the active faults."""
+    report = control.status()
+    if as_json:
+        echo_json(report.faults)
+        return
+    if not report.faults:
+        click.echo("No active faults.")
+    for item in report.faults:
+        params = ", ".join(f"{k}={v}" for k, v in item["params"].items())
+        click.echo(f"#{item['id']}  {item['kind']:<9} {params}")
+
+
+@fault.command("clear")
+@click.argument("fault_id", type=int, required=False)
+@click.option("--all", "clear_all", is_flag=True, help="Clear every active fault.")
+@handles_errors
+def clear(fault_id: int | None, clear_all: bool) -> None:
+    """Clear fault FAULT_ID, or --all of them."""
+    if fault_id is None and not clear_all:
+        raise click.UsageError("give a fault ID or --all")
+    n = control.clear(None if clear_all else fault_id)
+    if fault_id is not None and n == 0:
+        from exportnb.errors import NotFound
+
+        raise NotFound(f"no active fault #{fault_id}")
+    click.echo(f"Cleared {n} fault(s).")

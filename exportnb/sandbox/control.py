@@ -1,0 +1,212 @@
+"""Bring the sandbox up and down, report its status, print its environment, inject faults."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from exportnb.errors import InvalidInput, PreconditionFailed, SandboxError
+from exportnb.sandbox.faults import Fault, parse_fault
+from exportnb.sandbox.state import CREDENTIALS, SandboxState, read_state, sandbox_dir
+from exportnb.sandbox.store import Store
+
+COMMANDS = {"exportctl": "exportnb.cli.exportctl", "featurectl": "exportnb.cli.featurectl"}
+
+
+def _phase(folder: Path) -> str:
+    try:
+        return (folder / "phase").read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def write_commands(folder: Path) -> Path:
+    """The sandbox's own exportctl and featurectl, in a folder only ``sandbox env`` puts on PATH."""
+    bin_dir = folder / "bin"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for name, module in COMMANDS.items():
+        script = bin_dir / name
+        script.write_text(
+            f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m {module} \"$@\"\n", encoding="utf-8"
+        )
+        script.chmod(0o755)
+    return bin_dir
+
+
+def up(
+    scenario: str = "default",
+    *,
+    home: Path | None = None,
+    timeout: float = 600.0,
+    workers: int = 8,
+    on_phase: Callable[[str], None] | None = None,
+) -> SandboxState:
+    """Start the sandbox in the background and wait until it is ready."""
+    from exportnb.sandbox.scenario import load_scenario
+
+    load_scenario(scenario)  # a bad name or file fails here, before anything starts
+    folder = sandbox_dir(home)
+    current = read_state(home)
+    if current is not None and current.alive:
+        raise PreconditionFailed(
+            f"the sandbox is already running (pid {current.pid}, scenario {current.scenario}); "
+            "`exportnb sandbox down` first"
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "state.json").unlink(missing_ok=True)
+    (folder / "phase").write_text("starting", encoding="utf-8")
+    write_commands(folder)
+    env = dict(os.environ)
+    if home is not None:
+        env["EXPORTNB_HOME"] = str(home)
+    with (folder / "daemon.log").open("a", encoding="utf-8") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "exportnb.sandbox.daemon", "--scenario", scenario,
+             "--workers", str(workers), *(["--home", str(home)] if home else [])],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True,
+        )  # fmt: skip
+    return _wait_ready(folder, proc, home, timeout, on_phase)
+
+
+def _wait_ready(
+    folder: Path,
+    proc: subprocess.Popen[bytes],
+    home: Path | None,
+    timeout: float,
+    on_phase: Callable[[str], None] | None,
+) -> SandboxState:
+    deadline = time.monotonic() + timeout
+    seen = ""
+    while time.monotonic() < deadline:
+        state = read_state(home)
+        if state is not None and state.pid == proc.pid:
+            return state
+        phase = _phase(folder)
+        if phase != seen and on_phase is not None:
+            on_phase(phase)
+        seen = phase
+        if proc.poll() is not None:
+            raise SandboxError(
+                f"the sandbox failed to start ({phase}); see {folder / 'daemon.log'}:\n"
+                + _tail(folder / "daemon.log")
+            )
+        time.sleep(0.2)
+    proc.terminate()
+    raise SandboxError(f"the sandbox did not become ready in {timeout:.0f}s ({seen})")
+
+
+def down(*, home: Path | None = None, timeout: float = 30.0) -> bool:
+    """Stop the sandbox. Returns False when none was running."""
+    state = read_state(home)
+    if state is None or not state.alive:
+        (sandbox_dir(home) / "state.json").unlink(missing_ok=True)
+        return False
+    os.kill(state.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and state.alive:
+        time.sleep(0.1)
+    if state.alive:
+        os.kill(state.pid, signal.SIGKILL)
+    (sandbox_dir(home) / "state.json").unlink(missing_ok=True)
+    return True
+
+
+@dataclass(frozen=True)
+class Status:
+    running: bool
+    phase: str
+    state: SandboxState | None
+    jobs: dict[str, int] = field(default_factory=dict)
+    faults: list[dict[str, Any]] = field(default_factory=list)
+    flags: dict[str, Any] = field(default_factory=dict)
+
+
+def status(*, home: Path | None = None) -> Status:
+    folder = sandbox_dir(home)
+    state = read_state(home)
+    running = state is not None and state.alive
+    if state is None or not running:
+        return Status(False, _phase(folder) or "not started", state)
+    store = Store(Path(state.store))
+    try:
+        jobs = dict(store.db.execute("SELECT status, count(*) FROM jobs GROUP BY status"))
+        faults = [
+            {"id": fid, "kind": kind, "params": params, "injected_at": at}
+            for fid, kind, params, at in store.active_faults()
+        ]
+        flags = {f.key: f.value for f in store.flags(time.time())}
+    finally:
+        store.close()
+    return Status(True, _phase(folder), state, jobs, faults, flags)
+
+
+def env_exports(*, home: Path | None = None) -> str:
+    """Shell exports that put the runbook's commands and the sandbox's S3 in reach."""
+    from exportnb import config
+
+    state = read_state(home)
+    if state is None or not state.alive:
+        raise SandboxError("the sandbox is not running: start it with `exportnb sandbox up`")
+    folder = sandbox_dir(home)
+    values = {
+        "EXPORTNB_HOME": str(home or config.home()),
+        "EXPORT_BUCKET": state.export_bucket,
+        "EXPORT_FALLBACK_BUCKET": state.fallback_bucket,
+        "EXPORT_TARGET_HOST": state.target_host,
+        "AWS_ENDPOINT_URL": state.s3_endpoint,
+        **CREDENTIALS,
+    }
+    lines = [f"export {k}={shlex.quote(v)}" for k, v in values.items()]
+    lines.append(f'export PATH={shlex.quote(str(folder / "bin"))}:"$PATH"')
+    return "\n".join(lines)
+
+
+def inject(kind: str, params: dict[str, Any], *, home: Path | None = None) -> Fault:
+    """Inject a fault into the running sandbox. Validated before anything changes."""
+    fault = parse_fault(kind, params)
+    state = read_state(home)
+    if state is None or not state.alive:
+        raise SandboxError("the sandbox is not running: start it with `exportnb sandbox up`")
+    store = Store(Path(state.store))
+    try:
+        buckets = {name for name, _, _ in store.buckets()}
+        unknown = set(fault.params.get("buckets", [])) - buckets
+        if unknown:
+            raise InvalidInput(f"unknown bucket(s) {sorted(unknown)} (buckets: {sorted(buckets)})")
+        if kind == "network" and not state.path_emulated:
+            raise PreconditionFailed(
+                "network faults need the path emulator, which needs CAP_NET_ADMIN (run the "
+                "sandbox as root); this sandbox uses a plain loopback target"
+            )
+        fault_id = store.add_fault(fault.kind, fault.params, time.time())
+    finally:
+        store.close()
+    return Fault(fault.kind, fault.params, fault_id)
+
+
+def clear(fault_id: int | None = None, *, home: Path | None = None) -> int:
+    """Clear one fault, or all of them. Returns how many were cleared."""
+    state = read_state(home)
+    if state is None:
+        raise SandboxError("the sandbox is not running: start it with `exportnb sandbox up`")
+    store = Store(Path(state.store))
+    try:
+        return store.clear_faults(time.time(), fault_id)
+    finally:
+        store.close()
