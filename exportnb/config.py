@@ -16,6 +16,7 @@ Example ``config.toml``::
     [limits]
     max_retry_concurrency = 8             # retries above this are refused
     max_flag_ttl = "24h"                  # flags with a longer TTL are refused
+    stale_heartbeat = "30s"               # a running job silent this long may be retried
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Settings:
     platform_options: dict[str, Any] = field(default_factory=dict)
     max_retry_concurrency: int = 8
     max_flag_ttl: float = 24 * 3600.0
+    stale_heartbeat: float = 30.0
 
     @classmethod
     def load(cls, path: Path | None = None) -> Settings:
@@ -66,6 +68,7 @@ class Settings:
         try:
             concurrency = int(limits.get("max_retry_concurrency", cls.max_retry_concurrency))
             max_ttl = parse_ttl(limits.get("max_flag_ttl", "24h"))
+            stale = parse_ttl(limits.get("stale_heartbeat", "30s"))
         except (InvalidInput, ValueError, TypeError) as exc:
             raise ConfigError(f"{source}: [limits] {exc}") from exc
         if concurrency < 1:
@@ -75,4 +78,5 @@ class Settings:
             platform_options=dict(options),
             max_retry_concurrency=concurrency,
             max_flag_ttl=max_ttl,
+            stale_heartbeat=stale,
         )

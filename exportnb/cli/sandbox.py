@@ -174,3 +174,24 @@ def clear(fault_id: int | None, clear_all: bool) -> None:
 
         raise NotFound(f"no active fault #{fault_id}")
     click.echo(f"Cleared {n} fault(s).")
+
+
+@sandbox.command()
+@click.option("--count", default=1, show_default=True, help="How many jobs.")
+@click.option("--tenant", help="Tenant (default: the first).")
+@click.option("--connector", help="Connector (default: the first).")
+@click.option("--bucket", help="Destination bucket (default: $EXPORT_BUCKET).")
+@click.option("--kind", default="adhoc", show_default=True, help="scheduled, adhoc or bulk.")
+@click.option("--chunk-size", default="64MB", show_default=True, help="Chunk size.")
+@click.option("--size", default="200MB", show_default=True, help="Export size.")
+@click.option("--json", "as_json", is_flag=True, help="Print the job IDs as JSON.")
+@handles_errors
+def submit(chunk_size: str, size: str, as_json: bool, **options: Any) -> None:
+    """Queue new export jobs (for game days and tests); the sandbox's worker runs them."""
+    from exportnb.quantities import parse_size
+
+    ids = control.submit(chunk_size=parse_size(chunk_size), size=parse_size(size), **options)
+    if as_json:
+        echo_json(ids)
+    else:
+        click.echo("\n".join(ids))

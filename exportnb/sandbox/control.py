@@ -210,3 +210,51 @@ def clear(fault_id: int | None = None, *, home: Path | None = None) -> int:
         return store.clear_faults(time.time(), fault_id)
     finally:
         store.close()
+
+
+def submit(
+    *,
+    count: int = 1,
+    tenant: str | None = None,
+    connector: str | None = None,
+    bucket: str | None = None,
+    kind: str = "adhoc",
+    chunk_size: int = 64_000_000,
+    size: int = 200_000_000,
+    home: Path | None = None,
+) -> list[str]:
+    """Queue new export jobs in the running sandbox; the worker runs them. Returns their IDs."""
+    import uuid
+
+    from exportnb.platform.model import JOB_KINDS
+
+    state = read_state(home)
+    if state is None or not state.alive:
+        raise SandboxError("the sandbox is not running: start it with `exportnb sandbox up`")
+    if count < 1 or kind not in JOB_KINDS or chunk_size <= 0 or size <= 0:
+        raise InvalidInput(
+            f"count, chunk size and size must be positive and kind one of {', '.join(JOB_KINDS)}"
+        )
+    store = Store(Path(state.store))
+    try:
+        tenant = _known("tenant", tenant, store.tenants())
+        connector = _known("connector", connector, list(store.connectors()))
+        bucket = _known("bucket", bucket or state.export_bucket, [b for b, _, _ in store.buckets()])
+        ids = [f"job-{uuid.uuid4().hex[:12]}" for _ in range(count)]
+        now = time.time()
+        for job_id in ids:
+            store.create_job(
+                job_id=job_id, tenant=tenant, connector=connector, bucket=bucket, kind=kind,
+                chunk_size=chunk_size, size=size, created_at=now,
+            )  # fmt: skip
+    finally:
+        store.close()
+    return ids
+
+
+def _known(what: str, value: str | None, known: list[str]) -> str:
+    if value is None:
+        return known[0]
+    if value not in known:
+        raise InvalidInput(f"unknown {what} {value!r} (known: {', '.join(known)})")
+    return value

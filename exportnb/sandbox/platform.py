@@ -34,10 +34,6 @@ from exportnb.sandbox.flags import check_flag, known_flag
 from exportnb.sandbox.state import SandboxState, read_state, running_state, sandbox_dir
 from exportnb.sandbox.store import Store
 
-HEARTBEAT_STALE = 30.0
-"""A running job whose heartbeat is older than this many seconds may be retried."""
-
-
 class SandboxPlatform(Platform):
     """The reference export platform. Reads the store directly; S3 through its endpoint."""
 
@@ -157,7 +153,7 @@ class SandboxPlatform(Platform):
         now = time.time()
         queued, skipped = self.store.requeue(
             ids, batch=batch, concurrency=concurrency, actor=actor, now=now,
-            abandon_before=now - HEARTBEAT_STALE,
+            abandon_before=now - self.settings.stale_heartbeat,
         )  # fmt: skip
         self.store.audit(
             actor=actor, action="job.retry", target=batch, reason=reason, now=now,

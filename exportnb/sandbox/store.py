@@ -141,8 +141,8 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         if create:
+            self.db.executescript(SCHEMA)
             with self.transaction() as db:
-                db.executescript(SCHEMA)
                 db.execute(
                     "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
