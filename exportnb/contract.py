@@ -198,7 +198,7 @@ def _check_envelope(doc: dict[str, Any]) -> str:
     if kind != ERROR_KIND and kind not in KINDS:
         known = ", ".join([*KINDS, ERROR_KIND])
         raise CommandError(f"unknown document kind {kind!r} (known: {known})")
-    return kind  # type: ignore[return-value]
+    return str(kind)
 
 
 def error_from_document(doc: dict[str, Any]) -> ExportnbError:
@@ -336,6 +336,8 @@ def _type_name(value: Any) -> str:
 
 
 def _mismatch(path: str, expected: str, value: Any) -> CommandError:
+    if value is None:
+        return CommandError(f"{path}: expected {expected}, got null")
     shown = json.dumps(value, default=str)
     if len(shown) > 60:
         shown = shown[:57] + "..."

@@ -48,16 +48,13 @@ def parse_size(text: str | int) -> int:
 
 
 def format_size(n: float) -> str:
-    """``50_000_000`` -> ``"50MB"``; exact binary multiples print as ``MiB``."""
-    for unit in ("TiB", "GiB", "MiB", "KiB"):
-        factor = _SIZE_UNITS[unit.upper()]
-        if n >= factor and n % factor == 0:
-            return f"{int(n // factor)}{unit}"
+    """``50_000_000`` -> ``"50MB"``, ``64 * 2**20`` -> ``"64MiB"``, ``154_300_000`` -> ``"154.3MB"``."""
     for unit in ("TB", "GB", "MB", "KB"):
-        factor = _SIZE_UNITS[unit]
+        factor, binary = _SIZE_UNITS[unit], _SIZE_UNITS[unit[0] + "IB"]
+        if n >= binary and n % binary == 0:
+            return f"{int(n // binary)}{unit[0]}iB"
         if n >= factor:
-            value = n / factor
-            return f"{value:.0f}{unit}" if value == int(value) else f"{value:.1f}{unit}"
+            return f"{n / factor:.1f}".removesuffix(".0") + unit
     return f"{int(n)}B"
 
 

@@ -30,8 +30,13 @@ def client(
     connect_timeout: float = 2.0,
     read_timeout: float = 15.0,
     pool: int = 32,
+    credentials: dict[str, str] | None = None,
 ) -> Any:
-    """A boto3 S3 client. Custom endpoints use path-style addressing."""
+    """A boto3 S3 client. Custom endpoints use path-style addressing.
+
+    ``credentials`` (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``)
+    are used only where the environment names none.
+    """
     import boto3
     from botocore.config import Config
 
@@ -45,7 +50,14 @@ def client(
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    return boto3.session.Session().client("s3", endpoint_url=endpoint_url, config=config)
+    session = boto3.session.Session()
+    if credentials and session.get_credentials() is None:
+        session = boto3.session.Session(
+            aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
+            region_name=session.region_name or credentials.get("AWS_DEFAULT_REGION"),
+        )
+    return session.client("s3", endpoint_url=endpoint_url, config=config)
 
 
 def storage_error(exc: BaseException, what: str) -> StorageError:

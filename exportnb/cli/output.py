@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import click
@@ -21,6 +20,7 @@ import click
 from exportnb import contract
 from exportnb.cli import fail
 from exportnb.errors import ExportnbError
+from exportnb.platform.model import AuditEntry, Flag
 from exportnb.quantities import format_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -126,6 +126,43 @@ def warn(message: str) -> None:
     click.echo(message, err=True)
 
 
-def exit_with(code: int) -> None:
-    if code:
-        sys.exit(code)
+# Objects both CLIs print ------------------------------------------------------
+def echo_flag(flag: Flag) -> None:
+    """One flag: key, value, who set it and when it expires."""
+    echo_fields(
+        [
+            ("Flag", flag.key),
+            ("Value", flag.value),
+            ("Set by", flag.set_by),
+            ("Set at", flag.set_at),
+            ("Expires", _expiry(flag)),
+        ]
+    )
+
+
+def echo_flags(flags: Sequence[Flag]) -> None:
+    echo_table(
+        ("KEY", "VALUE", "SET BY", "SET AT", "EXPIRES"),
+        [(f.key, f.value, f.set_by, f.set_at, _expiry(f)) for f in flags],
+        empty="No flags set.",
+    )
+
+
+def _expiry(flag: Flag) -> str:
+    if flag.expires_at is None:
+        return "never"
+    left = (flag.expires_at - datetime.now(UTC)).total_seconds()
+    remaining = f"in {format_duration(left)}" if left > 0 else "expired"
+    return f"{cell(flag.expires_at)} ({remaining})"
+
+
+def echo_audit(entries: Sequence[AuditEntry]) -> None:
+    """Audit entries: when, who, what, old -> new, and why."""
+    echo_table(
+        ("ID", "WHEN", "WHO", "ACTION", "TARGET", "CHANGE", "REASON"),
+        [
+            (e.id, e.at, e.actor, e.action, e.target, f"{cell(e.old)} -> {cell(e.new)}", e.reason)
+            for e in entries
+        ],
+        empty="No audit entries.",
+    )

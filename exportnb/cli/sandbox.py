@@ -120,7 +120,9 @@ def fault() -> None:
 
 
 @fault.command("inject")
-@click.argument("kind", type=click.Choice(["throttle", "timeout", "corrupt", "missing", "stuck", "network"]))
+@click.argument(
+    "kind", type=click.Choice(["throttle", "timeout", "corrupt", "missing", "stuck", "network"])
+)
 @click.option("--bucket", "buckets", multiple=True, help="Bucket(s) the fault applies to.")
 @click.option("--tenant", "tenants", multiple=True, help="Tenant(s) the fault applies to.")
 @click.option("--connector", "connectors", multiple=True, help="Connector(s) it applies to.")

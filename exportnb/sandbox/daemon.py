@@ -21,6 +21,7 @@ import socket
 import sys
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,14 @@ from exportnb.sandbox.faults import Fault, FaultSet
 from exportnb.sandbox.history import plan_jobs, seed_history
 from exportnb.sandbox.metrics import SandboxMetrics
 from exportnb.sandbox.scenario import Scenario, load_scenario
-from exportnb.sandbox.state import SandboxState, sandbox_dir
+from exportnb.sandbox.state import CREDENTIALS, SandboxState, sandbox_dir
 from exportnb.sandbox.store import Store
 from exportnb.sandbox.worker import Outcome, Pace, Worker
 
 log = logging.getLogger("exportnb.sandbox")
+
+INCIDENT_IDS, LIVE_IDS = "01", "02"
+"""Job ID namespaces of the replayed incident window and of live traffic (history is 00)."""
 
 
 class FaultCache:
@@ -91,6 +95,7 @@ class Sandbox:
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
         self.closers: list[Any] = []
+        self.planned: dict[str, int] = {}  # jobs planned so far per ID namespace
 
     # Start-up -------------------------------------------------------------
     def phase(self, text: str) -> None:
@@ -113,9 +118,12 @@ class Sandbox:
         self.metrics = SandboxMetrics(self.store)
         metrics_url = self.metrics.serve()
         self.worker = Worker(
-            self.store, storage.client(endpoint, max_attempts=2), self.faults,
+            self.store, storage.client(endpoint, max_attempts=2, credentials=CREDENTIALS), self.faults,
             target=(target_host, target_port), connect=self._connect,
-            pace=Pace(throughput=self.scenario.throughput, overhead=self.scenario.overhead),
+            pace=Pace(
+                throughput=self.scenario.throughput.bytes_per_second,
+                overhead=self.scenario.throughput.overhead,
+            ),
             on_finish=self._finished,
         )  # fmt: skip
         for fault in self.scenario.incident.faults:
@@ -126,7 +134,7 @@ class Sandbox:
         state = SandboxState(
             pid=_pid(), scenario=self.scenario.name, store=str(store_path), s3_endpoint=endpoint,
             metrics_url=metrics_url, export_bucket=self.scenario.export_bucket,
-            fallback_bucket=self.scenario.fallback_bucket, target_host=target_host,
+            fallback_bucket=self.scenario.fallback_bucket or "", target_host=target_host,
             target_port=target_port, started_at=time.time(), path_emulated=emulated,
             reported_jobs=reported,
             detail={"incident_start": report.incident_start, "history_jobs": report.jobs},
@@ -146,9 +154,12 @@ class Sandbox:
         moto = MotoServer()
         upstream = moto.start()
         self.closers.append(moto.stop)
-        direct = storage.client(upstream)
         for name, _, region in self.store.buckets():
-            direct.create_bucket(Bucket=name)
+            direct = storage.client(upstream, credentials={**CREDENTIALS, "AWS_DEFAULT_REGION": region})
+            extra = {} if region == "us-east-1" else {
+                "CreateBucketConfiguration": {"LocationConstraint": region}
+            }
+            direct.create_bucket(Bucket=name, **extra)
         proxy = FaultProxy(upstream, lambda: self.faults())
         endpoint = proxy.start()
         self.closers.insert(0, proxy.stop)
@@ -192,7 +203,11 @@ class Sandbox:
 
     # The incident window and live traffic ---------------------------------
     def _create(self, start: float, end: float, prefix: str) -> list[str]:
-        specs = plan_jobs(self.scenario, start, end, rng_seed=int(end), id_prefix=prefix)
+        first = self.planned.get(prefix, 0)
+        specs = plan_jobs(
+            self.scenario, start, end, rng_seed=int(end), id_prefix=prefix, first_index=first
+        )
+        self.planned[prefix] = first + len(specs)
         for spec in specs:
             self.store.create_job(
                 job_id=spec.id, tenant=spec.tenant, connector=spec.connector, bucket=spec.bucket,
@@ -202,12 +217,12 @@ class Sandbox:
         return [s.id for s in specs]
 
     def _replay(self, start: float, end: float) -> list[str]:
-        ids = self._create(start, end, "i")
+        ids = self._create(start, end, INCIDENT_IDS)
 
         def one(_: int) -> None:
             job = self.store.claim(now=time.time(), bulk_paused=False)
             if job is not None:
-                queue_delay = (hash(job.id) % 20) + 1
+                queue_delay = zlib.crc32(job.id.encode()) % 20 + 1
                 self.worker.run(job, backdate=min(job.created_at.timestamp() + queue_delay, end))
 
         with ThreadPoolExecutor(self.workers) as pool:
@@ -248,7 +263,7 @@ class Sandbox:
         last = since
         while not self.stop_event.wait(5.0):
             now = time.time()
-            self._create(last, now, "l")
+            self._create(last, now, LIVE_IDS)
             last = now
 
     def _housekeeping(self) -> None:
@@ -258,6 +273,9 @@ class Sandbox:
 
     def stop(self) -> None:
         self.stop_event.set()
+        worker = getattr(self, "worker", None)
+        if worker is not None:
+            worker.target = None  # no probe may outlive the path emulator
         for thread in self.threads:
             thread.join(timeout=10)
         for close in self.closers:

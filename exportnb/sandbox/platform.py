@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -31,11 +32,15 @@ from exportnb.platform.model import (
     Verification,
 )
 from exportnb.sandbox.flags import check_flag, known_flag
-from exportnb.sandbox.state import SandboxState, read_state, running_state, sandbox_dir
+from exportnb.sandbox.state import CREDENTIALS, SandboxState, read_state, running_state, sandbox_dir
 from exportnb.sandbox.store import Store
 
 class SandboxPlatform(Platform):
-    """The reference export platform. Reads the store directly; S3 through its endpoint."""
+    """The reference export platform. Reads the store directly; S3 through its endpoint.
+
+    S3 requests go to ``AWS_ENDPOINT_URL`` when it is set (as ``aws`` does in the sandbox's
+    environment), else to the endpoint the sandbox started.
+    """
 
     name = "sandbox"
 
@@ -53,7 +58,8 @@ class SandboxPlatform(Platform):
     def s3(self) -> Any:
         if self._s3 is None:
             state = running_state(self.home)
-            self._s3 = storage.client(state.s3_endpoint)
+            endpoint = os.environ.get("AWS_ENDPOINT_URL") or state.s3_endpoint
+            self._s3 = storage.client(endpoint, credentials=CREDENTIALS)
         return self._s3
 
     def close(self) -> None:
