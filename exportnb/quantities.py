@@ -48,7 +48,7 @@ def parse_size(text: str | int) -> int:
 
 
 def format_size(n: float) -> str:
-    """``50_000_000`` -> ``"50MB"``, ``64 * 2**20`` -> ``"64MiB"``, ``154_300_000`` -> ``"154.3MB"``."""
+    """``50_000_000`` -> ``"50MB"``, ``64 * 2**20`` -> ``"64MiB"``, ``1.5e8`` -> ``"150MB"``."""
     for unit in ("TB", "GB", "MB", "KB"):
         factor, binary = _SIZE_UNITS[unit], _SIZE_UNITS[unit[0] + "IB"]
         if n >= binary and n % binary == 0:
@@ -82,7 +82,7 @@ def format_duration(seconds: float) -> str:
     """``1800`` -> ``"30m"``, ``5400`` -> ``"1h30m"``, ``42.5`` -> ``"42.5s"``."""
     if seconds < 60:
         return f"{seconds:.3g}s" if seconds != int(seconds) else f"{int(seconds)}s"
-    total = int(round(seconds))
+    total = round(seconds)
     parts = []
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
         if total >= size:

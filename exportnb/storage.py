@@ -95,7 +95,10 @@ def put_object(s3: Any, bucket: str, key: str, body: bytes, **extra: Any) -> str
     """Store an object with an S3 additional checksum (SHA-256); returns the checksum."""
     checksum = sha256_b64(body)
     try:
-        s3.put_object(Bucket=bucket, Key=key, Body=body, ChecksumSHA256=checksum, **extra)
+        s3.put_object(
+            Bucket=bucket, Key=key, Body=body, ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=checksum, **extra,
+        )  # fmt: skip
     except Exception as exc:
         if _is_storage_exception(exc):
             raise storage_error(exc, f"PutObject s3://{bucket}/{key}") from exc

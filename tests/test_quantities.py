@@ -6,7 +6,14 @@ from exportnb.quantities import format_duration, format_size, parse_size, parse_
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("50MB", 50_000_000), ("64MiB", 64 * 2**20), ("1GB", 10**9), ("512", 512), ("1.5GB", 1_500_000_000), ("50 mb", 50_000_000)],
+    [
+        ("50MB", 50_000_000),
+        ("64MiB", 64 * 2**20),
+        ("1GB", 10**9),
+        ("512", 512),
+        ("1.5GB", 1_500_000_000),
+        ("50 mb", 50_000_000),
+    ],
 )
 def test_sizes(text, expected):
     assert parse_size(text) == expected
@@ -19,7 +26,8 @@ def test_bad_sizes_are_refused_with_a_clear_message(text):
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"), [("30m", 1800), ("2h", 7200), ("1h30m", 5400), ("45s", 45), ("500ms", 0.5)]
+    ("text", "expected"),
+    [("30m", 1800), ("2h", 7200), ("1h30m", 5400), ("45s", 45), ("500ms", 0.5)],
 )
 def test_ttls(text, expected):
     assert parse_ttl(text) == expected

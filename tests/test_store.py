@@ -21,8 +21,14 @@ def store(tmp_path):
 def make(store, n, *, kind="adhoc", t0=1_000_000.0, prefix="job"):
     for i in range(n):
         store.create_job(
-            job_id=f"{prefix}-{i}", tenant="acme", connector="s3", bucket="primary", kind=kind,
-            chunk_size=64_000_000, size=100_000_000, created_at=t0 + i,
+            job_id=f"{prefix}-{i}",
+            tenant="acme",
+            connector="s3",
+            bucket="primary",
+            kind=kind,
+            chunk_size=64_000_000,
+            size=100_000_000,
+            created_at=t0 + i,
         )
 
 
@@ -45,7 +51,9 @@ def test_finish_rolls_up_per_minute_and_refuses_a_closed_attempt(store):
     a = store.claim(now=60.0, bulk_paused=False)
     b = store.claim(now=61.0, bulk_paused=False)
     assert store.finish(a.id, 1, status="succeeded", finished_at=125.0, bucket="primary")
-    assert store.finish(b.id, 1, status="failed", finished_at=130.0, bucket="primary", error_code="SlowDown")
+    assert store.finish(
+        b.id, 1, status="failed", finished_at=130.0, bucket="primary", error_code="SlowDown"
+    )
     assert not store.finish(a.id, 1, status="failed", finished_at=131.0, bucket="primary")
     counts = {(c.minute.timestamp(), c.status): c.count for c in store.status_counts(0, 1e9)}
     assert counts == {(120.0, "failed"): 1, (120.0, "succeeded"): 1}
@@ -59,8 +67,12 @@ def test_retry_batch_concurrency_bounds_claims(store):
         job = store.claim(now=1.0, bulk_paused=False)
         store.finish(job.id, 1, status="failed", finished_at=2.0, bucket="primary")
     queued, skipped = store.requeue(
-        [f"job-{i}" for i in range(5)] + ["ghost"], batch="b1", concurrency=2, actor="t",
-        now=3.0, abandon_before=0.0,
+        [f"job-{i}" for i in range(5)] + ["ghost"],
+        batch="b1",
+        concurrency=2,
+        actor="t",
+        now=3.0,
+        abandon_before=0.0,
     )
     assert len(queued) == 5 and skipped == {"ghost": "not found"}
     claimed = [store.claim(now=4.0, bulk_paused=False) for _ in range(3)]
@@ -72,9 +84,13 @@ def test_retry_batch_concurrency_bounds_claims(store):
 def test_requeue_takes_a_running_job_only_when_its_heartbeat_is_stale(store):
     make(store, 1)
     store.claim(now=100.0, bulk_paused=False)
-    queued, skipped = store.requeue(["job-0"], batch="b", concurrency=1, actor="t", now=101.0, abandon_before=50.0)
+    queued, skipped = store.requeue(
+        ["job-0"], batch="b", concurrency=1, actor="t", now=101.0, abandon_before=50.0
+    )
     assert queued == [] and "live heartbeat" in skipped["job-0"]
-    queued, _ = store.requeue(["job-0"], batch="c", concurrency=1, actor="t", now=200.0, abandon_before=150.0)
+    queued, _ = store.requeue(
+        ["job-0"], batch="c", concurrency=1, actor="t", now=200.0, abandon_before=150.0
+    )
     assert queued == ["job-0"]
     assert store.attempts("job-0")[0].error_code == "HeartbeatLost"
 
@@ -83,7 +99,14 @@ def test_latency_percentiles_are_nearest_rank(store):
     make(store, 100)
     for i in range(100):
         job = store.claim(now=0.0, bulk_paused=False)
-        store.finish(job.id, 1, status="succeeded", finished_at=float(i + 1), bucket="primary", started_at=0.0)
+        store.finish(
+            job.id,
+            1,
+            status="succeeded",
+            finished_at=float(i + 1),
+            bucket="primary",
+            started_at=0.0,
+        )
     (window,) = store.latency(0, 1000, per_minute=False)
     assert (window.count, window.p50, window.p95, window.p99) == (100, 50.0, 95.0, 99.0)
     (empty,) = store.latency(5000, 6000, per_minute=False)
@@ -94,7 +117,9 @@ def test_latency_percentiles_are_nearest_rank(store):
 
 def test_flags_expire_with_an_audit_entry(store):
     now = time.time()
-    store.put_flag("export.fallback_bucket", "fb", actor="alice", now=now, expires_at=now + 10, reason="INC-1")
+    store.put_flag(
+        "export.fallback_bucket", "fb", actor="alice", now=now, expires_at=now + 10, reason="INC-1"
+    )
     assert store.flag("export.fallback_bucket", now + 5).value == "fb"
     assert store.flag("export.fallback_bucket", now + 11) is None
     assert store.expire_flags(now + 11) == 1

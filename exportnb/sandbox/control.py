@@ -42,7 +42,7 @@ def write_commands(folder: Path) -> Path:
     for name, module in COMMANDS.items():
         script = bin_dir / name
         script.write_text(
-            f"#!/bin/sh\nexec {shlex.quote(sys.executable)} -m {module} \"$@\"\n", encoding="utf-8"
+            f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m {module} "$@"\n', encoding="utf-8"
         )
         script.chmod(0o755)
     return bin_dir

@@ -118,7 +118,7 @@ class Sandbox:
         self.metrics = SandboxMetrics(self.store)
         metrics_url = self.metrics.serve()
         self.worker = Worker(
-            self.store, storage.client(endpoint, max_attempts=2, credentials=CREDENTIALS), self.faults,
+            self.store, storage.client(endpoint, credentials=CREDENTIALS), self.faults,
             target=(target_host, target_port), connect=self._connect,
             pace=Pace(
                 throughput=self.scenario.throughput.bytes_per_second,
@@ -155,10 +155,14 @@ class Sandbox:
         upstream = moto.start()
         self.closers.append(moto.stop)
         for name, _, region in self.store.buckets():
-            direct = storage.client(upstream, credentials={**CREDENTIALS, "AWS_DEFAULT_REGION": region})
-            extra = {} if region == "us-east-1" else {
-                "CreateBucketConfiguration": {"LocationConstraint": region}
-            }
+            direct = storage.client(
+                upstream, credentials={**CREDENTIALS, "AWS_DEFAULT_REGION": region}
+            )
+            extra = (
+                {}
+                if region == "us-east-1"
+                else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+            )
             direct.create_bucket(Bucket=name, **extra)
         proxy = FaultProxy(upstream, lambda: self.faults())
         endpoint = proxy.start()

@@ -38,7 +38,9 @@ class StoreCollector(Collector):
         self.store = store
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        by_status = GaugeMetricFamily("exportnb_jobs", "Jobs in the store by status.", labels=["status"])
+        by_status = GaugeMetricFamily(
+            "exportnb_jobs", "Jobs in the store by status.", labels=["status"]
+        )
         for status, n in self.store.db.execute("SELECT status, count(*) FROM jobs GROUP BY status"):
             by_status.add_metric([status], n)
         yield by_status

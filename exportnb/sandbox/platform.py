@@ -35,6 +35,7 @@ from exportnb.sandbox.flags import check_flag, known_flag
 from exportnb.sandbox.state import CREDENTIALS, SandboxState, read_state, running_state, sandbox_dir
 from exportnb.sandbox.store import Store
 
+
 class SandboxPlatform(Platform):
     """The reference export platform. Reads the store directly; S3 through its endpoint.
 

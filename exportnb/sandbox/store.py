@@ -72,7 +72,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     error_message TEXT,
     PRIMARY KEY (job_id, number)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS attempts_finished ON attempts (finished_at);
+CREATE INDEX IF NOT EXISTS attempts_finished ON attempts (finished_at, status, started_at);
 CREATE TABLE IF NOT EXISTS minute_counts (
     minute INTEGER NOT NULL, status TEXT NOT NULL, n INTEGER NOT NULL,
     PRIMARY KEY (minute, status)
@@ -121,8 +121,24 @@ def to_ts(dt: datetime | None) -> float | None:
 
 
 def _job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
-    (jid, tenant, connector, bucket, kind, status, attempts, chunk, size, created,
-     started, finished, heartbeat, code, message, delivered) = tuple(row)
+    (
+        jid,
+        tenant,
+        connector,
+        bucket,
+        kind,
+        status,
+        attempts,
+        chunk,
+        size,
+        created,
+        started,
+        finished,
+        heartbeat,
+        code,
+        message,
+        delivered,
+    ) = tuple(row)
     return Job(
         id=jid, tenant=tenant, connector=connector, bucket=bucket, kind=kind, status=status,
         attempts=attempts, chunk_size=chunk, bytes=size, created_at=to_dt(created),  # type: ignore[arg-type]
@@ -185,7 +201,8 @@ class Store:
     def set_meta(self, key: str, value: Any) -> None:
         with self.transaction() as db:
             db.execute(
-                "INSERT INTO meta VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                "INSERT INTO meta VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
                 (key, json.dumps(value)),
             )
 
@@ -249,10 +266,16 @@ class Store:
         )
         return [
             Attempt(
-                job_id=r[0], number=r[1], status=r[2], started_at=to_dt(r[3]),  # type: ignore[arg-type]
-                finished_at=to_dt(r[4]), bucket=r[5], chunk_size=r[6],
-                error_code=r[7], error_message=r[8],
-            )  # fmt: skip
+                job_id=r[0],
+                number=r[1],
+                status=r[2],
+                started_at=to_dt(r[3]),  # type: ignore[arg-type]
+                finished_at=to_dt(r[4]),
+                bucket=r[5],
+                chunk_size=r[6],
+                error_code=r[7],
+                error_message=r[8],
+            )
             for r in rows
         ]
 
@@ -314,7 +337,9 @@ class Store:
                 "WHERE id = ?",
                 (now, now, job_id),
             )
-            job = _job(db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone())
+            job = _job(
+                db.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            )
             db.execute(
                 "INSERT INTO attempts (job_id, number, status, started_at, bucket, chunk_size) "
                 "VALUES (?, ?, 'running', ?, ?, ?)",
@@ -434,7 +459,7 @@ class Store:
                 if row is None:
                     skipped[job_id] = "not found"
                     continue
-                status, heartbeat, attempt, bucket = row
+                status, heartbeat, attempt, _ = row
                 if status == "queued":
                     skipped[job_id] = "already queued"
                     continue
@@ -543,8 +568,13 @@ class Store:
                 "expires_at = excluded.expires_at",
                 (key, json.dumps(value), actor, now, expires_at),
             )
-            new = {"value": value, "expires_at": to_dt(expires_at).isoformat() if expires_at else None}  # type: ignore[union-attr]
-            self._audit(db, now, actor, "flag.set", key, json.loads(old[0]) if old else None, new, reason)
+            new = {
+                "value": value,
+                "expires_at": to_dt(expires_at).isoformat() if expires_at else None,
+            }  # type: ignore[union-attr]
+            self._audit(
+                db, now, actor, "flag.set", key, json.loads(old[0]) if old else None, new, reason
+            )
         return Flag(key, value, actor, to_dt(now), to_dt(expires_at))  # type: ignore[arg-type]
 
     def delete_flag(self, key: str, *, actor: str, now: float, reason: str) -> bool:
@@ -608,7 +638,9 @@ class Store:
             (*args, limit),
         ).fetchall()
         return [
-            AuditEntry(r[0], to_dt(r[1]), r[2], r[3], r[4], json.loads(r[5]), json.loads(r[6]), r[7])  # type: ignore[arg-type]
+            AuditEntry(
+                r[0], to_dt(r[1]), r[2], r[3], r[4], json.loads(r[5]), json.loads(r[6]), r[7]
+            )  # type: ignore[arg-type]
             for r in reversed(rows)
         ]
 

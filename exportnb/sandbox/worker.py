@@ -92,8 +92,8 @@ class Worker:
     # Claiming ------------------------------------------------------------
     def claim(self) -> Job | None:
         now = time.time()
-        paused = self.store.flag(BULK_PAUSE_FLAG, now) is not None
-        return self.store.claim(now=now, bulk_paused=bool(paused and paused.value))
+        paused = self.store.flag(BULK_PAUSE_FLAG, now)
+        return self.store.claim(now=now, bulk_paused=bool(paused is not None and paused.value))
 
     def run_once(self) -> bool:
         job = self.claim()
@@ -133,9 +133,8 @@ class Worker:
         duration = elapsed if backdate is None else self._modeled(job) + elapsed
         finished = started + duration
         level = "info" if outcome.status == "succeeded" else "error"
-        message = (
-            f"attempt {job.attempts} {outcome.status}"
-            + (f": {outcome.error_code}: {outcome.error_message}" if outcome.error_code else "")
+        message = f"attempt {job.attempts} {outcome.status}" + (
+            f": {outcome.error_code}: {outcome.error_message}" if outcome.error_code else ""
         )
         self._log(job, level, message, finished)
         closed = self.store.finish(
@@ -172,7 +171,8 @@ class Worker:
             clock = self._tick(job, logical, clock, replay)
         manifest = Manifest(
             job_id=job.id, bucket=bucket, key=f"{prefix}/manifest.json", attempt=job.attempts,
-            total_bytes=sum(sizes), segments=segments, created_at=datetime.fromtimestamp(clock, UTC),
+            total_bytes=sum(sizes), segments=segments,
+            created_at=datetime.fromtimestamp(clock, UTC),
         )  # fmt: skip
         self._put(bucket, manifest.key, storage.manifest_document(manifest))
         self.store.record_manifest(job.id, job.attempts, bucket, manifest.key, segments, clock)

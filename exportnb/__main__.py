@@ -1,0 +1,3 @@
+from exportnb.cli import main
+
+main()
