@@ -146,10 +146,12 @@ def test_command_platform_acts_and_the_audit_log_names_the_actor(sandbox, comman
 
 def test_command_platform_translates_storage_errors(command_platform, delivered):
     assert command_platform.verify(delivered).passed
+    unreachable = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1"}
     broken = CommandPlatform(
-        exportctl=command_platform.exportctl, featurectl=command_platform.featurectl,
-        env={**command_platform.env, "AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1"},
-    )  # fmt: skip
+        exportctl=command_platform.exportctl,
+        featurectl=command_platform.featurectl,
+        env={**command_platform.env, **unreachable},
+    )
     with pytest.raises(StorageError, match="cannot reach"):
         broken.verify(delivered)
 
@@ -160,7 +162,7 @@ def test_metrics_cover_the_runbook_detection_rules(sandbox):
     from exportnb.sandbox.state import read_state
 
     url = read_state(Path(sandbox.env["EXPORTNB_HOME"])).metrics_url
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
+    with urllib.request.urlopen(url, timeout=5) as response:
         families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
     for name in (
         "exportnb_job_attempts", "exportnb_job_duration_seconds", "exportnb_jobs",
