@@ -23,6 +23,7 @@ demo: $(STAMP)
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check exportnb tests benchmarks
+	$(BIN)/mypy exportnb
 	$(BIN)/python -m pytest
 
 system-deps:

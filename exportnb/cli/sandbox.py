@@ -23,9 +23,14 @@ def sandbox() -> None:
     help="A built-in scenario name (see `exportnb sandbox scenarios`) or a .toml/.json file.",
 )  # fmt: skip
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait for readiness.")
+@click.option(
+    "--s3-endpoint", metavar="URL",
+    help="Write to this S3 endpoint (MinIO, AWS...) with the environment's credentials, "
+    "instead of starting moto server on loopback. Storage faults need the embedded one.",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the sandbox state as JSON.")
 @handles_errors
-def up(scenario: str, timeout: float, as_json: bool) -> None:
+def up(scenario: str, timeout: float, s3_endpoint: str | None, as_json: bool) -> None:
     """Start the sandbox in the background with a scenario, and wait until it is ready."""
     started = time.monotonic()
 
@@ -33,7 +38,7 @@ def up(scenario: str, timeout: float, as_json: bool) -> None:
         if phase and not as_json:
             click.echo(f"  [{time.monotonic() - started:5.1f}s] {phase}", err=True)
 
-    state = control.up(scenario, timeout=timeout, on_phase=show)
+    state = control.up(scenario, timeout=timeout, s3_endpoint=s3_endpoint, on_phase=show)
     if as_json:
         echo_json(asdict(state))
         return

@@ -18,6 +18,7 @@ from exportnb.sandbox.faults import Fault, parse_fault
 from exportnb.sandbox.state import CREDENTIALS, SandboxState, read_state, sandbox_dir
 from exportnb.sandbox.store import Store
 
+STORAGE_FAULTS = ("throttle", "timeout")
 COMMANDS = {"exportctl": "exportnb.cli.exportctl", "featurectl": "exportnb.cli.featurectl"}
 
 
@@ -54,12 +55,24 @@ def up(
     home: Path | None = None,
     timeout: float = 600.0,
     workers: int = 8,
+    s3_endpoint: str | None = None,
     on_phase: Callable[[str], None] | None = None,
 ) -> SandboxState:
-    """Start the sandbox in the background and wait until it is ready."""
+    """Start the sandbox in the background and wait until it is ready.
+
+    With ``s3_endpoint`` the sandbox writes to that S3 endpoint (MinIO, AWS, ...) with the
+    environment's credentials; without it, it starts moto server on loopback behind the
+    fault proxy. Storage faults (throttle, timeout) need the embedded endpoint.
+    """
     from exportnb.sandbox.scenario import load_scenario
 
-    load_scenario(scenario)  # a bad name or file fails here, before anything starts
+    world = load_scenario(scenario)  # a bad name or file fails here, before anything starts
+    storage_faults = [f.kind for f in world.incident.faults if f.kind in STORAGE_FAULTS]
+    if s3_endpoint and storage_faults:
+        raise PreconditionFailed(
+            f"scenario {world.name} injects {', '.join(storage_faults)} faults, which need the "
+            "embedded S3 endpoint; start it without an S3 endpoint"
+        )
     folder = sandbox_dir(home)
     current = read_state(home)
     if current is not None and current.alive:
@@ -77,7 +90,8 @@ def up(
     with (folder / "daemon.log").open("a", encoding="utf-8") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "exportnb.sandbox.daemon", "--scenario", scenario,
-             "--workers", str(workers), *(["--home", str(home)] if home else [])],
+             "--workers", str(workers), *(["--home", str(home)] if home else []),
+             *(["--s3-endpoint", s3_endpoint] if s3_endpoint else [])],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
             start_new_session=True,
         )  # fmt: skip
@@ -189,6 +203,11 @@ def inject(kind: str, params: dict[str, Any], *, home: Path | None = None) -> Fa
         unknown = set(fault.params.get("buckets", [])) - buckets
         if unknown:
             raise InvalidInput(f"unknown bucket(s) {sorted(unknown)} (buckets: {sorted(buckets)})")
+        if kind in STORAGE_FAULTS and not state.embedded_s3:
+            raise PreconditionFailed(
+                f"{kind} faults need the embedded S3 endpoint; this sandbox writes to "
+                f"{state.s3_endpoint}"
+            )
         if kind == "network" and not state.path_emulated:
             raise PreconditionFailed(
                 "network faults need the path emulator, which needs CAP_NET_ADMIN (run the "

@@ -90,11 +90,15 @@ class Loopback:
 
 
 class Sandbox:
-    def __init__(self, folder: Path, scenario: Scenario, *, workers: int = 8) -> None:
+    def __init__(
+        self, folder: Path, scenario: Scenario, *, workers: int = 8, s3_endpoint: str | None = None
+    ) -> None:
         self.folder, self.scenario, self.workers = folder, scenario, workers
+        self.external_s3 = s3_endpoint
         self.stop_event = threading.Event()
         self.threads: list[threading.Thread] = []
         self.closers: list[Any] = []
+        self.emulator: Any = None
         self.planned: dict[str, int] = {}  # jobs planned so far per ID namespace
 
     # Start-up -------------------------------------------------------------
@@ -136,7 +140,7 @@ class Sandbox:
             metrics_url=metrics_url, export_bucket=self.scenario.export_bucket,
             fallback_bucket=self.scenario.fallback_bucket or "", target_host=target_host,
             target_port=target_port, started_at=time.time(), path_emulated=emulated,
-            reported_jobs=reported,
+            embedded_s3=self.external_s3 is None, reported_jobs=reported,
             detail={"incident_start": report.incident_start, "history_jobs": report.jobs},
         )  # fmt: skip
         self._run_live(now)
@@ -148,26 +152,34 @@ class Sandbox:
         (self.folder / "phase").write_text(f"seeding history {done}/{total}", encoding="utf-8")
 
     def _start_storage(self) -> str:
+        """The embedded moto server behind the fault proxy, or the configured endpoint."""
         from exportnb.sandbox.s3proxy import FaultProxy
         from exportnb.sandbox.s3server import MotoServer
 
+        if self.external_s3 is not None:
+            self._create_buckets(self.external_s3)
+            return self.external_s3
         moto = MotoServer()
         upstream = moto.start()
         self.closers.append(moto.stop)
-        for name, _, region in self.store.buckets():
-            direct = storage.client(
-                upstream, credentials={**CREDENTIALS, "AWS_DEFAULT_REGION": region}
-            )
-            extra = (
-                {}
-                if region == "us-east-1"
-                else {"CreateBucketConfiguration": {"LocationConstraint": region}}
-            )
-            direct.create_bucket(Bucket=name, **extra)
+        self._create_buckets(upstream)
         proxy = FaultProxy(upstream, lambda: self.faults())
         endpoint = proxy.start()
         self.closers.insert(0, proxy.stop)
         return endpoint
+
+    def _create_buckets(self, endpoint: str) -> None:
+        for name, _, region in self.store.buckets():
+            client = storage.client(
+                endpoint, credentials={**CREDENTIALS, "AWS_DEFAULT_REGION": region}
+            )
+            extra = {"CreateBucketConfiguration": {"LocationConstraint": region}}
+            try:
+                client.create_bucket(Bucket=name, **({} if region == "us-east-1" else extra))
+            except Exception as exc:
+                error = storage.storage_error(exc, f"CreateBucket {name}")
+                if error.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                    raise error from exc
 
     def _start_path(self) -> tuple[str, int, bool]:
         from exportnb.sandbox import netpath
@@ -300,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--home", type=Path, default=None)
     parser.add_argument("--scenario", default="default")
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--s3-endpoint", default=None)
     args = parser.parse_args(argv)
     folder = sandbox_dir(args.home)
     folder.mkdir(parents=True, exist_ok=True)
@@ -310,7 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    sandbox = Sandbox(folder, load_scenario(args.scenario), workers=args.workers)
+    sandbox = Sandbox(
+        folder, load_scenario(args.scenario), workers=args.workers, s3_endpoint=args.s3_endpoint
+    )
     try:
         sandbox.start()
     except Exception as exc:

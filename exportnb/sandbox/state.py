@@ -41,6 +41,7 @@ class SandboxState:
     started_at: float
     region: str = "us-east-1"
     path_emulated: bool = False
+    embedded_s3: bool = True
     reported_jobs: list[str] = field(default_factory=list)
     detail: dict[str, Any] = field(default_factory=dict)
 

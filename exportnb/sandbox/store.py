@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from exportnb.errors import NotFound
 from exportnb.platform.model import (
@@ -112,6 +112,12 @@ JOB_COLUMNS = (
 )
 
 
+@overload
+def to_dt(ts: float) -> datetime: ...
+@overload
+def to_dt(ts: None) -> None: ...
+@overload
+def to_dt(ts: float | None) -> datetime | None: ...
 def to_dt(ts: float | None) -> datetime | None:
     return None if ts is None else datetime.fromtimestamp(ts, UTC)
 
@@ -141,7 +147,7 @@ def _job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
     ) = tuple(row)
     return Job(
         id=jid, tenant=tenant, connector=connector, bucket=bucket, kind=kind, status=status,
-        attempts=attempts, chunk_size=chunk, bytes=size, created_at=to_dt(created),  # type: ignore[arg-type]
+        attempts=attempts, chunk_size=chunk, bytes=size, created_at=to_dt(created),
         started_at=to_dt(started), finished_at=to_dt(finished), heartbeat_at=to_dt(heartbeat),
         error_code=code, error_message=message, delivered_bucket=delivered,
     )  # fmt: skip
@@ -221,7 +227,8 @@ class Store:
 
     # Jobs ---------------------------------------------------------------
     def list_jobs(self, query: JobQuery) -> list[Job]:
-        clauses, args = [], []
+        clauses: list[str] = []
+        args: list[Any] = []
         for column, value in (
             ("status", query.status),
             ("connector", query.connector),
@@ -269,7 +276,7 @@ class Store:
                 job_id=r[0],
                 number=r[1],
                 status=r[2],
-                started_at=to_dt(r[3]),  # type: ignore[arg-type]
+                started_at=to_dt(r[3]),
                 finished_at=to_dt(r[4]),
                 bucket=r[5],
                 chunk_size=r[6],
@@ -285,7 +292,7 @@ class Store:
             "ORDER BY at, id LIMIT ?",
             (job_id, limit),
         )
-        return [LogLine(r[0], to_dt(r[1]), r[2], r[3], r[4]) for r in rows]  # type: ignore[arg-type]
+        return [LogLine(r[0], to_dt(r[1]), r[2], r[3], r[4]) for r in rows]
 
     def add_log(self, job_id: str, attempt: int, level: str, message: str, at: float) -> None:
         with self.transaction() as db:
@@ -504,7 +511,7 @@ class Store:
             "ORDER BY minute, status",
             (int(since // 60) * 60, until),
         )
-        return [MinuteCount(to_dt(m), s, n) for m, s, n in rows]  # type: ignore[arg-type]
+        return [MinuteCount(to_dt(m), s, n) for m, s, n in rows]
 
     def latency(self, since: float, until: float, *, per_minute: bool) -> list[LatencyPercentiles]:
         """Exact nearest-rank percentiles of finished attempt durations, computed in SQL."""
@@ -530,11 +537,11 @@ class Store:
         start, end = to_dt(since), to_dt(until)
         if not per_minute:
             if not rows:
-                return [LatencyPercentiles(start, end, 0, None, None, None)]  # type: ignore[arg-type]
+                return [LatencyPercentiles(start, end, 0, None, None, None)]
             _, n, p50, p95, p99 = rows[0]
-            return [LatencyPercentiles(start, end, n, p50, p95, p99)]  # type: ignore[arg-type]
+            return [LatencyPercentiles(start, end, n, p50, p95, p99)]
         return [
-            LatencyPercentiles(to_dt(g), to_dt(g + 60), n, p50, p95, p99, minute=to_dt(g))  # type: ignore[arg-type]
+            LatencyPercentiles(to_dt(g), to_dt(g + 60), n, p50, p95, p99, minute=to_dt(g))
             for g, n, p50, p95, p99 in rows
         ]
 
@@ -571,11 +578,11 @@ class Store:
             new = {
                 "value": value,
                 "expires_at": to_dt(expires_at).isoformat() if expires_at else None,
-            }  # type: ignore[union-attr]
+            }
             self._audit(
                 db, now, actor, "flag.set", key, json.loads(old[0]) if old else None, new, reason
             )
-        return Flag(key, value, actor, to_dt(now), to_dt(expires_at))  # type: ignore[arg-type]
+        return Flag(key, value, actor, to_dt(now), to_dt(expires_at))
 
     def delete_flag(self, key: str, *, actor: str, now: float, reason: str) -> bool:
         with self.transaction() as db:
@@ -624,7 +631,8 @@ class Store:
     def audit_entries(
         self, *, target: str | None = None, since: float | None = None, limit: int = 100
     ) -> list[AuditEntry]:
-        clauses, args = [], []
+        clauses: list[str] = []
+        args: list[Any] = []
         if target is not None:
             clauses.append("target = ?")
             args.append(target)
@@ -640,7 +648,7 @@ class Store:
         return [
             AuditEntry(
                 r[0], to_dt(r[1]), r[2], r[3], r[4], json.loads(r[5]), json.loads(r[6]), r[7]
-            )  # type: ignore[arg-type]
+            )
             for r in reversed(rows)
         ]
 
@@ -679,4 +687,4 @@ class Store:
 
 
 def _flag(row: tuple[Any, ...]) -> Flag:
-    return Flag(row[0], json.loads(row[1]), row[2], to_dt(row[3]), to_dt(row[4]))  # type: ignore[arg-type]
+    return Flag(row[0], json.loads(row[1]), row[2], to_dt(row[3]), to_dt(row[4]))
