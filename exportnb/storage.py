@@ -69,8 +69,8 @@ def storage_error(exc: BaseException, what: str) -> StorageError:
         meta = exc.response.get("ResponseMetadata", {})
         status = meta.get("HTTPStatusCode")
         code = str(error.get("Code") or status or "Unknown")
-        if code == str(status):
-            code = {403: "AccessDenied", 404: "NotFound", 503: "SlowDown"}.get(status, code)
+        if status is not None and code == str(status):
+            code = {403: "AccessDenied", 404: "NotFound", 503: "SlowDown"}.get(int(status), code)
         message = error.get("Message") or code
         return StorageError(f"{what}: {code} (HTTP {status}): {message}", code=code, status=status)
     if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError)):

@@ -107,8 +107,10 @@ def _query(target: str) -> str:
 
 
 def is_chunk_upload(method: str, key: str, target: str, copy_source: bool) -> bool:
-    """Whether a request is a PutObject or an UploadPart (not a copy or sub-resource PUT)."""
-    if method != "PUT" or not key or copy_source:
+    """Whether a request uploads a chunk of export data: a PutObject or UploadPart of a
+    segment (not a copy, a sub-resource PUT, or a manifest, which is metadata written at
+    its real size rather than at the sandbox's storage scale)."""
+    if method != "PUT" or not key or copy_source or key.endswith("manifest.json"):
         return False
     names = {name for name, _ in parse_qsl(_query(target), keep_blank_values=True)}
     return all(n in _CHUNK_QUERY or n.lower().startswith("x-amz-") for n in names)

@@ -1,0 +1,147 @@
+"""Job state on constructed stores: the latest failures, categories, samples, concentration."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from constructed import MB, NOW, PRIMARY, SECONDARY, make_world, minutes
+
+from exportnb import contract
+from exportnb.errors import InvalidInput
+from exportnb.findings import FAILURES_CONCENTRATED
+from exportnb.jobstate import job_state
+
+SINCE = NOW - minutes(30)
+
+
+@pytest.fixture
+def world(tmp_path):
+    w = make_world(tmp_path)
+    yield w
+    w.platform.close()
+
+
+def by_dimension(state) -> dict[str, dict]:
+    assert all(f.code == FAILURES_CONCENTRATED for f in state.findings)
+    return {f.evidence["dimension"]: f.evidence for f in state.findings}
+
+
+def test_no_failed_jobs_is_an_empty_result(world):
+    world.many(NOW - minutes(5), 10)
+    state = job_state(world.platform, since=SINCE, until=NOW)
+    assert state.total_failed == 0 and state.latest == [] and state.categories == []
+    assert state.by_error == {} and state.samples == [] and state.findings == []
+    assert state.failing_buckets == [] and state.failing_job_ids == []
+    frame = state.frame()
+    assert frame.empty and list(frame.columns) == [
+        "connector", "bucket", "error_code", "count", "first_seen", "last_seen", "tenants"
+    ]  # fmt: skip
+    json.dumps(contract.encode(state), allow_nan=False)
+
+
+def test_throttling_concentrated_on_one_bucket(world):
+    slow = world.many(NOW - minutes(10), 8, "failed", error_code="SlowDown", logs=3,
+                      error_message="503 SlowDown: Please reduce your request rate.")  # fmt: skip
+    newest = world.job(NOW - minutes(9), "failed", tenant="globex", error_code="SlowDown",
+                       logs=3, error_message="503 SlowDown")  # fmt: skip
+    other = world.job(NOW - minutes(4), "failed", bucket=SECONDARY, connector="gcs",
+                      error_code="AccessDenied", logs=2, tenant="hooli")  # fmt: skip
+    world.many(NOW - minutes(4), 20, bucket=SECONDARY)  # succeeded: not in the job state
+    state = job_state(world.platform, since=SINCE, until=NOW, limit=5, sample_logs=2)
+    assert state.total_failed == 10 and len(state.latest) == 5
+    assert state.latest[0].id == other  # the newest failure first
+    assert state.by_error == {"SlowDown": 9, "AccessDenied": 1}
+    assert state.by_bucket == {PRIMARY: 9, SECONDARY: 1} and state.failing_buckets[0] == PRIMARY
+    assert state.by_connector == {"s3": 9, "gcs": 1}
+    top = state.categories[0]
+    assert (top.connector, top.bucket, top.error_code, top.count) == ("s3", PRIMARY, "SlowDown", 9)
+    assert top.tenants == ["acme", "globex"]
+    assert top.first_seen == NOW - minutes(10) and top.last_seen == NOW - minutes(9)
+    found = by_dimension(state)
+    assert set(found) == {"error_code", "bucket"}  # every job, failed or not, went through s3
+    assert found["bucket"]["traffic_share"] == pytest.approx(9 / 30)
+    assert found["bucket"]["p_value"] < 0.01
+    evidence = found["error_code"]
+    assert (evidence["value"], evidence["count"], evidence["share"]) == ("SlowDown", 9, 0.9)
+    assert evidence["buckets"] == [PRIMARY] and evidence["chunk_sizes"] == [64 * MB]
+    # the samples cover both error codes, the most frequent first, with their logs
+    assert [s.error_code for s in state.samples] == ["SlowDown", "AccessDenied"]
+    assert state.samples[0].job_id == newest and len(state.samples[0].logs) == 3
+    assert newest not in slow
+    assert "SlowDown" in state.samples[0].logs[0].message
+    assert state.frame().iloc[0]["count"] == 9
+
+
+def test_timeouts_only_on_large_chunks_show_in_the_evidence(world):
+    for size in (256 * MB, 256 * MB, 128 * MB, 256 * MB, 128 * MB, 256 * MB):
+        world.job(NOW - minutes(3), "failed", connector="snowflake", chunk_size=size,
+                  error_code="RequestTimeout")  # fmt: skip
+    world.many(NOW - minutes(3), 5, chunk_size=32 * MB)
+    state = job_state(world.platform, since=SINCE, until=NOW)
+    evidence = by_dimension(state)["error_code"]
+    assert evidence["value"] == "RequestTimeout" and evidence["share"] == 1.0
+    assert evidence["chunk_sizes"] == [128 * MB, 256 * MB]
+    assert evidence["chunk_size_counts"] == {str(128 * MB): 2, str(256 * MB): 4}
+    assert evidence["connectors"] == ["snowflake"]
+
+
+def test_scattered_or_few_failures_are_not_concentrated(world):
+    for code, bucket, connector in (("SlowDown", PRIMARY, "s3"), ("AccessDenied", SECONDARY,
+                                    "gcs"), ("InternalError", PRIMARY, "sftp")):  # fmt: skip
+        world.many(NOW - minutes(5), 3, "failed", error_code=code, bucket=bucket,
+                   connector=connector)  # fmt: skip
+    state = job_state(world.platform, since=SINCE, until=NOW)
+    assert state.total_failed == 9 and state.findings == []
+    assert job_state(world.platform, since=SINCE, until=NOW, concentration=0.3).findings == []
+
+
+def test_a_bucket_is_concentrated_only_beyond_its_share_of_the_traffic(world):
+    world.many(NOW - minutes(5), 16, "failed", error_code="InternalError")  # primary
+    world.many(NOW - minutes(5), 2, "failed", error_code="AccessDenied", bucket=SECONDARY)
+    world.many(NOW - minutes(5), 40)  # the primary takes most of the traffic
+    world.many(NOW - minutes(5), 10, bucket=SECONDARY)
+    state = job_state(world.platform, since=SINCE, until=NOW)
+    assert state.by_bucket == {PRIMARY: 16, SECONDARY: 2}
+    assert "bucket" not in by_dimension(state)  # 89% of the failures, 82% of the traffic
+    world.many(NOW - minutes(4), 60, bucket=SECONDARY)  # now the primary has 56 of 128 jobs
+    found = by_dimension(job_state(world.platform, since=SINCE, until=NOW))
+    assert found["bucket"]["value"] == PRIMARY
+    assert found["bucket"]["traffic_share"] == pytest.approx(56 / 128)
+    assert job_state(world.platform, since=SINCE, until=NOW, min_failures=17).findings == []
+
+
+def test_the_window_is_when_the_jobs_failed(world):
+    world.job(SINCE - minutes(5), "failed")  # failed before the window
+    late = world.job(NOW - minutes(1), "failed", duration=40 * 60)  # created before `since`
+    world.job(NOW + minutes(5), "failed")  # after `until`
+    state = job_state(world.platform, since=SINCE, until=NOW)
+    assert state.failing_job_ids == [late]
+    assert job_state(world.platform, since=SINCE, until=NOW, lookback_minutes=0).total_failed == 0
+
+
+def test_a_retried_job_is_counted_where_it_failed_last(world):
+    job_id = world.job(SINCE - minutes(120), "failed", error_code="SlowDown")
+    world.platform.retry(job_ids=[job_id], concurrency=1, actor="test")
+    world.attempt(job_id, NOW - minutes(2), "failed", error_code="RequestTimeout")
+    state = job_state(world.platform, since=SINCE, until=NOW, lookback_minutes=180)
+    assert state.by_error == {"RequestTimeout": 1} and state.latest[0].attempts == 2
+
+
+def test_scan_limit_truncates(world):
+    world.many(NOW - minutes(2), 6, "failed")
+    state = job_state(world.platform, since=SINCE, until=NOW, scan_limit=4)
+    assert state.truncated and state.total_failed == 4
+    assert not job_state(world.platform, since=SINCE, until=NOW).truncated
+
+
+def test_times_in_any_zone(world):
+    world.many(NOW - minutes(2), 2, "failed")
+    tokyo = timezone(timedelta(hours=9))
+    state = job_state(world.platform, since=SINCE.astimezone(tokyo), until=NOW.astimezone(tokyo))
+    assert state.total_failed == 2 and state.since.tzinfo is UTC
+    with pytest.raises(InvalidInput, match="timezone-aware"):
+        job_state(world.platform, since=datetime(2024, 6, 11), until=NOW)
+    with pytest.raises(InvalidInput, match="limit"):
+        job_state(world.platform, since=SINCE, until=NOW, limit=0)
