@@ -72,7 +72,7 @@ class SandboxPlatform(Platform):
             name=self.name,
             export_bucket=self.state.export_bucket,
             buckets=[name for name, _, _ in buckets],
-            fallback_buckets=[name for name, role, _ in buckets if role != "primary"],
+            fallback_buckets=[name for name, role, _ in buckets if role == "fallback"],
             target_host=self.state.target_host,
             region=self.state.region,
             detail={

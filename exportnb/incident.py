@@ -1,0 +1,421 @@
+"""An incident as the notebook sees it: its parameters resolved, validated and timed.
+
+The template's parameters cell holds JSON values only (:data:`PARAMETERS` are their names
+and defaults). The setup cell turns them into one :class:`Incident`::
+
+    incident = open_incident(**parameters_of(globals()))
+
+which resolves every default (the operator, the platform, ``$EXPORT_BUCKET`` and
+``$EXPORT_TARGET_HOST``, the current time), refuses bad input with
+:class:`~exportnb.errors.InvalidInput` before anything is read, and estimates when the
+incident started: the first failing minute of the most recent breach of the failure
+threshold in the last :data:`HISTORY_MINUTES`, or ``now - window`` when there is none.
+
+The incident then says what each runbook step works on: the window of every diagnostic,
+the buckets to check, the jobs whose checksums to verify, the affected jobs to re-verify.
+What the notebook records of the incident itself is the :class:`Declaration`; the
+immediate actions and the mitigation plan are in :mod:`exportnb.actions`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from exportnb.errors import ConfigError, InvalidInput
+from exportnb.findings import Finding
+from exportnb.platform import Platform, current_actor, get_platform
+from exportnb.platform.model import JobQuery
+from exportnb.record import check_incident_id
+
+if TYPE_CHECKING:
+    from exportnb.assessment import AssessmentContext
+    from exportnb.checksums import ChecksumReport
+    from exportnb.detection import Detection
+    from exportnb.jobstate import JobState
+
+PARAMETERS: dict[str, Any] = {
+    "incident_id": "INC-unset",
+    "job_ids": [],
+    "alert": {},
+    "window_minutes": 10,
+    "failure_threshold": 0.02,
+    "latency_slo": 60.0,
+    "running_sla": 1200.0,
+    "stale_heartbeat": 30.0,
+    "buckets": [],
+    "target_host": "",
+    "target_port": 22,
+    "platform": "",
+    "operator": "",
+    "comms_lead": "",
+    "mode": "auto",
+    "baseline_days": 7,
+    "recovery_minutes": 15,
+    "now": "",
+}
+"""The template's parameters, in the order of its parameters cell, with their defaults."""
+
+MODES = ("auto", "interactive")
+HISTORY_MINUTES = 120
+"""How far back detection looks, and the incident start is searched for."""
+COMMS_LEAD_UNASSIGNED = "comms_lead_unassigned"
+_RANGES: dict[str, tuple[float, float]] = {
+    "window_minutes": (1, 1440),
+    "failure_threshold": (0.0, 1.0),
+    "latency_slo": (0.0, 86400.0),
+    "running_sla": (0.0, 7 * 86400.0),
+    "stale_heartbeat": (0.0, 86400.0),
+    "target_port": (1, 65535),
+    "baseline_days": (1, 90),
+    "recovery_minutes": (1, 1440),
+}
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """Incident declared; comms lead assigned: what the record keeps of who and what."""
+
+    incident_id: str
+    declared_at: datetime
+    operator: str
+    comms_lead: str
+    mode: str
+    alert_summary: str
+    platform: str
+    export_bucket: str
+    target_host: str
+    reported_jobs: list[str]
+    incident_start: datetime
+    findings: list[Finding] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Incident:
+    """One incident: its resolved parameters, the platform, and the times it is judged at."""
+
+    id: str
+    operator: str
+    comms_lead: str
+    mode: str
+    alert: dict[str, Any]
+    alert_summary: str
+    reported_jobs: list[str]
+    now: datetime
+    window_minutes: int
+    incident_start: datetime
+    breach_found: bool
+    failure_threshold: float
+    latency_slo: float
+    running_sla: float
+    stale_heartbeat: float
+    baseline_days: int
+    recovery_minutes: int
+    export_bucket: str
+    fallback_bucket: str | None
+    extra_buckets: list[str]
+    target_host: str
+    target_port: int
+    platform_name: str
+    platform: Platform = field(repr=False, compare=False)
+
+    # Times ------------------------------------------------------------------------
+    @property
+    def window_start(self) -> datetime:
+        return self.now - timedelta(minutes=self.window_minutes)
+
+    @property
+    def history_since(self) -> datetime:
+        """The start of what the detection charts show."""
+        return min(self.now - timedelta(minutes=HISTORY_MINUTES), self.incident_start)
+
+    @property
+    def recovery_since(self) -> datetime:
+        return self.now - timedelta(minutes=self.recovery_minutes)
+
+    @property
+    def success_threshold(self) -> float:
+        """The lowest acceptable success rate: ``1 - failure_threshold``."""
+        return 1.0 - self.failure_threshold
+
+    # What each step works on ------------------------------------------------------
+    def detection_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`exportnb.detection.detect` (after the platform)."""
+        history = int((self.now - self.history_since).total_seconds() // 60)
+        return {
+            "now": self.now, "window_minutes": self.window_minutes,
+            "threshold": self.failure_threshold, "latency_slo": self.latency_slo,
+            "running_sla": self.running_sla, "stale_heartbeat": self.stale_heartbeat,
+            "reported_jobs": list(self.reported_jobs), "history_minutes": history,
+        }  # fmt: skip
+
+    def job_state_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`exportnb.jobstate.job_state`: the incident so far."""
+        return {"since": min(self.incident_start, self.window_start), "until": self.now}
+
+    def recovery_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`exportnb.recovery.verify_recovery` but the baseline."""
+        return {"now": self.now, "window_minutes": self.recovery_minutes,
+                "incident_start": self.incident_start}  # fmt: skip
+
+    def chart_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`exportnb.charts.success_rate_chart` but the frames."""
+        return {"threshold": self.success_threshold, "incident_start": self.incident_start,
+                "mitigations": self.mitigation_marks()}  # fmt: skip
+
+    def buckets_to_check(self, job_state: JobState | None = None) -> list[str]:
+        """``$EXPORT_BUCKET``, the extra buckets, the buckets failures name, the fallback."""
+        failing = list(job_state.failing_buckets) if job_state is not None else []
+        fallback = [self.fallback_bucket] if self.fallback_bucket else []
+        return _unique([self.export_bucket, *self.extra_buckets, *failing, *fallback])
+
+    def checksum_jobs(
+        self,
+        job_state: JobState | None = None,
+        detection: Detection | None = None,
+        *,
+        failing: int = 10,
+        per_tenant: int = 3,
+        tenants: int = 8,
+        limit: int = 40,
+    ) -> list[str]:
+        """Jobs to verify: the reported ones, the newest failing ones, and the newest
+        deliveries (within the detection history) of each tenant involved."""
+        failing_ids = list(job_state.failing_job_ids[:failing]) if job_state is not None else []
+        involved = self.tenants_involved(job_state, detection)[:tenants]
+        delivered = [job.id for tenant in involved for job in self.platform.list_jobs(
+            JobQuery(status="succeeded", since=self.history_since, until=self.now,
+                     tenant=tenant, limit=per_tenant)
+        )]  # fmt: skip
+        return _unique([*self.reported_jobs, *failing_ids, *delivered])[:limit]
+
+    def tenants_involved(
+        self, job_state: JobState | None = None, detection: Detection | None = None
+    ) -> list[str]:
+        """Tenants of the reported jobs first, then those of the failures, most failed first."""
+        reported = [r.tenant for r in detection.reported if r.found] if detection else []
+        counts: dict[str, int] = {}
+        for category in job_state.categories if job_state is not None else []:
+            for tenant in category.tenants:
+                counts[tenant] = counts.get(tenant, 0) + category.count
+        by_failures = sorted(counts, key=lambda t: (-counts[t], t))
+        return _unique([t for t in (*reported, *by_failures) if t])
+
+    def affected_jobs(self, checksums: ChecksumReport | None = None) -> list[str]:
+        """Jobs whose delivered data is in doubt: reported, or failing verification."""
+        failed = list(checksums.failed_job_ids) if checksums is not None else []
+        return _unique([*self.reported_jobs, *failed])
+
+    def assessment_context(self) -> AssessmentContext:
+        from exportnb.assessment import AssessmentContext
+
+        return AssessmentContext(export_bucket=self.export_bucket,
+                                 fallback_bucket=self.fallback_bucket)  # fmt: skip
+
+    def comms_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`exportnb.comms.status_update` about the incident."""
+        return {"incident_id": self.id, "now": self.now, "comms_lead": self.comms_lead,
+                "operator": self.operator, "flags": self.platform.list_flags()}  # fmt: skip
+
+    def audit_entries(self, limit: int = 500) -> list[Any]:
+        """What was done on the platform since the incident started."""
+        return self.platform.audit_log(since=self.incident_start, limit=limit)
+
+    def mitigation_marks(self) -> list[tuple[datetime, str]]:
+        """``(time, label)`` of every action since the incident started, for the charts."""
+        return [(e.at, f"{e.action} {e.target}") for e in self.audit_entries()]
+
+    def declaration(self) -> Declaration:
+        """The record of "Declare incident; assign comms lead"."""
+        findings = []
+        if not self.comms_lead:
+            findings.append(Finding(
+                COMMS_LEAD_UNASSIGNED, "warning",
+                "No comms lead assigned: name one (parameter comms_lead) before the first update",
+                "immediate_actions", {"operator": self.operator},
+            ))  # fmt: skip
+        return Declaration(
+            self.id, self.now, self.operator, self.comms_lead, self.mode, self.alert_summary,
+            self.platform_name, self.export_bucket, self.target_host, list(self.reported_jobs),
+            self.incident_start, findings,
+        )  # fmt: skip
+
+
+# Opening an incident ------------------------------------------------------------------
+def parameters_of(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The template's parameters found in ``namespace`` (a notebook's ``globals()``)."""
+    return {name: namespace[name] for name in PARAMETERS if name in namespace}
+
+
+def open_incident(**parameters: Any) -> Incident:
+    """Validate the parameters, resolve their defaults, and open the incident.
+
+    Raises InvalidInput for an unknown name or a bad value (nothing is read then),
+    NotFound/SandboxError/ConfigError when the platform cannot be had.
+    """
+    values = validated(parameters)
+    platform = get_platform(values["platform"] or None)
+    info = platform.info()
+    target = values["target_host"] or os.environ.get("EXPORT_TARGET_HOST") or info.target_host
+    if not target:
+        raise ConfigError("no export target host: pass target_host or set $EXPORT_TARGET_HOST")
+    now = values["now"]
+    start, found = incident_start(platform, now=now, window_minutes=values["window_minutes"],
+                                  threshold=values["failure_threshold"])  # fmt: skip
+    return Incident(
+        id=values["incident_id"], operator=values["operator"] or current_actor(),
+        comms_lead=values["comms_lead"], mode=values["mode"], alert=values["alert"],
+        alert_summary=alert_summary(values["alert"]), reported_jobs=values["job_ids"], now=now,
+        window_minutes=values["window_minutes"], incident_start=start, breach_found=found,
+        failure_threshold=values["failure_threshold"], latency_slo=values["latency_slo"],
+        running_sla=values["running_sla"], stale_heartbeat=values["stale_heartbeat"],
+        baseline_days=values["baseline_days"], recovery_minutes=values["recovery_minutes"],
+        export_bucket=os.environ.get("EXPORT_BUCKET") or info.export_bucket,
+        fallback_bucket=os.environ.get("EXPORT_FALLBACK_BUCKET") or _first(info.fallback_buckets),
+        extra_buckets=values["buckets"], target_host=target, target_port=values["target_port"],
+        platform_name=platform.name, platform=platform,
+    )  # fmt: skip
+
+
+def validated(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters checked, over their defaults, with ``now`` and ``alert`` parsed."""
+    unknown = sorted(set(parameters) - set(PARAMETERS))
+    if unknown:
+        raise InvalidInput(f"unknown parameter(s): {', '.join(unknown)} "
+                           f"(known: {', '.join(PARAMETERS)})")  # fmt: skip
+    values = {**PARAMETERS, **parameters}
+    checked = {name: _check(name, values[name], PARAMETERS[name]) for name in PARAMETERS}
+    check_incident_id(checked["incident_id"])  # the archive's rule: it names a folder
+    if checked["mode"] not in MODES:
+        raise InvalidInput(f"mode {checked['mode']!r}: use one of {', '.join(MODES)}")
+    checked["now"] = parse_now(checked["now"])
+    checked["alert"] = parse_alert(values["alert"])
+    checked["job_ids"] = _unique(j.strip() for j in checked["job_ids"] if j.strip())
+    checked["buckets"] = _unique(b.strip() for b in checked["buckets"] if b.strip())
+    return checked
+
+
+def _check(name: str, value: Any, default: Any) -> Any:
+    if name == "alert":
+        return value
+    if isinstance(default, list):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InvalidInput(f"{name} must be a list of strings, got {value!r}")
+        return list(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise InvalidInput(f"{name} must be a string, got {value!r}")
+        return value.strip()
+    return _number(name, value, integer=isinstance(default, int))
+
+
+def _number(name: str, value: Any, *, integer: bool) -> int | float:
+    """A number in its range: whole numbers inclusive, fractions and seconds above zero."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise InvalidInput(f"{name} must be a number, got {value!r}")
+    if integer and float(value) != int(value):
+        raise InvalidInput(f"{name} must be a whole number, got {value!r}")
+    low, high = _RANGES[name]
+    if integer and not low <= value <= high:
+        raise InvalidInput(f"{name} {value!r} is out of range: use {low:g} to {high:g}")
+    if not integer and not low < value < high:
+        raise InvalidInput(f"{name} {value!r} is out of range: use more than {low:g} "
+                           f"and less than {high:g}")  # fmt: skip
+    return int(value) if integer else float(value)
+
+
+def parse_now(text: str) -> datetime:
+    """``""`` is the current time; otherwise an ISO-8601 time with its zone, as UTC."""
+    if not text:
+        return datetime.now(UTC)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"now {text!r} is not an ISO-8601 time") from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise InvalidInput(f"now {text!r} has no time zone: add Z or an offset such as +00:00")
+    return parsed.astimezone(UTC)
+
+
+def parse_alert(value: Any) -> dict[str, Any]:
+    """The alert as one JSON object (a dict, or the text of one)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError as exc:
+            raise InvalidInput(f"alert is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"alert must be one JSON object, got {type(value).__name__}")
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"alert must hold JSON values only: {exc}") from None
+    return value
+
+
+def alert_summary(alert: Mapping[str, Any]) -> str:
+    """One line about an Alertmanager webhook (or a single alert): status, names, summary."""
+    if not alert:
+        return "no alert: opened by hand"
+    alerts = [a for a in alert.get("alerts", [alert]) if isinstance(a, dict)]
+    common = alert.get("commonLabels") or {}
+    names = _unique([str(a.get("labels", {}).get("alertname", "")) for a in alerts]
+                    + [str(common.get("alertname", ""))])  # fmt: skip
+    notes = alert.get("commonAnnotations") or (alerts[0].get("annotations") if alerts else {})
+    summary = (notes or {}).get("summary") or (notes or {}).get("description") or ""
+    starts = sorted(str(a["startsAt"]) for a in alerts if a.get("startsAt"))
+    parts = [str(alert.get("status") or (alerts[0].get("status") if alerts else "") or "alert"),
+             ", ".join(n for n in names if n) or "unnamed alert"]  # fmt: skip
+    line = " ".join(parts) + (f": {summary}" if summary else "")
+    return line + (f" (since {starts[0]})" if starts else "")
+
+
+# The incident's start ---------------------------------------------------------------
+def incident_start(
+    platform: Platform, *, now: datetime, window_minutes: int, threshold: float
+) -> tuple[datetime, bool]:
+    """The first failing minute of the most recent breach, and whether there was one.
+
+    A minute *breaches* when the failure rate of the window ending with it is above
+    ``threshold``. The incident started at the first minute, in the window of the first
+    breaching minute of the latest run of them, whose own failure rate is above it.
+    """
+    from exportnb.baseline import minute_rates
+
+    since = now - timedelta(minutes=HISTORY_MINUTES + window_minutes)
+    rows = minute_rates(platform, since, now)
+    breaching = _breaching(rows, window_minutes, threshold)
+    if not breaching:
+        return now - timedelta(minutes=window_minutes), False
+    first = max(breaching)
+    while first - 1 in breaching:
+        first -= 1
+    window = rows[max(0, first - window_minutes + 1) : first + 1]
+    failing = [r.minute for r in window if r.total and r.failed / r.total > threshold]
+    return (failing[0] if failing else rows[first].minute), True
+
+
+def _breaching(rows: list[Any], window_minutes: int, threshold: float) -> set[int]:
+    """Indexes of the minutes (after the first window) whose window is above threshold."""
+    found: set[int] = set()
+    for i in range(window_minutes - 1, len(rows)):
+        window = rows[i - window_minutes + 1 : i + 1]
+        total = sum(r.total for r in window)
+        if total and sum(r.failed for r in window) / total > threshold:
+            found.add(i)
+    return found
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(v for v in values if v))
+
+
+def _first(values: list[str]) -> str | None:
+    return values[0] if values else None
+
+
+__all__ = ["PARAMETERS", "Declaration", "Incident", "open_incident", "parameters_of"]

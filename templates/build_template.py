@@ -1,0 +1,286 @@
+"""Build ``templates/export_failure.ipynb``, the incident notebook, from this readable source.
+
+    .venv/bin/python templates/build_template.py          # (re)write the notebook
+    .venv/bin/python templates/build_template.py --check  # exit 1 if it is out of date
+
+The notebook follows the export-failure runbook heading by heading and quotes its
+checklist lines. Cells only call the exportnb library and show what it returns; the
+logic lives in the package. ``tests/test_template.py`` checks that the committed
+notebook is what this script builds, so edit here, not in JupyterLab.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+NOTEBOOK = Path(__file__).with_name("export_failure.ipynb")
+
+TITLE = """\
+# Export failure — incident notebook
+
+This notebook works through the **Export Failure runbook** for one incident, heading by
+heading: Detection, Immediate Actions, Diagnostics, an Assessment, Mitigations, Recovery
+Verification and Communication. It is for incidents where scheduled or ad-hoc exports
+fail or deliver incomplete data.
+
+* When an alert fires, `exportnb` runs it with papermill (`mode = "auto"`). An automatic
+  run reads and measures. It **never applies a mitigation**: it lists the runbook
+  commands it recommends, with what each would change.
+* An engineer opens the same notebook in JupyterLab (`mode = "interactive"`), re-runs
+  cells and applies mitigations from the mitigation panel.
+
+Every step cell calls the `exportnb` library and shows its result under the runbook
+command it stands for. The executed notebook is archived as the audit record, and each
+result is also stored in it as machine-readable JSON. The parameters are in the next
+cell. They are JSON values, and an alert arrives as one JSON value."""
+
+PARAMETERS = """\
+incident_id = "INC-unset"  # the incident's ID, e.g. INC-1234
+job_ids = []  # job IDs customers reported as incomplete or failing
+alert = {}  # the alert (an Alertmanager webhook payload) as one JSON value
+window_minutes = 10  # detection window, in minutes
+failure_threshold = 0.02  # failure rate above which the window breaches (2%)
+latency_slo = 60.0  # latency SLO (p95), in seconds; the alert fires at 2x SLO
+running_sla = 1200.0  # longest a job may stay running, in seconds
+stale_heartbeat = 30.0  # a running job silent this long is stuck, in seconds
+buckets = []  # extra buckets to check; $EXPORT_BUCKET is always checked
+target_host = ""  # the export target; default: $EXPORT_TARGET_HOST
+target_port = 22  # the target's port, probed over TCP where mtr is missing
+platform = ""  # platform name; default: from $EXPORTNB_HOME/config.toml
+operator = ""  # who runs this; default: $EXPORTNB_OPERATOR or the login name
+comms_lead = ""  # who sends the status updates
+mode = "auto"  # "auto" (papermill on an alert: nothing applied) or "interactive"
+baseline_days = 7  # days of history the baseline is taken from
+recovery_minutes = 15  # how long the success rate must be back at baseline
+now = ""  # ISO-8601 time to evaluate at; default: the current time"""
+
+SETUP = """\
+from exportnb import charts
+from exportnb.display import show, show_chart, show_parameters, show_recommendations
+from exportnb.incident import open_incident, parameters_of
+
+incident = open_incident(**parameters_of(globals()))"""
+
+# (kind, source): "md" cells are Markdown, "code" cells are code.
+# fmt: off
+CELLS: list[tuple[str, str]] = [
+    ("md", TITLE),
+    ("parameters", PARAMETERS),
+    ("md", """\
+## Setup
+
+The incident is opened from the parameters. This checks them and fills in the defaults:
+the operator, the platform, `$EXPORT_BUCKET` and `$EXPORT_TARGET_HOST`, and the time to
+evaluate at. It also estimates when the incident started: the first failing minute of
+the latest breach, or the start of the window when there is none."""),
+    ("code", SETUP),
+    ("md", """\
+## Detection
+
+> - [ ] Alert: Export job failure rate >2% over 10 minutes.
+> - [ ] Alert: Export latency >2× SLO or stuck in `running` state beyond SLA.
+> - [ ] Customer reports incomplete files or checksum mismatches.
+
+These are the failure rate over the window against the threshold, the latency
+percentiles against twice the SLO, stuck jobs, and the job IDs customers reported. The
+reported jobs are verified under Diagnostics 3."""),
+    ("code", """\
+from exportnb.detection import detect
+
+detection = detect(incident.platform, **incident.detection_options())
+show("detection", detection)"""),
+    ("md", """\
+The success rate per minute against the baseline: the same minutes of the day over
+the previous `baseline_days` days, with the threshold (1 − `failure_threshold`)."""),
+    ("code", """\
+from exportnb.baseline import baseline
+
+usual = baseline(incident.platform, incident.history_since, incident.now,
+                 days=incident.baseline_days)
+rates = detection.rates_frame()
+show_chart(charts.success_rate_chart(rates, usual.frame(), **incident.chart_options()))"""),
+    ("code", """\
+show_chart(charts.latency_chart(detection.latency_frame(), slo=incident.latency_slo))"""),
+    ("md", """\
+## Immediate Actions (10 minutes)
+
+> - [ ] Declare incident; assign comms lead.
+> - [ ] Pause new bulk exports to reduce load.
+> - [ ] Capture failing job IDs and sample logs."""),
+    ("code", "show_parameters(incident)"),
+    ("md", """\
+This notebook never pauses bulk exports itself. The cell below shows whether they are
+paused now, and what `exportctl pause bulk` would hold back. In an interactive session,
+the mitigation panel applies it after you confirm."""),
+    ("code", """\
+from exportnb.response import bulk_pause, capture
+
+show("immediate_actions", bulk_pause(incident.platform), command="exportctl pause bulk")"""),
+    ("code", """\
+from exportnb.jobstate import job_state
+
+jobs = job_state(incident.platform, **incident.job_state_options())
+show("immediate_actions", capture(jobs, incident.reported_jobs))"""),
+    ("md", """\
+## Diagnostics
+
+### 1. Job state
+
+> - Command: `exportctl list --status failed --limit 20`
+> - Expected: Error reasons visible; categorize by connector/storage."""),
+    ("code", """\
+show("job_state", jobs, command="exportctl list --status failed --limit 20")
+show_chart(charts.failures_chart(jobs.frame()))"""),
+    ("md", """\
+### 2. Storage health
+
+> - Command: `aws s3api head-bucket --bucket $EXPORT_BUCKET`
+> - Expected: 200 OK. If throttled, note error code and region.
+
+The buckets checked are `$EXPORT_BUCKET`, the `buckets` parameter, the buckets the
+failed jobs name and the fallback bucket."""),
+    ("code", """\
+from exportnb.storagehealth import storage_health
+
+storage = storage_health(incident.buckets_to_check(jobs))
+show("storage_health", storage, command="aws s3api head-bucket --bucket $EXPORT_BUCKET")"""),
+    ("md", """\
+### 3. Checksum verification
+
+> - Command: `exportctl verify --job <job-id>`
+> - Expected: Checksums match; if mismatch, identify missing segments.
+
+The jobs verified are the reported jobs, the newest failing jobs, and the newest
+deliveries of each tenant involved."""),
+    ("code", """\
+from exportnb.checksums import verify_jobs
+
+checks = verify_jobs(incident.platform, incident.checksum_jobs(jobs, detection))
+show("checksums", checks, command="exportctl verify --job <job-id>")"""),
+    ("md", """\
+### 4. Network path
+
+> - Command: `mtr -r $EXPORT_TARGET_HOST`
+> - Expected: No packet loss or high latency spikes.
+
+The path is measured with `mtr` where it is installed, and with a TCP probe where it
+is not."""),
+    ("code", """\
+from exportnb.network import network_path
+
+path = network_path(incident.target_host, port=incident.target_port)
+show("network_path", path, command="mtr -r $EXPORT_TARGET_HOST")"""),
+    ("md", """\
+## Assessment
+
+The findings of every step lead to recommendations. Each recommendation gives its
+reason (the evidence behind it) and the exact runbook command."""),
+    ("code", """\
+from exportnb.assessment import assess
+
+assessed = assess(detection, jobs, storage, checks, path, context=incident.assessment_context())
+show_recommendations(assessed)"""),
+    ("md", """\
+## Mitigations
+
+> - [ ] Retry failed jobs with safe concurrency:
+>   - Command: `exportctl retry --status failed --limit 20 --concurrency 2`
+>   - Expected: Jobs move to `running`; monitor for repeat errors.
+> - [ ] Redirect exports to secondary bucket (if primary impaired):
+>   - Command: `featurectl set export.fallback_bucket <bucket> --ttl 30m`
+>   - Expected: New exports land in fallback; audit trail updated.
+> - [ ] Reduce batch size:
+>   - Command: `exportctl update --job <job-id> --chunk-size 50MB`
+>   - Expected: Throughput stabilizes; fewer timeout errors.
+
+**In `auto` mode nothing is applied.** The recommended commands are listed below with
+their plans: what each would change, and how widely. Apply them from the mitigation
+panel in an interactive session. Every applied action is journaled."""),
+    ("code", """\
+from exportnb.response import mitigation_plan
+
+show("mitigations", mitigation_plan(assessed, mode=incident.mode))"""),
+    ("md", """\
+## Recovery Verification
+
+> - [ ] Export success rate returns to baseline for 15 minutes.
+> - [ ] Checksums verified for affected jobs; customers notified of re-exports.
+> - [ ] Fallback bucket disabled; configuration reverted."""),
+    ("code", """\
+from exportnb.recovery import verify_recovery
+
+recent = baseline(incident.platform, incident.recovery_since, incident.now,
+                  days=incident.baseline_days)
+recovered = verify_recovery(incident.platform, baseline=recent,
+                            affected_jobs=incident.affected_jobs(checks),
+                            **incident.recovery_options())
+show("recovery", recovered)"""),
+    ("code", """\
+show_chart(charts.success_rate_chart(recovered.rates_frame(), recent.frame(),
+                                     **incident.chart_options(),
+                                     title="Success rate over the recovery window"))"""),
+    ("md", """\
+## Communication
+
+> - [ ] Provide updates every 15 minutes with job success rate and mitigations.
+> - [ ] Summarize affected tenants, files, and corrective actions for audit."""),
+    ("code", """\
+from exportnb.comms import audit_summary, status_update
+from exportnb.findings import findings_of
+
+found = findings_of(detection, jobs, storage, checks, path, recovered)
+update = status_update(detection=detection, recovery=recovered, assessment=assessed,
+                       findings=found, **incident.comms_options())
+show("communication", update)"""),
+    ("code", """\
+summary = audit_summary(incident_id=incident.id, job_state=jobs, checksums=checks,
+                        recovery=recovered, actions=incident.audit_entries())
+show("communication", summary)"""),
+]
+# fmt: on
+
+
+def build() -> nbformat.NotebookNode:
+    """The notebook, with stable cell IDs so that rebuilding changes nothing."""
+    cells = []
+    for index, (kind, source) in enumerate(CELLS):
+        if kind == "md":
+            cell = new_markdown_cell(source)
+        else:
+            cell = new_code_cell(source)
+            if kind == "parameters":
+                cell.metadata["tags"] = ["parameters"]
+        cell["id"] = f"cell-{index:02d}"
+        cells.append(cell)
+    notebook = new_notebook(cells=cells)
+    notebook.metadata.update({
+        "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                       "language": "python"},
+        "language_info": {"name": "python"},
+    })  # fmt: skip
+    nbformat.validate(notebook)
+    return notebook
+
+
+def text() -> str:
+    return nbformat.writes(build()) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    if "--check" in argv:
+        current = NOTEBOOK.read_text(encoding="utf-8") if NOTEBOOK.exists() else ""
+        if current != text():
+            print(f"{NOTEBOOK} is out of date: run {Path(__file__).name}", file=sys.stderr)
+            return 1
+        return 0
+    NOTEBOOK.write_text(text(), encoding="utf-8")
+    print(f"wrote {NOTEBOOK}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
