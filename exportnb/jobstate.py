@@ -39,9 +39,10 @@ from typing import TYPE_CHECKING
 
 from exportnb.baseline import binomial_tail, checked_range
 from exportnb.errors import InvalidInput, NotFound
-from exportnb.findings import FAILURES_CONCENTRATED, Finding
+from exportnb.findings import CHUNK_TIMEOUTS, FAILURES_CONCENTRATED, Finding
 from exportnb.platform import Platform
 from exportnb.platform.model import Job, JobQuery, LogLine
+from exportnb.quantities import format_size
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,6 +63,10 @@ DIMENSIONS: tuple[tuple[str, Callable[[Job], str]], ...] = (
     ("bucket", lambda job: job.bucket),
     ("connector", lambda job: job.connector),
 )
+
+
+TIMEOUT_CODES = ("RequestTimeout",)
+"""S3 error codes of a request that took too long to send."""
 
 
 @dataclass(frozen=True)
@@ -152,7 +157,8 @@ def job_state(
                      until=end, limit=scan_limit)  # fmt: skip
     listed = platform.list_jobs(query)
     failed = sorted((j for j in listed if start <= seen(j) <= end), key=seen, reverse=True)
-    traffic = _traffic(platform, replace(query, status=None), start, end) if failed else {}
+    window = _window_jobs(platform, replace(query, status=None), start, end) if failed else []
+    traffic = _traffic(window)
     state = JobState(
         since=start, until=end, latest=failed[:limit], total_failed=len(failed),
         truncated=len(listed) >= scan_limit, categories=categorize(failed),
@@ -162,6 +168,7 @@ def job_state(
     )  # fmt: skip
     findings = concentrated(failed, share=concentration, min_failures=min_failures,
                             traffic=traffic)  # fmt: skip
+    findings += chunk_timeouts(failed, window, min_failures=min_failures)
     return replace(state, findings=findings)
 
 
@@ -172,13 +179,53 @@ def _check_counts(**counts: int) -> None:
             raise InvalidInput(f"{name} must be a whole number of at least {least}, got {value!r}")
 
 
-def _traffic(
-    platform: Platform, query: JobQuery, start: datetime, end: datetime
-) -> dict[str, Counter[str]]:
-    """Jobs of the window of every status, counted per bucket and per connector."""
-    jobs = [j for j in platform.list_jobs(query) if start <= seen(j) <= end]
+def _window_jobs(platform: Platform, query: JobQuery, start: datetime, end: datetime) -> list[Job]:
+    """Jobs of every status last seen in the window."""
+    return [j for j in platform.list_jobs(query) if start <= seen(j) <= end]
+
+
+def _traffic(jobs: list[Job]) -> dict[str, Counter[str]]:
+    """Jobs of the window counted per bucket and per connector."""
+    if not jobs:
+        return {}
     return {dimension: Counter(_value(j, dimension) for j in jobs) for dimension in
             TRAFFIC_DIMENSIONS}  # fmt: skip
+
+
+def chunk_timeouts(failed: list[Job], window: list[Job], *, min_failures: int) -> list[Finding]:
+    """CHUNK_TIMEOUTS when request timeouts hit large chunks and spare small ones.
+
+    The threshold is the smallest chunk size of nine in ten timed-out jobs. It holds when
+    at least half of the window's jobs at or above it timed out, and under one in twenty
+    below it did.
+    """
+    timeouts = [j for j in failed if j.error_code in TIMEOUT_CODES]
+    if len(timeouts) < min_failures:
+        return []
+    sizes = sorted(j.chunk_size for j in timeouts)
+    threshold = sizes[len(sizes) // 10]
+    above = [j for j in window if j.chunk_size >= threshold]
+    below = [j for j in window if j.chunk_size < threshold]
+    if len(below) < min_failures:
+        return []  # too few smaller chunks to tell size from everything else
+    hit_above = sum(j.error_code in TIMEOUT_CODES for j in above) / max(1, len(above))
+    hit_below = sum(j.error_code in TIMEOUT_CODES for j in below) / max(1, len(below))
+    if hit_above < 0.5 or hit_below >= 0.05:
+        return []
+    involved = [j for j in timeouts if j.chunk_size >= threshold]
+    return [
+        Finding(
+            CHUNK_TIMEOUTS, "critical",
+            f"{len(involved)} jobs with chunks of {format_size(threshold)} or more timed out "
+            f"({hit_above:.0%} of such jobs; {hit_below:.0%} of smaller ones)",
+            STEP,
+            {"threshold": threshold, "share_above": hit_above, "share_below": hit_below,
+             "chunk_sizes": sorted({j.chunk_size for j in involved}),
+             "buckets": sorted({j.bucket for j in involved}),
+             "tenants": sorted({j.tenant for j in involved}),
+             "job_ids": [j.id for j in involved[:MAX_EVIDENCE_JOBS]]},
+        )
+    ]  # fmt: skip
 
 
 def seen(job: Job) -> datetime:

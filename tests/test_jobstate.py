@@ -10,7 +10,7 @@ from constructed import MB, NOW, PRIMARY, SECONDARY, make_world, minutes
 
 from exportnb import contract
 from exportnb.errors import InvalidInput
-from exportnb.findings import FAILURES_CONCENTRATED
+from exportnb.findings import CHUNK_TIMEOUTS, FAILURES_CONCENTRATED
 from exportnb.jobstate import job_state
 
 SINCE = NOW - minutes(30)
@@ -24,8 +24,8 @@ def world(tmp_path):
 
 
 def by_dimension(state) -> dict[str, dict]:
-    assert all(f.code == FAILURES_CONCENTRATED for f in state.findings)
-    return {f.evidence["dimension"]: f.evidence for f in state.findings}
+    concentrated = [f for f in state.findings if f.code == FAILURES_CONCENTRATED]
+    return {f.evidence["dimension"]: f.evidence for f in concentrated}
 
 
 def test_no_failed_jobs_is_an_empty_result(world):
@@ -85,6 +85,17 @@ def test_timeouts_only_on_large_chunks_show_in_the_evidence(world):
     assert evidence["chunk_sizes"] == [128 * MB, 256 * MB]
     assert evidence["chunk_size_counts"] == {str(128 * MB): 2, str(256 * MB): 4}
     assert evidence["connectors"] == ["snowflake"]
+    (timeouts,) = [f for f in state.findings if f.code == CHUNK_TIMEOUTS]
+    assert timeouts.evidence["threshold"] == 128 * MB and timeouts.evidence["share_below"] == 0
+    assert len(timeouts.evidence["job_ids"]) == 6
+
+
+def test_timeouts_on_every_chunk_size_are_not_blamed_on_chunks(world):
+    for size in (256 * MB, 32 * MB, 64 * MB, 256 * MB, 32 * MB, 128 * MB):
+        world.job(NOW - minutes(3), "failed", chunk_size=size, error_code="RequestTimeout")
+    world.many(NOW - minutes(3), 5, chunk_size=32 * MB)
+    state = job_state(world.platform, since=SINCE, until=NOW)
+    assert CHUNK_TIMEOUTS not in [f.code for f in state.findings]
 
 
 def test_scattered_or_few_failures_are_not_concentrated(world):
