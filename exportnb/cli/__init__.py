@@ -48,9 +48,12 @@ def main() -> None:
 
 
 def _register() -> None:
+    from exportnb.cli import run
     from exportnb.cli.sandbox import sandbox
 
     main.add_command(sandbox)
+    for command in (run.run, run.demo, run.investigate, run.archive_group):
+        main.add_command(command)
 
 
 _register()

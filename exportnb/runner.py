@@ -1,0 +1,398 @@
+"""The runner: validated parameters → papermill on a real kernel → one record in the archive.
+
+:func:`run` checks everything before anything runs (the notebook, its declared
+parameters, the values, the incident ID, the archive), executes the notebook with
+papermill's execution manager and client on a ``python3`` kernel (ipykernel of this
+Python) with a per-cell timeout, without writing the notebook anywhere while it runs,
+then redacts, renders and archives the record exactly once (:mod:`exportnb.record`).
+A notebook that raises, exits non-zero, times out or kills its kernel is archived too,
+with status ``failed`` and the cells that did run.
+
+The default notebook is the incident template, looked up in this order:
+``$EXPORTNB_TEMPLATE``; ``templates/export_failure.ipynb`` beside the package in a source
+checkout; ``exportnb/templates/export_failure.ipynb`` shipped inside the package.
+
+Lifecycle hooks (:class:`Hooks`) are named callables, so that a service can subscribe.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from exportnb import archive as archives
+from exportnb import config, redaction
+from exportnb.errors import ExportnbError, InvalidInput, NotFound, PreconditionFailed, StorageError
+from exportnb.parameters import declared, validate
+from exportnb.record import Outcome, Record, RecordError, assemble, check_incident_id
+
+TEMPLATE = "export_failure.ipynb"
+KERNEL = "python3"
+ERROR_MARKER_TAG = "papermill-error-cell-tag"
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """Callables the runner calls as a run goes; each is optional.
+
+    ``on_start(incident_id, notebook)`` once everything is validated, before the kernel
+    starts; ``on_cell_complete(index, total)`` after each code cell; ``on_record(record)``
+    once the record is archived (``record.location`` says where).
+    """
+
+    on_start: Callable[[str, Path], None] | None = None
+    on_cell_complete: Callable[[int, int], None] | None = None
+    on_record: Callable[[Record], None] | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated run: what will execute, with which parameters, recorded where."""
+
+    notebook: Path
+    incident_id: str
+    job_ids: list[str]
+    parameters: dict[str, Any]
+    operator: str
+    redactor: redaction.Redactor = field(repr=False)
+
+
+def default_template() -> Path:
+    """The incident template (see the module docstring for the order it is looked up in)."""
+    explicit = os.environ.get("EXPORTNB_TEMPLATE")
+    if explicit:
+        return Path(explicit).expanduser()
+    package = Path(__file__).resolve().parent
+    for candidate in (package.parent / "templates" / TEMPLATE, package / "templates" / TEMPLATE):
+        if candidate.is_file():
+            return candidate
+    raise NotFound(
+        f"no incident template: neither $EXPORTNB_TEMPLATE, {package.parent / 'templates'} nor "
+        f"{package / 'templates'} holds {TEMPLATE}; give a notebook with --notebook"
+    )
+
+
+def new_incident_id(now: datetime | None = None) -> str:
+    return "INC-" + (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+
+
+def plan(
+    notebook: str | Path | None = None,
+    *,
+    incident_id: str | None = None,
+    job_ids: Sequence[str] = (),
+    alert: Mapping[str, Any] | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    operator: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Plan:
+    """Validate a run; InvalidInput (nothing runs) when anything is wrong.
+
+    ``incident_id`` names the record, and goes into the parameter of that name when the
+    notebook declares it, as does the operator. ``job_ids`` and ``alert`` are for the
+    notebook: one that does not declare them refuses them as unknown parameters.
+    ``defaults`` are passed only where declared and not given otherwise (the sandbox's
+    target host, say).
+    """
+    from exportnb.platform import current_actor
+
+    path = (Path(notebook).expanduser() if notebook else default_template()).absolute()
+    known = declared(path)
+    flags = {"incident_id": incident_id or None, "job_ids": list(job_ids) or None, "alert": alert}
+    given = _merged(parameters or {}, flags)
+    incident = given.get("incident_id") or new_incident_id()
+    check_incident_id(str(incident))
+    operator = operator or current_actor()
+    extra = {"incident_id": incident, "operator": operator, **(defaults or {})}
+    given |= {k: v for k, v in extra.items() if k in known and k not in given}
+    if "incident_id" not in known:
+        given.pop("incident_id", None)  # it names the record all the same
+    checked = validate(given, known)
+    jobs = checked.get("job_ids") if isinstance(checked.get("job_ids"), list) else job_ids
+    return Plan(path, str(incident), [str(j) for j in jobs or []], checked, operator,
+                redaction.redactor(checked, {**os.environ, **(env or {})}))  # fmt: skip
+
+
+def _merged(parameters: Mapping[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]:
+    """``-p`` parameters with the values of ``--incident``, ``--job-id``, ``--alert``."""
+    given = dict(parameters)
+    for name, value in flags.items():
+        if value is not None:
+            if name in given and given[name] != value:
+                raise InvalidInput(f"{name} is given twice, with different values")
+            given[name] = value
+    return given
+
+
+def run(
+    notebook: str | Path | None = None,
+    *,
+    incident_id: str | None = None,
+    job_ids: Sequence[str] = (),
+    alert: Mapping[str, Any] | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+    archive: str | archives.Archive | None = None,
+    cell_timeout: float | None = None,
+    start_timeout: float = 60.0,
+    progress: bool = False,
+    env: Mapping[str, str] | None = None,
+    operator: str | None = None,
+    hide_input: bool = False,
+    hooks: Hooks | None = None,
+) -> Record:
+    """Run a notebook and archive its record; returns the record (``location`` set).
+
+    Raises InvalidInput before anything runs, PreconditionFailed when the kernel cannot
+    start, StorageError when the archive cannot take the record. A failed notebook is not
+    an exception: the record says ``status == "failed"`` (see :func:`exit_code`).
+    """
+    hooks = hooks or Hooks()
+    if cell_timeout is not None and cell_timeout <= 0:
+        raise InvalidInput("the cell timeout must be a positive number of seconds")
+    the_plan = plan(
+        notebook, incident_id=incident_id, job_ids=job_ids, alert=alert,
+        parameters=parameters, defaults=defaults, operator=operator, env=env,
+    )  # fmt: skip
+    store = archives.open_archive(archive)
+    store.check()
+    if hooks.on_start:
+        hooks.on_start(the_plan.incident_id, the_plan.notebook)
+    outcome = execute(
+        the_plan, cell_timeout=cell_timeout, start_timeout=start_timeout, progress=progress,
+        env=env, on_cell_complete=hooks.on_cell_complete,
+    )  # fmt: skip
+    record, files = assemble(
+        outcome, incident_id=the_plan.incident_id, job_ids=the_plan.job_ids,
+        parameters=the_plan.parameters, notebook=the_plan.notebook,
+        operator=the_plan.operator, redactor=the_plan.redactor, hide_input=hide_input,
+        locate=store.location,
+    )  # fmt: skip
+    save(store, record, files)
+    if hooks.on_record:
+        hooks.on_record(record)
+    return record
+
+
+def exit_code(record: Record) -> int:
+    """0 when the notebook succeeded, 1 when it failed (its record is archived either way)."""
+    return 0 if record.status == "succeeded" else 1
+
+
+def save(store: archives.Archive, record: Record, files: Mapping[str, bytes]) -> None:
+    """Archive the record; if the archive refuses, keep it under $EXPORTNB_HOME/unarchived."""
+    try:
+        store.write(record.record_id, files)
+    except StorageError as exc:
+        keep = archives.LocalArchive(config.home() / "unarchived")
+        try:
+            where = keep.write(record.record_id, files)
+        except ExportnbError:
+            raise exc from None
+        raise StorageError(f"{exc.message}; the record is kept in {where}", code=exc.code,
+                           status=exc.status) from exc  # fmt: skip
+
+
+# Execution -----------------------------------------------------------------------------
+def load(the_plan: Plan) -> Any:
+    """The notebook with its parameters injected the papermill way (a tagged cell)."""
+    from papermill.execute import prepare_notebook_metadata, remove_error_markers
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    nb = load_notebook_node(str(the_plan.notebook))
+    if the_plan.parameters:
+        nb = parameterize_notebook(nb, the_plan.parameters, kernel_name=KERNEL)
+    nb = prepare_notebook_metadata(nb, str(the_plan.notebook), None)
+    return remove_error_markers(nb)
+
+
+def execute(
+    the_plan: Plan,
+    *,
+    cell_timeout: float | None = None,
+    start_timeout: float = 60.0,
+    progress: bool = False,
+    env: Mapping[str, str] | None = None,
+    on_cell_complete: Callable[[int, int], None] | None = None,
+) -> Outcome:
+    """Execute on a fresh kernel in a temporary working folder; nothing is written.
+
+    The kernel's own log (not the cells' output) goes to a file there, shown only when the
+    kernel does not start.
+    """
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NotebookExecutionManager
+
+    nb = load(the_plan)
+    manager = NotebookExecutionManager(nb, output_path=None, progress_bar=progress,
+                                       log_output=False, autosave_cell_every=0)  # fmt: skip
+    started: list[int] = []
+
+    def done(cell: Any, cell_index: int, **_: Any) -> None:
+        if on_cell_complete:
+            on_cell_complete(cell_index, len(nb.cells))
+
+    began = datetime.now(UTC)
+    with (
+        tempfile.TemporaryDirectory(prefix="exportnb-run-") as work,
+        (Path(work) / "kernel.log").open("w+b") as log,
+    ):
+        client = PapermillNotebookClient(
+            manager, kernel_name=KERNEL, timeout=cell_timeout, startup_timeout=start_timeout,
+            on_cell_start=lambda cell, cell_index, **_: started.append(cell_index),
+            on_cell_complete=done, resources={"metadata": {"path": work}},
+        )  # fmt: skip
+        manager.notebook_start()
+        try:
+            client.execute(env={**os.environ, **(env or {})}, stdout=log, stderr=log)
+        except Exception as exc:
+            _crashed(manager, nb, started, exc, cell_timeout, log)
+        finally:
+            manager.cleanup_pbar()
+            manager.notebook_complete()
+    return Outcome(nb, began, datetime.now(UTC), failure(nb))
+
+
+def _crashed(
+    manager: Any,
+    nb: Any,
+    started: list[int],
+    exc: Exception,
+    cell_timeout: float | None,
+    log: IO[bytes],
+) -> None:
+    """The kernel died, a cell timed out, or the kernel never started."""
+    import nbformat
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+    if not started:
+        log.seek(0)
+        said = log.read().decode(errors="replace").strip().splitlines()[-10:]
+        raise PreconditionFailed(
+            f"the {KERNEL} kernel did not start: {exc}" + "".join(f"\n  {x}" for x in said)
+        ) from exc
+    if isinstance(exc, CellTimeoutError):
+        ename, evalue = "CellTimeoutError", f"the cell ran longer than {cell_timeout:g}s"
+    elif isinstance(exc, DeadKernelError):
+        ename, evalue = "DeadKernelError", "the kernel died while running this cell"
+    else:
+        ename, evalue = type(exc).__name__, str(exc)
+    cell = nb.cells[started[-1]]
+    cell.outputs.append(nbformat.v4.new_output(
+        "error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"]))  # fmt: skip
+    manager.cell_exception(cell, cell_index=started[-1])
+
+
+def failure(nb: Any) -> RecordError | None:
+    """The first failing cell, as papermill finds it; marks it the way papermill does.
+
+    A ``sys.exit(0)`` (or ``sys.exit()``) stops the notebook without failing it.
+    """
+    for index, cell in enumerate(nb.cells):
+        errors = [o for o in cell.get("outputs", []) if o.output_type == "error"]
+        clean_exit = [o for o in errors if o.ename == "SystemExit" and o.evalue in ("", "0")]
+        failed = [o for o in errors if o not in clean_exit]
+        if failed:  # the last: a timeout or dead kernel error comes after what the cell said
+            return _mark(nb, index, failed[-1].ename, failed[-1].evalue)
+        raised = cell.get("metadata", {}).get("papermill", {}).get("exception") is True
+        if raised and not clean_exit:
+            return _mark(nb, index, "CellExecutionError", "")
+    return None
+
+
+def _mark(nb: Any, index: int, ename: str, evalue: str) -> RecordError:
+    import nbformat
+    from papermill.execute import ERROR_ANCHOR_MSG, ERROR_MESSAGE_TEMPLATE
+
+    cell = nb.cells[index]
+    count = cell.get("execution_count")
+    anchor = nbformat.v4.new_markdown_cell(ERROR_ANCHOR_MSG)
+    message = nbformat.v4.new_markdown_cell(ERROR_MESSAGE_TEMPLATE % str(count))
+    for marker in (anchor, message):
+        marker.metadata["tags"] = [ERROR_MARKER_TAG]
+    nb.cells.insert(index, anchor)
+    nb.cells.insert(0, message)
+    return RecordError(ename, evalue, index + 2, cell.get("id"), count)
+
+
+# The sandbox, for the demo and investigations ----------------------------------------------
+def sandbox_environment(home: Path | None = None) -> dict[str, str]:
+    """The variables of ``exportnb sandbox env`` (EXPORT_BUCKET, AWS_ENDPOINT_URL, PATH...)."""
+    import shlex
+
+    from exportnb.sandbox import control
+
+    values = {}
+    for line in control.env_exports(home=home).splitlines():
+        if line.startswith("export "):
+            name, _, value = shlex.split(line.removeprefix("export "))[0].partition("=")
+            values[name] = value
+    if "PATH" in values:
+        values["PATH"] = values["PATH"].replace("$PATH", os.environ.get("PATH", ""))
+    return values
+
+
+def sandbox_defaults(home: Path | None = None) -> tuple[dict[str, str], dict[str, Any]] | None:
+    """``(environment, parameter defaults)`` of the running sandbox, or None if none runs.
+
+    The defaults are the customer-reported jobs (``job_ids``) and the target host and port,
+    passed where the notebook declares them.
+    """
+    from exportnb.sandbox.state import read_state
+
+    state = read_state(home)
+    if state is None or not state.alive:
+        return None
+    defaults = {"job_ids": list(state.reported_jobs), "target_host": state.target_host,
+                "target_port": state.target_port}  # fmt: skip
+    return sandbox_environment(home), defaults
+
+
+def demo(
+    *, scenario: str = "default", on_phase: Callable[[str], None] | None = None, **options: Any
+) -> tuple[Record, bool]:
+    """Run the template against the sandbox, starting it if none runs (and leaving it running).
+
+    Returns the record and whether the sandbox was started here. ``options`` go to :func:`run`.
+    """
+    from exportnb.sandbox import control
+
+    found = sandbox_defaults()
+    started = found is None
+    if found is None:
+        control.up(scenario, on_phase=on_phase)
+        found = sandbox_defaults()
+        assert found is not None
+    env, defaults = found
+    return run(env=env, defaults=defaults, **options), started
+
+
+def prepare(notebook: str | Path | None = None, **given: Any) -> tuple[Path, bool]:
+    """Prepare an investigation (papermill ``prepare_only``) in $EXPORTNB_HOME/work/<incident>/.
+
+    ``given`` are the arguments of :func:`plan`. Returns the notebook and whether it was made
+    now: an existing working copy is left as it is (the engineer's work in progress).
+    """
+    import papermill
+
+    the_plan = plan(notebook, **given)
+    folder = config.home() / "work" / the_plan.incident_id
+    target = folder / the_plan.notebook.name
+    if target.exists():
+        return target, False
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        papermill.execute_notebook(
+            str(the_plan.notebook), str(target), parameters=the_plan.parameters,
+            prepare_only=True, kernel_name=KERNEL, progress_bar=False,
+        )  # fmt: skip
+    except (OSError, papermill.PapermillException) as exc:
+        raise PreconditionFailed(f"cannot prepare {target}: {exc}") from exc
+    return target, True
