@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint bench system-deps clean
+.PHONY: demo tour test lint bench system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-## demo: start the sandbox, walk the runbook's commands, stop it
+## demo: start the sandbox (default scenario), run the incident notebook, archive the record
 demo: $(STAMP)
+	$(BIN)/exportnb demo
+
+## tour: start the sandbox, run the runbook's commands verbatim, stop it
+tour: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash scripts/runbook-tour.sh
 
 ## test: install everything the tests need (Python and Debian packages), lint, run all tests

@@ -325,18 +325,9 @@ def _mark(nb: Any, index: int, ename: str, evalue: str) -> RecordError:
 # The sandbox, for the demo and investigations ----------------------------------------------
 def sandbox_environment(home: Path | None = None) -> dict[str, str]:
     """The variables of ``exportnb sandbox env`` (EXPORT_BUCKET, AWS_ENDPOINT_URL, PATH...)."""
-    import shlex
-
     from exportnb.sandbox import control
 
-    values = {}
-    for line in control.env_exports(home=home).splitlines():
-        if line.startswith("export "):
-            name, _, value = shlex.split(line.removeprefix("export "))[0].partition("=")
-            values[name] = value
-    if "PATH" in values:
-        values["PATH"] = values["PATH"].replace("$PATH", os.environ.get("PATH", ""))
-    return values
+    return control.env_values(home=home)
 
 
 def sandbox_defaults(home: Path | None = None) -> tuple[dict[str, str], dict[str, Any]] | None:

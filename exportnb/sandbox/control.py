@@ -170,24 +170,31 @@ def status(*, home: Path | None = None) -> Status:
     return Status(True, _phase(folder), state, jobs, faults, flags)
 
 
-def env_exports(*, home: Path | None = None) -> str:
-    """Shell exports that put the runbook's commands and the sandbox's S3 in reach."""
+def env_values(*, home: Path | None = None) -> dict[str, str]:
+    """The sandbox's environment: its bucket, target, S3 endpoint and credentials, and a
+    PATH with its own exportctl and featurectl first."""
     from exportnb import config
 
     state = read_state(home)
     if state is None or not state.alive:
         raise SandboxError("the sandbox is not running: start it with `exportnb sandbox up`")
-    folder = sandbox_dir(home)
-    values = {
+    return {
         "EXPORTNB_HOME": str(home or config.home()),
         "EXPORT_BUCKET": state.export_bucket,
         "EXPORT_FALLBACK_BUCKET": state.fallback_bucket,
         "EXPORT_TARGET_HOST": state.target_host,
         "AWS_ENDPOINT_URL": state.s3_endpoint,
         **CREDENTIALS,
+        "PATH": f"{sandbox_dir(home) / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
     }
+
+
+def env_exports(*, home: Path | None = None) -> str:
+    """Shell exports that put the runbook's commands and the sandbox's S3 in reach."""
+    values = env_values(home=home)
+    bin_dir = values.pop("PATH").split(os.pathsep, 1)[0]
     lines = [f"export {k}={shlex.quote(v)}" for k, v in values.items()]
-    lines.append(f'export PATH={shlex.quote(str(folder / "bin"))}:"$PATH"')
+    lines.append(f'export PATH={shlex.quote(bin_dir)}:"$PATH"')
     return "\n".join(lines)
 
 
