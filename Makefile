@@ -29,6 +29,7 @@ test: $(STAMP) system-deps
 	$(BIN)/ruff format --check exportnb tests benchmarks
 	$(BIN)/mypy exportnb
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg notebooks/
 
 system-deps:
 	bash scripts/system-deps.sh

@@ -1,0 +1,53 @@
+"""Regenerate ``example_incident.ipynb``: the incident template executed on the default
+scenario, as the archive keeps it (redacted), with the cells nbval compares tagged.
+
+Run with a sandbox up on the default scenario::
+
+    exportnb sandbox up --scenario default
+    python notebooks/make_example.py
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import nbformat
+
+from exportnb.runner import run, sandbox_defaults
+
+HERE = Path(__file__).resolve().parent
+CHECKED = ("show_parameters(", "show_chart(", "mitigation_plan(")
+"""Cells whose output nbval compares: their text is the same from run to run once times
+and IDs are sanitized. The others must run without error."""
+
+PARAMETERS = {"comms_lead": "Dana Reyes", "operator": "example-operator"}
+
+
+def main() -> int:
+    found = sandbox_defaults()
+    if found is None:
+        print("Error: start the sandbox first: exportnb sandbox up --scenario default")
+        return 5
+    env, defaults = found
+    with tempfile.TemporaryDirectory() as archive:
+        record = run(incident_id="INC-EXAMPLE", parameters=PARAMETERS, env=env,
+                     defaults=defaults, archive=archive)  # fmt: skip
+        if record.status != "succeeded":
+            print(f"Error: the example run failed: {record.error}")
+            return 1
+        nb = nbformat.reads(Path(record.path("notebook.ipynb")).read_text(), as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and any(marker in cell.source for marker in CHECKED):
+            tags = cell.metadata.setdefault("tags", [])
+            if "nbval-check-output" not in tags:
+                tags.append("nbval-check-output")
+    nbformat.write(nb, HERE / "example_incident.ipynb")
+    print(json.dumps({"record": record.record_id, "notebook": "notebooks/example_incident.ipynb"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
