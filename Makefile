@@ -26,7 +26,7 @@ tour: $(STAMP)
 ## test: install everything the tests need (Python and Debian packages), lint, run all tests
 test: $(STAMP) system-deps
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check exportnb tests benchmarks
+	$(BIN)/ruff format --check exportnb tests benchmarks notebooks templates
 	$(BIN)/mypy exportnb
 	$(BIN)/python -m pytest
 	$(BIN)/python -m pytest --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg notebooks/
