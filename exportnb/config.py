@@ -17,6 +17,9 @@ Example ``config.toml``::
     max_retry_concurrency = 8             # retries above this are refused
     max_flag_ttl = "24h"                  # flags with a longer TTL are refused
     stale_heartbeat = "30s"               # a running job silent this long may be retried
+
+    [policy]
+    auto_apply = ["pause-bulk"]           # mitigations an automatic run may apply (default none)
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from exportnb.errors import ConfigError, InvalidInput
+from exportnb.policy import check_actions
 from exportnb.quantities import parse_ttl
 
 
@@ -47,6 +51,7 @@ class Settings:
     max_retry_concurrency: int = 8
     max_flag_ttl: float = 24 * 3600.0
     stale_heartbeat: float = 30.0
+    auto_apply: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, path: Path | None = None) -> Settings:
@@ -73,10 +78,15 @@ class Settings:
             raise ConfigError(f"{source}: [limits] {exc}") from exc
         if concurrency < 1:
             raise ConfigError(f"{source}: [limits] max_retry_concurrency must be at least 1")
+        try:
+            auto_apply = check_actions(raw.get("policy", {}).get("auto_apply", []))
+        except (InvalidInput, AttributeError) as exc:
+            raise ConfigError(f"{source}: [policy] {exc}") from exc
         return cls(
             platform=name,
             platform_options=dict(options),
             max_retry_concurrency=concurrency,
             max_flag_ttl=max_ttl,
             stale_heartbeat=stale,
+            auto_apply=auto_apply,
         )

@@ -48,12 +48,14 @@ def main() -> None:
 
 
 def _register() -> None:
-    from exportnb.cli import run
+    from exportnb.cli import mitigate, run
     from exportnb.cli.sandbox import sandbox
 
     main.add_command(sandbox)
     for command in (run.run, run.demo, run.investigate, run.archive_group):
         main.add_command(command)
+    main.add_command(mitigate.mitigate)
+    main.add_command(mitigate.journal)
 
 
 _register()

@@ -137,6 +137,25 @@ class Platform(ABC):
     @abstractmethod
     def audit_log(self, *, since: datetime | None = None, limit: int = 100) -> list[AuditEntry]: ...
 
+    def note(  # noqa: B027 - optional hook
+        self,
+        *,
+        actor: str,
+        action: str,
+        target: str,
+        detail: dict[str, Any],
+        reason: str = "",
+    ) -> None:
+        """Add an entry of exportnb's own to the platform's audit log. Optional.
+
+        exportnb notes every mitigation journal entry here (``action`` such as
+        ``mitigation.result``, ``target`` ``<incident>/<action>``, ``detail`` the entry
+        with its sha256, its bulky ``detail`` cut to a one-line ``summary``).
+        The default does nothing: a platform without a place for such notes still gets
+        each change it makes with ``reason="<incident> <action> <key[:12]>"``, which
+        links its own audit trail back to the incident's journal.
+        """
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Optional."""
 

@@ -236,6 +236,17 @@ class SandboxPlatform(Platform):
         self.store.expire_flags(time.time())
         return self.store.audit_entries(since=since.timestamp() if since else None, limit=limit)
 
+    def note(
+        self,
+        *,
+        actor: str,
+        action: str,
+        target: str,
+        detail: dict[str, Any],
+        reason: str = "",
+    ) -> None:
+        self.store.audit(actor=actor, action=action, target=target, new=detail, reason=reason)
+
     def fallback_bucket(self) -> str | None:
         flag = self.store.flag(FALLBACK_FLAG, time.time())
         return flag.value if flag else None

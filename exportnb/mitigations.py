@@ -1,0 +1,522 @@
+"""Mitigations: plan, confirm, apply, result -- journaled, applied once, one code path for the
+notebook's mitigation panel, ``exportnb mitigate`` and automatic runs::
+
+    p = plan(platform, "INC-7", "fallback-bucket", {"bucket": "exports-fallback", "ttl": "30m"})
+    print(describe(p))                            # what changes, how widely, the runbook command
+    outcome = apply(platform, p, confirmed=True)  # after the engineer said yes
+    outcome.status                                # "applied", "already_applied", "failed", ...
+
+Actions (CLI names): ``pause-bulk``, ``resume-bulk``, ``retry``, ``fallback-bucket``,
+``chunk-size`` and ``revert`` (see :mod:`exportnb.actions` for their parameters).
+
+* The **idempotency key** is the sha256 of the canonical JSON of incident, action and
+  canonical parameters (:func:`idempotency_key`): ``50MB`` and ``50000000`` or two orders of
+  the same job IDs make one key. A key with a successful result in the incident's journal
+  is never applied again: :func:`apply` returns the recorded result with
+  ``already_applied`` and journals a ``skip``. A failed result does not count: it can be
+  tried again. ``round=2`` makes a new key, to do the same thing again on purpose.
+* :func:`apply` holds the journal's lock from the check to the result, so that two
+  processes (or a double click) apply a key once. Under the lock it plans again and
+  refuses (PreconditionFailed, nothing changed) when the plan no longer holds.
+* Policy (:mod:`exportnb.policy`): ``mode="interactive"`` needs ``confirmed=True``;
+  ``mode="auto"`` applies only what ``[policy] auto_apply`` names and shows the plan for
+  the rest. :func:`auto_apply` does that for an assessment's recommendations.
+* Every plan, apply, result, revert and skip is a journal entry (:mod:`exportnb.journal`)
+  and a note in the platform's audit log; each platform change carries
+  ``reason="<incident> <action> <key[:12]>"``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from exportnb import contract
+from exportnb.actions import (
+    PLANNERS,
+    REVERTIBLE,
+    Change,
+    Draft,
+    Progress,
+    Standing,
+    Undo,
+    apply_change,
+    failure,
+    normalize,
+    plan_revert,
+)
+from exportnb.config import Settings
+from exportnb.errors import ExportnbError, InvalidInput, PreconditionFailed
+from exportnb.findings import Finding
+from exportnb.journal import FAILED, SUCCEEDED, Journal, JournalEntry
+from exportnb.platform import Platform, current_actor
+from exportnb.policy import MITIGATIONS, Decision, decide
+from exportnb.record import check_incident_id
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from exportnb.assessment import Assessment
+
+log = logging.getLogger(__name__)
+STEP = "mitigations"
+APPLIED, FAILED_STATUS = "applied", "failed"
+STATUSES = (APPLIED, FAILED_STATUS, "already_applied", "not_allowed", "cancelled", "refused")
+SEVERITY = {
+    APPLIED: "info",
+    "already_applied": "info",
+    "not_allowed": "info",
+    "cancelled": "info",
+    FAILED_STATUS: "warning",
+    "refused": "warning",
+}
+RETRY_REPEAT_ERRORS = "retry_repeat_errors"
+NOTE_SUMMARY = ("error", "summary", "why", "target")
+NOTE_LIMIT = 200
+PLAN_DETAIL = ("summary", "changes", "jobs", "tenants", "buckets", "commands", "warnings", "undo")
+
+
+@dataclass(frozen=True)
+class Result:
+    """What an apply did: the changes made, the platform's answer, or the error."""
+
+    ok: bool
+    at: datetime
+    operator: str
+    changes: list[Change]
+    response: Any  # the platform's answer, as JSON (RetryResult, Flag, ChunkSizeChange...)
+    error: str | None = None
+    error_type: str | None = None
+    exit_code: int = 0
+    already_applied: bool = False
+    seq: int = 0  # the journal entry that holds this result
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What an action would change and how widely, before anything is changed."""
+
+    incident: str
+    action: str
+    params: dict[str, Any]
+    key: str
+    summary: str
+    changes: list[Change]
+    jobs: list[str]
+    tenants: list[str]
+    buckets: list[str]
+    commands: list[str]
+    warnings: list[str]
+    planned_at: datetime
+    planned_by: str
+    already_applied: bool = False
+    applied: Result | None = None  # the recorded result, when already applied
+    undo: list[Undo] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def command(self) -> str:
+        """The equivalent runbook command(s), one per line."""
+        return "\n".join(self.commands)
+
+    @property
+    def reach(self) -> dict[str, int]:
+        return {"jobs": len(self.jobs), "tenants": len(self.tenants), "buckets": len(self.buckets)}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one apply (or the decision not to apply) ended; ``status`` is one of STATUSES."""
+
+    action: str
+    key: str
+    status: str
+    message: str
+    plan: Plan | None = None
+    result: Result | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status in (APPLIED, "already_applied")
+
+    @property
+    def already_applied(self) -> bool:
+        return self.status == "already_applied"
+
+    @property
+    def retried(self) -> list[str]:
+        """The jobs a retry queued again (for :func:`watch_retry`)."""
+        return [c.target for c in self.result.changes if c.kind == "retry"] if self.result else []
+
+    @property
+    def attempts_before(self) -> dict[str, int]:
+        changes = self.result.changes if self.result else []
+        return {
+            c.target: int(c.old.get("attempts", 0))
+            for c in changes
+            if c.kind == "retry" and isinstance(c.old, dict)
+        }
+
+
+# Keys and plans -------------------------------------------------------------------
+def idempotency_key(incident: str, action: str, params: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of incident, action and canonical parameters."""
+    body = {"incident": incident, "action": action, "params": contract.encode(dict(params))}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Desk:
+    """Where one operator acts: the platform, the incident's journal, the settings."""
+
+    platform: Platform | None
+    journal: Journal
+    operator: str
+    settings: Settings
+
+    @classmethod
+    def of(cls, platform: Platform | None, incident: str, operator: str | None,
+           settings: Settings | None, home: Path | None) -> _Desk:  # fmt: skip
+        journal = Journal(check_incident_id(incident), home=home)
+        return cls(platform, journal, operator or current_actor(), settings or Settings.load())
+
+    def record(
+        self, kind: str, plan: Plan, outcome: str, detail: Mapping[str, Any]
+    ) -> JournalEntry:
+        """Append to the journal, then the entry (its summary and sha256) to the audit log."""
+        how: dict[str, Any] = {"operator": self.operator, "outcome": outcome, "detail": detail}
+        entry = self.journal.append(
+            kind, action=plan.action, key=plan.key, params=plan.params, **how
+        )
+        if self.platform is not None:
+            incident = self.journal.incident
+            note: dict[str, Any] = {
+                "actor": self.operator, "action": f"mitigation.{kind}",
+                "target": f"{incident}/{plan.action}", "detail": audit_note(entry),
+                "reason": f"{incident} {plan.action} {plan.key[:12]}",
+            }  # fmt: skip
+            try:
+                self.platform.note(**note)
+            except ExportnbError as exc:
+                log.warning("journal entry %s is not in the audit log: %s", entry.seq, exc)
+        return entry
+
+
+def audit_note(entry: JournalEntry) -> dict[str, Any]:
+    """A journal entry as the platform's audit log holds it: all of it but the bulky
+    ``detail``, which becomes a one-line ``summary``; ``sha256`` ties it to the journal."""
+    detail = entry.detail
+    summary = next((str(detail[k]) for k in NOTE_SUMMARY if detail.get(k)), "")
+    note = {k: v for k, v in contract.encode(entry).items() if k not in ("detail", "schema")}
+    return {**note, "summary": summary[:NOTE_LIMIT]}
+
+
+def plan(
+    platform: Platform, incident: str, action: str, params: Mapping[str, Any] | None = None, *,
+    operator: str | None = None, settings: Settings | None = None, home: Path | None = None,
+) -> Plan:  # fmt: skip
+    """What ``action`` would change now; journaled. InvalidInput/NotFound/PreconditionFailed
+    (journaled as refused) when it cannot run; ``already_applied`` when its key has been."""
+    desk = _Desk.of(platform, incident, operator, settings, home)
+    if action == "revert" and params:
+        raise InvalidInput("revert takes no parameters: it undoes what the journal shows")
+    pending = standing(desk.journal) if action == "revert" else []
+    given = {"changes": [s.id for s in pending]} if action == "revert" else dict(params or {})
+    canonical = normalize(action, given, desk.settings)
+    key = idempotency_key(incident, action, canonical)
+    done = desk.journal.applied(key)
+    if done is not None:
+        found = _recorded_plan(incident, action, canonical, key, done, desk.operator)
+        desk.record("plan", found, "already_applied", _plan_detail(found))
+        return found
+    try:
+        draft = plan_revert(platform, pending) if action == "revert" else \
+            PLANNERS[action](platform, canonical, desk.settings)  # fmt: skip
+    except ExportnbError as exc:
+        refused = Draft(exc.message, [], [], [], [], [])
+        desk.record("plan", _plan_of(incident, action, canonical, key, refused, desk.operator),
+                    "refused", failure(exc))  # fmt: skip
+        raise
+    found = _plan_of(incident, action, canonical, key, draft, desk.operator)
+    desk.record("plan", found, "planned", _plan_detail(found))
+    return found
+
+
+def _plan_of(incident: str, action: str, params: dict[str, Any], key: str, draft: Draft,
+             operator: str, **extra: Any) -> Plan:  # fmt: skip
+    copied = {f.name: getattr(draft, f.name) for f in fields(draft)}
+    return Plan(incident=incident, action=action, params=params, key=key, **copied,
+                planned_at=datetime.now(UTC), planned_by=operator, **extra)  # fmt: skip
+
+
+def _recorded_plan(incident: str, action: str, params: dict[str, Any], key: str,
+                   done: JournalEntry, operator: str) -> Plan:  # fmt: skip
+    result = _result_of(done, already=True)
+    when = contract.format_time(done.at)
+    draft = Draft(f"Already applied at {when} by {done.operator}: nothing to do.",
+                  result.changes, [], [], [], [])  # fmt: skip
+    return _plan_of(incident, action, params, key, draft, operator, already_applied=True,
+                    applied=result)  # fmt: skip
+
+
+def _plan_detail(p: Plan) -> dict[str, Any]:
+    return {name: getattr(p, name) for name in PLAN_DETAIL}
+
+
+# Applying ----------------------------------------------------------------------------
+def apply(
+    platform: Platform, plan: Plan, *, operator: str | None = None, mode: str = "interactive",
+    confirmed: bool = False, settings: Settings | None = None, home: Path | None = None,
+) -> Outcome:  # fmt: skip
+    """Apply a plan once. Interactive: only ``confirmed`` (else PreconditionFailed); auto:
+    only what policy allows (else status ``not_allowed``, the plan shown instead)."""
+    desk = _Desk.of(platform, plan.incident, operator, settings, home)
+    decision = decide(plan.action, mode, confirmed=confirmed, settings=desk.settings)
+    if not decision.allowed and decision.mode == "interactive":
+        raise PreconditionFailed(f"{plan.action} for {plan.incident} is not confirmed: show "
+                                 "the plan and confirm it first; nothing was changed")  # fmt: skip
+    with desk.journal.locked():
+        done = desk.journal.applied(plan.key)
+        if done is not None:
+            desk.record("skip", plan, "already_applied", {"result_seq": done.seq})
+            message = f"Already applied at {contract.format_time(done.at)} by {done.operator}."
+            return _outcome(plan, "already_applied", message, _result_of(done, already=True))
+        if not decision.allowed:
+            desk.record(
+                "skip", plan, "not_allowed", {"mode": decision.mode, "why": decision.reason}
+            )
+            return _outcome(plan, "not_allowed", decision.reason)
+        fresh = _still_holds(desk, platform, plan)
+        return _carry_out(desk, platform, plan, fresh, decision)
+
+
+def _still_holds(desk: _Desk, platform: Platform, plan: Plan) -> Draft:
+    """Plan again under the lock; refuses (journaled) when the plan no longer holds."""
+    try:
+        canonical = normalize(plan.action, plan.params, desk.settings)
+        if idempotency_key(plan.incident, plan.action, canonical) != plan.key:
+            raise PreconditionFailed("the plan does not match its idempotency key; plan again")
+        if plan.action == "revert":
+            pending = standing(desk.journal)
+            if sorted(s.id for s in pending) != plan.params["changes"]:
+                raise PreconditionFailed("this incident's changes are not what the revert plan "
+                                         "showed any more; plan the revert again")  # fmt: skip
+            return plan_revert(platform, pending)
+        if plan.action == "retry":  # the jobs the engineer saw, not the newest ones now
+            canonical = {"job_ids": plan.jobs, "concurrency": canonical["concurrency"]}
+        return PLANNERS[plan.action](platform, canonical, desk.settings)
+    except ExportnbError as exc:
+        desk.record("skip", plan, "refused", failure(exc))
+        raise
+
+
+def _carry_out(desk: _Desk, platform: Platform, plan: Plan, fresh: Draft,
+               decision: Decision) -> Outcome:  # fmt: skip
+    intent = {"mode": decision.mode, "why": decision.reason, "summary": fresh.summary,
+              "changes": fresh.changes}  # fmt: skip
+    desk.record("apply", plan, "applying", intent)
+    progress, error = Progress(), None
+    reason = f"{plan.incident} {plan.action} {plan.key[:12]}"
+    try:
+        apply_change(platform, plan.action, fresh, plan.params, actor=desk.operator,
+                     reason=reason, progress=progress)  # fmt: skip
+    except ExportnbError as exc:
+        error = exc
+    for undo, how in progress.undone:
+        desk.record("revert", plan, how, {"reverts": undo.changes, "kind": undo.kind,
+                                          "target": undo.target, "from": undo.current,
+                                          "to": undo.restore, "why": undo.left})  # fmt: skip
+    detail = {"changes": progress.changes, "response": progress.response,
+              **(failure(error) if error else {})}  # fmt: skip
+    entry = desk.record("result", plan, FAILED if error else SUCCEEDED, detail)
+    if error is not None:
+        return _outcome(plan, FAILED_STATUS, f"Failed: {error.message}", _result_of(entry))
+    return _outcome(plan, APPLIED, f"Applied: {fresh.summary}", _result_of(entry))
+
+
+def decline(plan: Plan, *, operator: str | None = None, platform: Platform | None = None,
+            home: Path | None = None) -> Outcome:  # fmt: skip
+    """The engineer said no: journal a ``skip`` (cancelled); nothing is changed."""
+    desk = _Desk.of(platform, plan.incident, operator, None, home)
+    desk.record("skip", plan, "cancelled", {})
+    return _outcome(plan, "cancelled", "Cancelled: nothing was changed.")
+
+
+def auto_apply(
+    platform: Platform, incident: str, assessment: Assessment, *, operator: str | None = None,
+    settings: Settings | None = None, home: Path | None = None,
+) -> list[Outcome]:  # fmt: skip
+    """For an automatic run: apply the recommended mitigations that ``[policy] auto_apply``
+    allows, each once; plans only for the others. Recommendations that are not mitigations
+    (re-export, notify-tenants, ...) are left to people and not listed."""
+    settings = settings or Settings.load()
+    how: dict[str, Any] = {"operator": operator, "settings": settings, "home": home}
+    outcomes = []
+    for rec in assessment.recommendations:
+        if rec.action not in MITIGATIONS or rec.action == "revert":
+            continue
+        try:
+            found = plan(platform, incident, rec.action, rec.params, **how)
+            outcomes.append(apply(platform, found, mode="auto", **how))
+        except ExportnbError as exc:
+            finding = _finding("refused", rec.action, exc.message)
+            outcomes.append(Outcome(rec.action, "", "refused", exc.message, findings=[finding]))
+    return outcomes
+
+
+# The journal -------------------------------------------------------------------------
+def standing(journal: Journal) -> list[Standing]:
+    """The changes of the incident that a revert undoes and no revert has undone yet."""
+    entries = journal.entries()
+    undone = {c for e in entries if e.kind == "revert" for c in e.detail.get("reverts", [])}
+    found = []
+    for e in entries:
+        if e.kind != "result" or e.action not in REVERTIBLE:
+            continue
+        for change in contract.decode(list[Change], e.detail.get("changes", [])):
+            change_id = f"{e.seq}:{change.kind}:{change.target}"
+            if change.kind != "retry" and change_id not in undone:
+                found.append(Standing(change_id, e.action, change))
+    return found
+
+
+def standing_changes(incident: str, *, home: Path | None = None) -> list[Standing]:
+    """What a revert of ``incident`` would undo now (its changes not reverted yet)."""
+    return standing(Journal(check_incident_id(incident), home=home))
+
+
+def _result_of(entry: JournalEntry, *, already: bool = False) -> Result:
+    detail = entry.detail
+    changes = contract.decode(list[Change], detail.get("changes", []))
+    return Result(entry.ok, entry.at, entry.operator, changes, detail.get("response"),
+                  detail.get("error"), detail.get("error_type"), int(detail.get("exit_code", 0)),
+                  already_applied=already, seq=entry.seq)  # fmt: skip
+
+
+def _outcome(plan: Plan, status: str, message: str, result: Result | None = None) -> Outcome:
+    findings = [_finding(status, plan.action, message)]
+    return Outcome(plan.action, plan.key, status, message, plan, result, findings)
+
+
+def _finding(status: str, action: str, message: str) -> Finding:
+    evidence = {"action": action, "status": status}
+    return Finding(f"mitigation_{status}", SEVERITY[status], f"{action}: {message}", STEP, evidence)
+
+
+# Showing a plan -----------------------------------------------------------------------
+def describe(plan: Plan) -> str:
+    """A plan as text for people: the same words in the panel and at the CLI prompt."""
+    reach = ", ".join(f"{n} {what}" for what, n in plan.reach.items())
+    lines = [f"{plan.action} for {plan.incident} (key {plan.key[:12]})", f"  {plan.summary}"]
+    if not plan.already_applied:
+        lines.append(f"  Touches: {reach}")
+    lines += [f"  Change: {_change_words(c)}" for c in plan.changes[:20]]
+    if len(plan.changes) > 20:
+        lines.append(f"  ... and {len(plan.changes) - 20} more change(s)")
+    lines += [f"  Runbook: {command}" for command in plan.commands]
+    lines += [f"  Warning: {warning}" for warning in plan.warnings]
+    return "\n".join(lines)
+
+
+def _change_words(change: Change) -> str:
+    def shown(value: Any) -> str:
+        if isinstance(value, dict):
+            return str(value.get("value", value.get("status")))
+        return "(unset)" if value is None else str(value)
+
+    return f"{change.kind} {change.target}: {shown(change.old)} -> {shown(change.new)}"
+
+
+# Watching a retry -------------------------------------------------------------------
+@dataclass(frozen=True)
+class RetryJob:
+    job_id: str
+    tenant: str | None
+    bucket: str | None
+    status: str  # queued|running|succeeded|failed|cancelled|not_found
+    attempts: int
+    error_code: str | None
+    error_message: str | None
+    repeat: bool  # failed again with the error it had before the retry
+
+
+@dataclass(frozen=True)
+class RetryWatch:
+    """One snapshot of retried jobs, for live progress (poll it)."""
+
+    at: datetime
+    jobs: list[RetryJob]
+    counts: dict[str, int]
+    repeat_errors: list[str]
+    done: bool
+    findings: list[Finding] = field(default_factory=list)
+
+    def frame(self) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame([contract.encode(j) for j in self.jobs])
+
+
+def watch_retry(
+    platform: Platform, job_ids: Sequence[str], *, attempts_before: Mapping[str, int] | None = None
+) -> RetryWatch:
+    """The state of retried jobs now, and which failed again with the same error code.
+
+    ``attempts_before`` (``Outcome.attempts_before``) tells each job's attempts at the
+    retry; without it the last two attempts are compared."""
+    jobs = [_retry_job(platform, j, (attempts_before or {}).get(j)) for j in job_ids]
+    counts = {
+        s: sum(1 for j in jobs if j.status == s)
+        for s in ("queued", "running", "succeeded", "failed")
+    }
+    repeats = [j.job_id for j in jobs if j.repeat]
+    started = all(j.attempts > (attempts_before or {}).get(j.job_id, 0) for j in jobs)
+    done = started and all(j.status not in ("queued", "running") for j in jobs)
+    findings = [_repeat_finding(jobs)] if repeats else []
+    return RetryWatch(datetime.now(UTC), jobs, counts, repeats, done, findings)
+
+
+def _retry_job(platform: Platform, job_id: str, before: int | None) -> RetryJob:
+    try:
+        detail = platform.get_job(job_id)
+    except ExportnbError:
+        return RetryJob(job_id, None, None, "not_found", 0, None, None, False)
+    job, attempts = detail.job, sorted(detail.attempts, key=lambda a: a.number)
+    earlier = [
+        a for a in attempts if a.number <= (before if before is not None else job.attempts - 1)
+    ]
+    previous = earlier[-1].error_code if earlier else None
+    repeat = (
+        job.status == "failed"
+        and previous is not None
+        and len(earlier) < len(attempts)
+        and attempts[-1].error_code == previous
+    )
+    return RetryJob(
+        job.id,
+        job.tenant,
+        job.bucket,
+        job.status,
+        job.attempts,
+        job.error_code,
+        job.error_message,
+        repeat,
+    )
+
+
+def _repeat_finding(jobs: list[RetryJob]) -> Finding:
+    repeats = [j for j in jobs if j.repeat]
+    codes = sorted({j.error_code or "?" for j in repeats})
+    summary = (
+        f"{len(repeats)} retried job(s) failed again with the same error "
+        f"({', '.join(codes)}): the cause is not avoided yet"
+    )
+    evidence = {"job_ids": [j.job_id for j in repeats], "error_codes": codes}
+    return Finding(RETRY_REPEAT_ERRORS, "warning", summary, STEP, evidence)
