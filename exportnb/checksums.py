@@ -7,9 +7,13 @@ is downloaded), or with ``rehash=True`` downloads and hashes each segment.
 
 All the work of all the jobs shares one bounded thread pool and one S3 client: a job's
 segment checks are queued as soon as its manifest is read, so jobs and segments are checked
-concurrently without a pool per job. The client goes to ``AWS_ENDPOINT_URL``, else to the
-endpoint the platform names (``info().detail["s3_endpoint"]``), else boto3's default; the
-sandbox's own credentials are used only where the environment has none.
+concurrently without a pool per job. The first manifest of a job that delivered data is
+read alone, the others once it is in: a platform that sets up its storage client on first
+use (the sandbox does) then sets it up once, not once per worker.
+
+The client goes to ``AWS_ENDPOINT_URL``, else to the endpoint the platform names
+(``info().detail["s3_endpoint"]``), else boto3's default; the sandbox's own credentials are
+used only where the environment has none.
 
 Each job ends in one state:
 
@@ -25,6 +29,7 @@ Each job ends in one state:
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -168,8 +173,9 @@ def _verify(
 ) -> list[JobCheck]:
     """Read manifests and check segments in one pool; segments queue as manifests arrive."""
     checked: dict[str, JobCheck] = {}
+    first = FirstAlone()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="verify") as pool:
-        loads = [pool.submit(_load, platform, job_id) for job_id in ids]
+        loads = [pool.submit(_load, platform, job_id, first) for job_id in ids]
         queued: list[tuple[_Delivery, list[Future[SegmentOutcome]]]] = []
         for done in as_completed(loads):
             delivery = done.result()
@@ -199,7 +205,25 @@ def _segment_check(s3: Any, bucket: str, rehash: bool) -> Callable[[Segment], Se
     return check
 
 
-def _load(platform: Platform, job_id: str) -> _Delivery:
+class FirstAlone:
+    """Lets the first call through alone, and every other once it has returned."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+
+    def __call__(self, call: Callable[[], Manifest]) -> Manifest:
+        if not self._done.is_set():
+            with self._lock:
+                if not self._done.is_set():
+                    try:
+                        return call()
+                    finally:
+                        self._done.set()
+        return call()
+
+
+def _load(platform: Platform, job_id: str, first: FirstAlone | None = None) -> _Delivery:
     try:
         job = platform.get_job(job_id).job
     except NotFound as exc:
@@ -207,8 +231,12 @@ def _load(platform: Platform, job_id: str) -> _Delivery:
     except ExportnbError as exc:
         return _Delivery(job_id, state="error", error=exc.message)
     bucket = job.delivered_bucket or job.bucket
+
+    def read() -> Manifest:
+        return platform.manifest(job_id)
+
     try:
-        manifest = platform.manifest(job_id)
+        manifest = first(read) if first and job.delivered_bucket else read()
     except NotFound as exc:
         return _Delivery(job_id, job.tenant, bucket, state="no_manifest", detail=exc.message)
     except ExportnbError as exc:

@@ -15,16 +15,25 @@ The incident then says what each runbook step works on: the window of every diag
 the buckets to check, the jobs whose checksums to verify, the affected jobs to re-verify.
 What the notebook records of the incident itself is the :class:`Declaration`; the
 immediate actions and the mitigation plan are in :mod:`exportnb.actions`.
+
+:meth:`Incident.start_probes` starts the steps that wait on other systems (detection and
+job state, HeadBucket, checksum verification, the network path) in the background, each
+with exactly the arguments its cell gives it. A cell then asks for its step with
+:meth:`Incident.collect`, which returns the early result when the call is the same and
+makes the call itself otherwise: the slow probes overlap each other and the charts, and
+each step still shows what that very call measured (with its own timestamps).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from exportnb.errors import ConfigError, InvalidInput
 from exportnb.findings import Finding
@@ -38,6 +47,10 @@ if TYPE_CHECKING:
     from exportnb.detection import Detection
     from exportnb.jobstate import JobState
 
+_T = TypeVar("_T")
+Arguments = tuple[tuple[Any, ...], dict[str, Any]]
+"""A call's positional and keyword arguments."""
+
 PARAMETERS: dict[str, Any] = {
     "incident_id": "INC-unset",
     "job_ids": [],
@@ -50,6 +63,9 @@ PARAMETERS: dict[str, Any] = {
     "buckets": [],
     "target_host": "",
     "target_port": 22,
+    "probe_count": 10,
+    "probe_interval": 0.05,
+    "probe_grace": 1.0,
     "platform": "",
     "operator": "",
     "comms_lead": "",
@@ -71,6 +87,9 @@ _RANGES: dict[str, tuple[float, float]] = {
     "running_sla": (0.0, 7 * 86400.0),
     "stale_heartbeat": (0.0, 86400.0),
     "target_port": (1, 65535),
+    "probe_count": (1, 1000),
+    "probe_interval": (0.0, 60.0),
+    "probe_grace": (0.0, 60.0),
     "baseline_days": (1, 90),
     "recovery_minutes": (1, 1440),
 }
@@ -92,6 +111,55 @@ class Declaration:
     reported_jobs: list[str]
     incident_start: datetime
     findings: list[Finding] = field(default_factory=list)
+
+
+class EarlyProbes:
+    """Calls started in the background, each collected once by a cell making the same call.
+
+    :meth:`start` runs ``function(*args, **kwargs)`` in a worker, the arguments made there
+    by ``prepare`` (which may wait for another started call: the buckets to check need the
+    job state). :meth:`collect` returns the early result when the function and arguments
+    equal the ones asked for; otherwise, or when the early call failed, it makes the call
+    itself, so an error surfaces in the cell that asked, as it would have without probes.
+    A second collect of the same function makes the call again: a re-run cell measures anew.
+    """
+
+    WORKERS = 6
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._started: dict[Callable[..., Any], Future[tuple[Arguments, Any]]] = {}
+        self._lock = threading.Lock()
+
+    def start(
+        self, function: Callable[..., Any], prepare: Callable[[], Arguments]
+    ) -> Future[tuple[Arguments, Any]]:
+        def run() -> tuple[Arguments, Any]:
+            args, kwargs = prepare()
+            return (args, kwargs), function(*args, **kwargs)
+
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.WORKERS, thread_name_prefix="probe")
+            future = self._pool.submit(run)
+            self._started[function] = future
+        return future
+
+    def collect(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        with self._lock:
+            future = self._started.pop(function, None)
+        if future is not None:
+            try:
+                early, result = future.result()
+            except Exception:  # the call below meets the error in the cell that asked
+                early = None
+            if early == (args, kwargs):
+                return result
+        return function(*args, **kwargs)
+
+
+def _result(future: Future[tuple[Arguments, _T]]) -> _T:
+    return future.result()[1]
 
 
 @dataclass(frozen=True)
@@ -122,6 +190,11 @@ class Incident:
     target_port: int
     platform_name: str
     platform: Platform = field(repr=False, compare=False)
+    probe_count: int = 10
+    probe_interval: float = 0.05
+    probe_grace: float = 1.0
+    probes: EarlyProbes = field(default_factory=EarlyProbes, repr=False, compare=False)
+    _chosen: list[tuple[Any, ...]] = field(default_factory=list, repr=False, compare=False)
 
     # Times ------------------------------------------------------------------------
     @property
@@ -162,6 +235,11 @@ class Incident:
         return {"now": self.now, "window_minutes": self.recovery_minutes,
                 "incident_start": self.incident_start}  # fmt: skip
 
+    def network_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`exportnb.network.network_path` after the host."""
+        return {"port": self.target_port, "count": self.probe_count,
+                "interval": self.probe_interval, "grace": self.probe_grace}  # fmt: skip
+
     def chart_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`exportnb.charts.success_rate_chart` but the frames."""
         return {"threshold": self.success_threshold, "incident_start": self.incident_start,
@@ -184,7 +262,24 @@ class Incident:
         limit: int = 40,
     ) -> list[str]:
         """Jobs to verify: the reported ones, the newest failing ones, and the newest
-        deliveries (within the detection history) of each tenant involved."""
+        deliveries (within the detection history) of each tenant involved.
+
+        The choice for a given job state and detection is made once: asked again (the
+        checksum cell after the early probe), the same jobs come back, even if a running
+        job has delivered since."""
+        options = (failing, per_tenant, tenants, limit)
+        for state, found, chosen_options, chosen in self._chosen:
+            if state is job_state and found is detection and chosen_options == options:
+                return list(chosen)
+        chosen = self._choose_jobs(job_state, detection, *options)
+        if job_state is not None and detection is not None:
+            self._chosen.append((job_state, detection, options, chosen))
+        return list(chosen)
+
+    def _choose_jobs(
+        self, job_state: JobState | None, detection: Detection | None,
+        failing: int, per_tenant: int, tenants: int, limit: int,
+    ) -> list[str]:  # fmt: skip
         failing_ids = list(job_state.failing_job_ids[:failing]) if job_state is not None else []
         involved = self.tenants_involved(job_state, detection)[:tenants]
         delivered = [job.id for tenant in involved for job in self.platform.list_jobs(
@@ -228,6 +323,30 @@ class Incident:
     def mitigation_marks(self) -> list[tuple[datetime, str]]:
         """``(time, label)`` of every action since the incident started, for the charts."""
         return [(e.at, f"{e.action} {e.target}") for e in self.audit_entries()]
+
+    # Probes started early ---------------------------------------------------------
+    def start_probes(self) -> Incident:
+        """Start detection, job state, storage health, checksum verification and the network
+        path in the background, with the arguments the template's cells give them."""
+        from exportnb.checksums import verify_jobs
+        from exportnb.detection import detect
+        from exportnb.jobstate import job_state
+        from exportnb.network import network_path
+        from exportnb.storagehealth import storage_health
+
+        early = self.probes
+        early.start(network_path, lambda: ((self.target_host,), self.network_options()))
+        jobs = early.start(job_state, lambda: ((self.platform,), self.job_state_options()))
+        found = early.start(detect, lambda: ((self.platform,), self.detection_options()))
+        early.start(storage_health, lambda: ((self.buckets_to_check(_result(jobs)),), {}))
+        early.start(verify_jobs, lambda: (
+            (self.platform, self.checksum_jobs(_result(jobs), _result(found))), {}))  # fmt: skip
+        return self
+
+    def collect(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """``function(*args, **kwargs)``: the result of the same call started by
+        :meth:`start_probes` if there is one, else the call made now."""
+        return self.probes.collect(function, *args, **kwargs)
 
     def declaration(self) -> Declaration:
         """The record of "Declare incident; assign comms lead"."""
@@ -277,7 +396,8 @@ def open_incident(**parameters: Any) -> Incident:
         export_bucket=os.environ.get("EXPORT_BUCKET") or info.export_bucket,
         fallback_bucket=os.environ.get("EXPORT_FALLBACK_BUCKET") or _first(info.fallback_buckets),
         extra_buckets=values["buckets"], target_host=target, target_port=values["target_port"],
-        platform_name=platform.name, platform=platform,
+        platform_name=platform.name, platform=platform, probe_count=values["probe_count"],
+        probe_interval=values["probe_interval"], probe_grace=values["probe_grace"],
     )  # fmt: skip
 
 
@@ -418,4 +538,5 @@ def _first(values: list[str]) -> str | None:
     return values[0] if values else None
 
 
-__all__ = ["PARAMETERS", "Declaration", "Incident", "open_incident", "parameters_of"]
+__all__ = ["PARAMETERS", "Declaration", "EarlyProbes", "Incident", "open_incident",
+           "parameters_of"]  # fmt: skip

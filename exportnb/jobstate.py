@@ -192,27 +192,36 @@ def _traffic(jobs: list[Job]) -> dict[str, Counter[str]]:
             TRAFFIC_DIMENSIONS}  # fmt: skip
 
 
+def largest_chunk(job: Job) -> int:
+    """The size of a job's largest request: a full chunk, or the whole export if smaller."""
+    return min(job.chunk_size, job.bytes) if job.bytes > 0 else job.chunk_size
+
+
 def chunk_timeouts(failed: list[Job], window: list[Job], *, min_failures: int) -> list[Finding]:
     """CHUNK_TIMEOUTS when request timeouts hit large chunks and spare small ones.
 
-    The threshold is the smallest chunk size of nine in ten timed-out jobs. It holds when
-    at least half of the window's jobs at or above it timed out, and under one in twenty
-    below it did.
+    Sizes are each job's largest request (its chunk size, or the whole export when that is
+    smaller). The threshold is the smallest such size of nine in ten timed-out jobs. It
+    holds when, among the window's jobs that either succeeded or timed out, at least half
+    of those at or above it timed out and under one in twenty below it did.
     """
     timeouts = [j for j in failed if j.error_code in TIMEOUT_CODES]
-    if len(timeouts) < min_failures:
+    if len(timeouts) < min(3, min_failures):
         return []
-    sizes = sorted(j.chunk_size for j in timeouts)
+    sizes = sorted(largest_chunk(j) for j in timeouts)
     threshold = sizes[len(sizes) // 10]
-    above = [j for j in window if j.chunk_size >= threshold]
-    below = [j for j in window if j.chunk_size < threshold]
+    # Jobs that failed for another reason (throttled, say) never showed whether their chunks
+    # would have gone through; jobs still running have not shown it yet.
+    telling = [j for j in window if j.status == "succeeded" or j.error_code in TIMEOUT_CODES]
+    above = [j for j in telling if largest_chunk(j) >= threshold]
+    below = [j for j in telling if largest_chunk(j) < threshold]
     if len(below) < min_failures:
         return []  # too few smaller chunks to tell size from everything else
     hit_above = sum(j.error_code in TIMEOUT_CODES for j in above) / max(1, len(above))
     hit_below = sum(j.error_code in TIMEOUT_CODES for j in below) / max(1, len(below))
     if hit_above < 0.5 or hit_below >= 0.05:
         return []
-    involved = [j for j in timeouts if j.chunk_size >= threshold]
+    involved = [j for j in timeouts if largest_chunk(j) >= threshold]
     return [
         Finding(
             CHUNK_TIMEOUTS, "critical",

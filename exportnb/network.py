@@ -6,8 +6,10 @@ to the export target host in one of two ways:
 * ``mtr`` (where it is installed): ``mtr --raw -n -c COUNT -i INTERVAL -G GRACE ADDRESS``,
   run with an argument list (no shell). Per hop, the raw probe lines give the probes sent
   and answered, the loss and the p50/p95/average round trip. The interval is 0.2s for root
-  (mtr refuses intervals under 1s to others, who get 1s). ``command`` is the equivalent
-  ``mtr -r`` line, for people to run themselves.
+  unless one is given (mtr refuses intervals under 1s to others, who get at least 1s); an
+  answer later than ``grace`` seconds after the last probe counts as lost. The probe takes
+  about ``count * interval + grace`` seconds. ``command`` is the equivalent ``mtr -r``
+  line, for people to run themselves.
 * ``tcp``: COUNT TCP connects to ``host:port``, one after another, each given ``timeout``
   seconds. A completed or refused connect is an answer (the host sent SYN-ACK or RST); a
   timeout or an ICMP error is a loss. The default timeout of 0.9s stays under the kernel's
@@ -43,6 +45,8 @@ ROOT_INTERVAL = 0.2
 USER_INTERVAL = 1.0
 GRACE = 2.0
 """Seconds mtr waits for answers after its last probe; a later answer counts as lost."""
+MAX_PACE = 60.0
+"""The longest interval and grace accepted, in seconds."""
 SEVERE_LOSS = 20.0
 """Destination loss (percent) from which NETWORK_LOSS is critical rather than a warning."""
 _NO_ROUTE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.EADDRNOTAVAIL}
@@ -104,15 +108,23 @@ def network_path(
     loss_threshold: float = 1.0,
     latency_threshold_ms: float = 100.0,
     timeout: float = 0.9,
+    interval: float | None = None,
+    grace: float = GRACE,
 ) -> NetworkPath:
-    """Probe the path to ``host`` ``count`` times with mtr or TCP connects; see the module doc."""
+    """Probe the path to ``host`` ``count`` times with mtr or TCP connects; see the module doc.
+
+    ``interval`` and ``grace`` pace mtr (seconds between cycles; how long it waits for late
+    answers after the last one); the TCP probe connects one after another.
+    """
     _check_input(host, port, count, method, loss_threshold, latency_threshold_ms, timeout)
+    _check_pace(interval, grace)
     chosen = _choose(method)
     address, why = _resolve(host)
     if address is None:
         probe = Probe(chosen, _display(chosen, host, port, count), [], [], error=why)
     elif chosen == "mtr":
-        probe = _mtr_or_tcp(method, host, address, port, count, timeout)
+        pace = Pace(count, mtr_interval(interval), grace)
+        probe = _mtr_or_tcp(method, host, address, port, pace, timeout)
     else:
         probe = tcp_probe(host, address, port, count, timeout)
     return _result(host, port, address, probe, loss_threshold, latency_threshold_ms)
@@ -134,6 +146,24 @@ def _check_input(
             raise InvalidInput(f"{name} must be a number >= 0, not {value!r}")
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise InvalidInput(f"timeout must be a number > 0, not {timeout!r}")
+
+
+def _check_pace(interval: float | None, grace: float) -> None:
+    for name, value in (("interval", interval), ("grace", grace)):
+        if value is None and name == "interval":
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise InvalidInput(f"{name} must be a number of seconds, not {value!r}")
+        if not 0 < value <= MAX_PACE:
+            raise InvalidInput(f"{name} {value!r} is out of range: more than 0, at most "
+                               f"{MAX_PACE:g} seconds")  # fmt: skip
+
+
+def mtr_interval(asked: float | None) -> float:
+    """The interval mtr will accept: as asked (0.2s by default) for root, at least 1s else."""
+    if os.geteuid() == 0:
+        return ROOT_INTERVAL if asked is None else float(asked)
+    return max(USER_INTERVAL, asked or USER_INTERVAL)
 
 
 def _choose(method: str) -> str:
@@ -175,26 +205,35 @@ class Probe:
     reasons: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Pace:
+    """How mtr probes: ``count`` cycles, ``interval`` seconds apart, ``grace`` to wait after."""
+
+    count: int
+    interval: float = ROOT_INTERVAL
+    grace: float = GRACE
+
+
 def _mtr_or_tcp(
-    method: str, host: str, address: str, port: int, count: int, timeout: float
+    method: str, host: str, address: str, port: int, pace: Pace, timeout: float
 ) -> Probe:
     try:
-        return mtr_probe(host, address, count)
+        return mtr_probe(host, address, pace)
     except PreconditionFailed:
         if method == "mtr":
             raise
-        return tcp_probe(host, address, port, count, timeout)
+        return tcp_probe(host, address, port, pace.count, timeout)
 
 
-def mtr_probe(host: str, address: str, count: int) -> Probe:
+def mtr_probe(host: str, address: str, pace: Pace) -> Probe:
     """Run ``mtr --raw`` to ``address`` and read per-hop figures from its probe lines."""
-    interval = ROOT_INTERVAL if os.geteuid() == 0 else USER_INTERVAL
-    argv = ["mtr", "--raw", "-n", "-c", str(count), "-i", f"{interval:g}", "-G", f"{GRACE:g}"]
+    count, interval, grace = pace.count, pace.interval, pace.grace
+    argv = ["mtr", "--raw", "-n", "-c", str(count), "-i", f"{interval:g}", "-G", f"{grace:g}"]
     argv.append(address)
     try:
         done = subprocess.run(
             argv, capture_output=True, text=True, check=False,
-            timeout=count * interval + GRACE + 30,
+            timeout=count * interval + grace + 30,
         )  # fmt: skip
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise PreconditionFailed(f"mtr could not run: {exc}") from exc

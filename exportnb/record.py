@@ -9,7 +9,7 @@ notebook's sha256), holding:
     the executed notebook, redacted (:mod:`exportnb.redaction`);
 ``notebook.html``
     the same rendered by nbconvert's ``lab`` template: inputs shown (unless asked
-    otherwise), charts embedded as the outputs carry them;
+    otherwise), charts embedded as the outputs carry them (:class:`HTMLRenderer`);
 ``record.json``
     :class:`Record`, schema :data:`RECORD_SCHEMA`: who ran what, with which (redacted)
     parameters, the status and the failing cell, times, the sha256 of both files, the
@@ -20,10 +20,12 @@ notebook's sha256), holding:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -216,11 +218,79 @@ def sha256(data: bytes) -> str:
 
 def render_html(nb: Any, *, title: str, hide_input: bool = False) -> bytes:
     """The notebook as one HTML page (nbconvert, ``lab`` template)."""
-    from nbconvert import HTMLExporter
+    return HTMLRenderer.of(hide_input).render(nb, title=title)
 
-    exporter = HTMLExporter(template_name="lab", exclude_input=hide_input)
-    body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
-    return body.encode()
+
+def warm_html(notebook: Path, *, hide_input: bool = False) -> None:
+    """Get the renderer ready for a run of ``notebook`` while it executes: compile the
+    templates and highlight the notebook's code. Best effort: a failure here is left for
+    the render itself to meet, so it is not raised."""
+    try:
+        import nbformat
+
+        HTMLRenderer.of(hide_input).warm(nbformat.read(notebook, as_version=4), str(notebook))
+    except Exception:  # the render after the run raises what matters
+        return
+
+
+class HTMLRenderer:
+    """nbconvert's ``lab`` HTML exporter, kept for the process: its templates compile once,
+    and the code cells it has highlighted are not highlighted again (a template's cells are
+    the same every run). The page is the one a new exporter would make."""
+
+    def __init__(self, hide_input: bool = False) -> None:
+        from nbconvert import HTMLExporter
+        from nbconvert.filters.strings import clean_html
+
+        self._lock = threading.Lock()
+        self._warmed: set[str] = set()
+        self._exporter = HTMLExporter(template_name="lab", exclude_input=hide_input)
+        self._highlight = _Highlighter()
+        self._exporter.filters = {"highlight_code": self._highlight,
+                                  "clean_html": functools.lru_cache(512)(clean_html)}  # fmt: skip
+
+    @classmethod
+    def of(cls, hide_input: bool = False) -> HTMLRenderer:
+        """The renderer kept for this process (one per ``hide_input``)."""
+        with _KEPT_LOCK:
+            if hide_input not in _KEPT:
+                _KEPT[hide_input] = cls(hide_input)
+            return _KEPT[hide_input]
+
+    def render(self, nb: Any, *, title: str) -> bytes:
+        info = nb.get("metadata", {}).get("language_info", {})
+        with self._lock:  # an exporter renders one notebook at a time
+            self._highlight.lexer = info.get("pygments_lexer", info.get("name")) or "ipython3"
+            body, _ = self._exporter.from_notebook_node(nb, resources={"metadata": {"name": title}})
+        return body.encode()
+
+    def warm(self, nb: Any, name: str) -> None:
+        """Render ``nb`` once (and only once per name), for what that leaves compiled."""
+        if name not in self._warmed:
+            self.render(nb, title=name)
+            self._warmed.add(name)
+
+
+_KEPT: dict[bool, HTMLRenderer] = {}
+_KEPT_LOCK = threading.Lock()
+
+
+class _Highlighter:
+    """nbconvert's ``highlight_code`` filter (Highlight2HTML), remembering what it made."""
+
+    lexer = "ipython3"
+
+    def __call__(self, source: str, language: str | None = None, metadata: Any = None) -> str:
+        magics = (metadata or {}).get("magics_language")
+        return _highlighted(source, language or self.lexer, magics)
+
+
+@functools.lru_cache(maxsize=512)
+def _highlighted(source: str, language: str, magics: str | None) -> str:
+    from nbconvert.filters.highlight import Highlight2HTML
+
+    metadata = {"magics_language": magics} if magics else None
+    return str(Highlight2HTML(pygments_lexer=language)(source, language, metadata))
 
 
 @dataclass(frozen=True)

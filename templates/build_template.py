@@ -50,6 +50,9 @@ stale_heartbeat = 30.0  # a running job silent this long is stuck, in seconds
 buckets = []  # extra buckets to check; $EXPORT_BUCKET is always checked
 target_host = ""  # the export target; default: $EXPORT_TARGET_HOST
 target_port = 22  # the target's port, probed over TCP where mtr is missing
+probe_count = 10  # network path: mtr cycles (or TCP connects) to the target
+probe_interval = 0.05  # network path: seconds between mtr cycles (at least 1 unless root)
+probe_grace = 1.0  # network path: seconds mtr waits after its last cycle; later is lost
 platform = ""  # platform name; default: from $EXPORTNB_HOME/config.toml
 operator = ""  # who runs this; default: $EXPORTNB_OPERATOR or the login name
 comms_lead = ""  # who sends the status updates
@@ -63,7 +66,8 @@ from exportnb import charts
 from exportnb.display import show, show_chart, show_parameters, show_recommendations
 from exportnb.incident import open_incident, parameters_of
 
-incident = open_incident(**parameters_of(globals()))"""
+incident = open_incident(**parameters_of(globals()))
+incident.start_probes()"""
 
 # (kind, source): "md" cells are Markdown, "code" cells are code.
 # fmt: off
@@ -76,7 +80,13 @@ CELLS: list[tuple[str, str]] = [
 The incident is opened from the parameters. This checks them and fills in the defaults:
 the operator, the platform, `$EXPORT_BUCKET` and `$EXPORT_TARGET_HOST`, and the time to
 evaluate at. It also estimates when the incident started: the first failing minute of
-the latest breach, or the start of the window when there is none."""),
+the latest breach, or the start of the window when there is none.
+
+The steps that wait on other systems (detection and job state, HeadBucket, checksum
+verification, the network path) then start in the background, with the arguments their
+cells give them, so that they run while the charts are drawn. Each cell below collects
+its step with `incident.collect(...)`: the result of that very call, made early, or the
+call made there and then if its arguments differ."""),
     ("code", SETUP),
     ("md", """\
 ## Detection
@@ -91,7 +101,7 @@ reported jobs are verified under Diagnostics 3."""),
     ("code", """\
 from exportnb.detection import detect
 
-detection = detect(incident.platform, **incident.detection_options())
+detection = incident.collect(detect, incident.platform, **incident.detection_options())
 show("detection", detection)"""),
     ("md", """\
 The success rate per minute against the baseline: the same minutes of the day over
@@ -123,7 +133,7 @@ show("immediate_actions", bulk_pause(incident.platform), command="exportctl paus
     ("code", """\
 from exportnb.jobstate import job_state
 
-jobs = job_state(incident.platform, **incident.job_state_options())
+jobs = incident.collect(job_state, incident.platform, **incident.job_state_options())
 show("immediate_actions", capture(jobs, incident.reported_jobs))"""),
     ("md", """\
 ## Diagnostics
@@ -146,7 +156,7 @@ failed jobs name and the fallback bucket."""),
     ("code", """\
 from exportnb.storagehealth import storage_health
 
-storage = storage_health(incident.buckets_to_check(jobs))
+storage = incident.collect(storage_health, incident.buckets_to_check(jobs))
 show("storage_health", storage, command="aws s3api head-bucket --bucket $EXPORT_BUCKET")"""),
     ("md", """\
 ### 3. Checksum verification
@@ -159,7 +169,8 @@ deliveries of each tenant involved."""),
     ("code", """\
 from exportnb.checksums import verify_jobs
 
-checks = verify_jobs(incident.platform, incident.checksum_jobs(jobs, detection))
+checks = incident.collect(verify_jobs, incident.platform,
+                          incident.checksum_jobs(jobs, detection))
 show("checksums", checks, command="exportctl verify --job <job-id>")"""),
     ("md", """\
 ### 4. Network path
@@ -168,11 +179,12 @@ show("checksums", checks, command="exportctl verify --job <job-id>")"""),
 > - Expected: No packet loss or high latency spikes.
 
 The path is measured with `mtr` where it is installed, and with a TCP probe where it
-is not."""),
+is not: `probe_count` cycles, `probe_interval` seconds apart. Ask for more cycles (and a
+longer interval) to look closer."""),
     ("code", """\
 from exportnb.network import network_path
 
-path = network_path(incident.target_host, port=incident.target_port)
+path = incident.collect(network_path, incident.target_host, **incident.network_options())
 show("network_path", path, command="mtr -r $EXPORT_TARGET_HOST")"""),
     ("md", """\
 ## Assessment

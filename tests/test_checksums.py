@@ -223,3 +223,39 @@ def test_the_report_encodes_to_json_and_frames(sandbox, world):
     frame = report.frame()
     assert list(frame["state"]) == ["failed", "failed", "passed", "not_found", "no_manifest"]
     assert list(frame["mismatched"])[:2] == [1, 0]
+
+
+def test_the_first_delivered_manifest_is_read_alone(sandbox, world):
+    """A platform that sets its storage client up on first use sets it up once."""
+    from exportnb.sandbox.platform import SandboxPlatform
+
+    delivered = [world.corrupt, world.missing, world.healthy]
+
+    class Watched(SandboxPlatform):
+        """Notes, for each manifest read of a delivered job: how many such reads ran at
+        once, and whether the storage client was still to be made."""
+
+        def __init__(self, home) -> None:
+            super().__init__(home)
+            self.lock, self.running, self.calls = threading.Lock(), 0, []
+
+        def manifest(self, job_id):
+            if job_id not in delivered:
+                return super().manifest(job_id)
+            with self.lock:
+                self.running += 1
+                self.calls.append((self.running, self._s3 is None))
+            try:
+                time.sleep(0.05)  # long enough for the other workers to arrive
+                return super().manifest(job_id)
+            finally:
+                with self.lock:
+                    self.running -= 1
+
+    platform = Watched(sandbox.home)
+    report = verify_jobs(platform, [*delivered, UNKNOWN, world.undelivered], workers=8)
+    assert [j.state for j in report.jobs] == ["failed", "failed", "passed", "not_found",
+                                              "no_manifest"]  # fmt: skip
+    first, *others = platform.calls
+    assert first == (1, True)  # alone, and it made the client
+    assert others and not any(unmade for _, unmade in others)

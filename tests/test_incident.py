@@ -14,6 +14,7 @@ from exportnb.errors import ConfigError, InvalidInput
 from exportnb.incident import (
     COMMS_LEAD_UNASSIGNED,
     PARAMETERS,
+    EarlyProbes,
     alert_summary,
     incident_start,
     open_incident,
@@ -92,6 +93,9 @@ def test_parameters_are_picked_from_a_namespace():
         ({"failure_threshold": float("nan")}, "must be a number"),
         ({"latency_slo": -1.0}, "out of range"),
         ({"target_port": 70000}, "out of range"),
+        ({"probe_count": 0}, "out of range"),
+        ({"probe_interval": 0}, "out of range"),
+        ({"probe_grace": 60}, "out of range"),
         ({"mode": "yolo"}, "mode"),
         ({"operator": None}, "must be a string"),
         ({"now": "yesterday"}, "ISO-8601"),
@@ -238,6 +242,22 @@ def _unique(values):
     return list(dict.fromkeys(v for v in values if v))
 
 
+def test_the_jobs_chosen_for_a_job_state_are_chosen_once(world):
+    healthy(world, 30, 0, per_minute=1)
+    world.job(AT - minutes(2), "failed", tenant="globex", error_code="SlowDown")
+    incident = open_incident(now=NOW.isoformat())
+    from exportnb.detection import detect
+
+    jobs = job_state(world.platform, **incident.job_state_options())
+    detection = detect(world.platform, **incident.detection_options())
+    chosen = incident.checksum_jobs(jobs, detection, per_tenant=2)
+    late = world.job(AT - minutes(1), tenant="globex")  # delivered after the choice
+    assert incident.checksum_jobs(jobs, detection, per_tenant=2) == chosen
+    assert late not in chosen
+    again = job_state(world.platform, **incident.job_state_options())  # a new look
+    assert late in incident.checksum_jobs(again, detection, per_tenant=2)
+
+
 def test_affected_jobs_and_options(world):
     from exportnb.checksums import ChecksumReport, JobCheck
 
@@ -251,6 +271,8 @@ def test_affected_jobs_and_options(world):
     assert incident.recovery_options() == {"now": NOW, "window_minutes": 20,
                                            "incident_start": NOW - minutes(10)}  # fmt: skip
     assert incident.recovery_since == NOW - minutes(20)
+    assert incident.network_options() == {"port": 22, "count": 10, "interval": 0.05,
+                                          "grace": 1.0}  # fmt: skip
     comms = incident.comms_options()
     assert comms["incident_id"] == "INC-unset" and comms["flags"] == []
     context = incident.assessment_context()
@@ -337,3 +359,102 @@ def test_incident_defaults_cover_now(world):
     before = datetime.now(UTC)
     incident = open_incident()
     assert before <= incident.now <= datetime.now(UTC)
+
+
+# Probes started early --------------------------------------------------------------------
+def measure(*args, **kwargs):
+    """A probe: notes each call and answers with a new object."""
+    measure.calls.append((args, kwargs))
+    return object()
+
+
+@pytest.fixture
+def probes():
+    measure.calls = []
+    return EarlyProbes()
+
+
+def test_the_same_call_gets_the_early_result_once(probes):
+    started = probes.start(measure, lambda: ((1,), {"y": 2}))
+    early = started.result()[1]
+    assert probes.collect(measure, 1, y=2) is early
+    assert measure.calls == [((1,), {"y": 2})]  # not called again
+    assert probes.collect(measure, 1, y=2) is not early  # asked again: measured again
+    assert len(measure.calls) == 2
+
+
+def test_a_different_call_is_made_by_the_cell_itself(probes):
+    probes.start(measure, lambda: ((["exports-primary"],), {}))
+    probes.collect(measure, ["exports-primary", "exports-eu"])
+    assert measure.calls[-1] == ((["exports-primary", "exports-eu"],), {})
+    assert probes.collect(len, "abc") == 3  # never started: made there and then
+
+
+def test_an_early_failure_is_met_by_the_cells_own_call(probes):
+    answers = iter([TimeoutError("the early call failed"), "measured in the cell"])
+
+    def flaky():
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    probes.start(flaky, lambda: ((), {}))
+    assert probes.collect(flaky) == "measured in the cell"
+    probes.start(measure, lambda: 1 / 0)  # preparing the arguments failed
+    probes.collect(measure, 7)
+    assert measure.calls == [((7,), {})]
+
+
+def test_arguments_may_wait_for_another_probe(probes):
+    first = probes.start(measure, lambda: ((1,), {}))
+    probes.start(str, lambda: ((first.result()[1],), {}))
+    assert probes.collect(str, first.result()[1]).startswith("<object object")
+
+
+def test_the_probes_run_concurrently(probes):
+    import time
+
+    def nap(seconds: float) -> float:
+        time.sleep(seconds)
+        return seconds
+
+    began = time.perf_counter()
+    probes.start(time.sleep, lambda: ((0.3,), {}))
+    probes.start(nap, lambda: ((0.3,), {}))
+    assert probes.collect(time.sleep, 0.3) is None and probes.collect(nap, 0.3) == 0.3
+    assert time.perf_counter() - began < 0.55
+
+
+@pytest.mark.integration
+def test_the_cells_collect_what_the_incident_started(sandbox, monkeypatch):
+    """Against the real sandbox: each step the template collects was measured before the
+    cell asked, with the cell's arguments; a re-run cell measures again."""
+    import time
+
+    from exportnb.checksums import verify_jobs
+    from exportnb.detection import detect
+    from exportnb.network import network_path
+    from exportnb.storagehealth import storage_health
+
+    for name, value in sandbox.env.items():
+        monkeypatch.setenv(name, value)
+    incident = open_incident(probe_count=4, probe_interval=0.05, probe_grace=0.5)
+    incident.start_probes()
+    time.sleep(2.0)  # every probe is done by now
+    asked = datetime.now(UTC)
+    detection = incident.collect(detect, incident.platform, **incident.detection_options())
+    jobs = incident.collect(job_state, incident.platform, **incident.job_state_options())
+    storage = incident.collect(storage_health, incident.buckets_to_check(jobs))
+    checks = incident.collect(verify_jobs, incident.platform,
+                              incident.checksum_jobs(jobs, detection))  # fmt: skip
+    path = incident.collect(network_path, incident.target_host, **incident.network_options())
+    assert max(storage.checked_at, checks.checked_at, path.measured_at) < asked
+    assert [c.bucket for c in storage.checks] == incident.buckets_to_check(jobs)
+    assert [j.job_id for j in checks.jobs] == incident.checksum_jobs(jobs, detection)
+    assert path.destination is not None and path.destination.sent == 4
+    again = incident.collect(network_path, incident.target_host, **incident.network_options())
+    assert again.measured_at > asked
+    other = incident.collect(storage_health, [incident.export_bucket])
+    assert other.checked_at > asked and [c.bucket for c in other.checks] == [
+        incident.export_bucket]  # fmt: skip

@@ -67,6 +67,17 @@ def test_a_clean_path_has_no_findings_with_mtr(target):
     assert path.p95_ms is not None and path.p95_ms < 50
 
 
+def test_mtr_is_paced_by_interval_and_grace(target):
+    _need_mtr()
+    began = time.perf_counter()
+    path = network_path(target, count=10, method="mtr", interval=0.05, grace=0.5)
+    took = time.perf_counter() - began
+    assert path.command == f"mtr -r -n -c 10 -i 0.05 {target}"
+    assert path.argv[3:9] == ["-c", "10", "-i", "0.05", "-G", "0.5"]
+    assert (path.destination.sent, path.destination.received) == (10, 10)
+    assert took < 10 * 0.2 + 2.0  # quicker than the default pace
+
+
 def test_mtr_sees_the_injected_loss_and_latency_at_the_destination(impaired):
     _need_mtr()
     path = network_path(impaired, count=20, method="mtr")
@@ -139,7 +150,8 @@ def test_the_result_encodes_to_json_and_frames():
 @pytest.mark.parametrize(
     "kwargs",
     [{"host": ""}, {"host": "-n"}, {"port": 0}, {"count": 0}, {"method": "icmp"},
-     {"loss_threshold": -1}, {"timeout": 0}],
+     {"loss_threshold": -1}, {"timeout": 0}, {"interval": 0}, {"interval": 61},
+     {"interval": "0.1"}, {"grace": 0}, {"grace": True}],
 )  # fmt: skip
 def test_bad_input_is_refused(kwargs):
     args = {"host": "127.0.0.1", **kwargs}

@@ -197,6 +197,52 @@ def test_a_dead_kernel_is_archived_as_failed_with_the_cells_that_ran(home, how):
     assert "kernel pid" in text and "never printed" not in text
 
 
+def test_the_kernel_and_what_it_started_stop_when_the_run_ends(home, tmp_path):
+    """The kernel is stopped (at once, after its last cell) with its process group: a
+    child it left running does not outlive the run."""
+    notebook = tmp_path / "leaves_a_child.ipynb"
+    source = ('import subprocess\nchild = subprocess.Popen(["sleep", "60"])\n'
+              'print("child pid", child.pid)')  # fmt: skip
+    nbformat.write(nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(source)],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}},
+    ), notebook)  # fmt: skip
+    record = runner.run(notebook)
+    assert record.status == "succeeded"
+    pid = int(stream_text(executed(record)).split("child pid")[1].split()[0])
+
+    def alive() -> bool:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return False
+        return "State:\tZ" not in status  # a zombie is dead, only not yet reaped
+
+    from conftest import wait_for
+
+    wait_for(lambda: not alive(), timeout=5, every=0.05)
+
+
+def test_the_html_renderer_is_kept_and_renders_as_a_new_exporter_would(home):
+    from nbconvert import HTMLExporter
+
+    from exportnb.record import HTMLRenderer, render_html, warm_html
+
+    record = runner.run(SUCCEEDS, incident_id="INC-7")
+    nb = executed(record)
+    fresh, _ = HTMLExporter(template_name="lab").from_notebook_node(
+        nb, resources={"metadata": {"name": "INC-7"}})  # fmt: skip
+    assert render_html(nb, title="INC-7") == fresh.encode()
+    assert render_html(nb, title="INC-7") == fresh.encode()  # kept, and still the same
+    assert HTMLRenderer.of() is HTMLRenderer.of() and HTMLRenderer.of() is not HTMLRenderer.of(
+        hide_input=True)  # fmt: skip
+    hidden, _ = HTMLExporter(template_name="lab", exclude_input=True).from_notebook_node(
+        nb, resources={"metadata": {"name": "INC-7"}})  # fmt: skip
+    assert render_html(nb, title="INC-7", hide_input=True) == hidden.encode()
+    warm_html(home / "no-such-notebook.ipynb")  # best effort: nothing raised
+
+
 @pytest.mark.parametrize("code, status", [(0, "succeeded"), (1, "failed")])
 def test_sys_exit(home, code, status):
     record = runner.run(NOTEBOOKS / "sysexit.ipynb", parameters={"code": code})

@@ -174,6 +174,14 @@ def test_every_step_result_is_shown(notebook):
     assert sources.count("show_chart(") == 4
 
 
+def test_the_slow_steps_are_collected_from_the_probes_the_incident_started(notebook):
+    sources = [c.source for c in code_cells(notebook)]
+    assert "incident.start_probes()" in sources[1]  # the setup cell, right after opening
+    collected = "\n".join(sources)
+    for step in ("detect", "job_state", "storage_health", "verify_jobs", "network_path"):
+        assert f"incident.collect({step}, " in collected, step
+
+
 def test_nothing_is_applied_from_the_notebook(notebook):
     sources = "\n".join(c.source for c in code_cells(notebook))
     for action in ("pause_bulk(", "retry(", "set_flag(", "set_chunk_size(", "unset_flag("):
@@ -201,6 +209,10 @@ def test_the_template_runs_top_to_bottom_against_the_sandbox(sandbox, tmp_path, 
         "error_code": None,
     }  # fmt: skip
     assert "job-unknown" in [j["job_id"] for j in records[6]["result"]["jobs"]]
+    path = records[7]["result"]  # paced by the template's probe parameters
+    if path["method"] == "mtr":
+        assert path["argv"][3:9] == ["-c", "10", "-i", "0.05", "-G", "1"]
+    assert path["hops"][-1]["sent"] == 10
     assert records[9]["result"]["applied"] == []
     assert sandbox.platform().get_flag("export.bulk_paused") is None  # nothing applied
 
