@@ -11,30 +11,38 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from exportnb.findings import RESULT_MIMETYPE
 
+_saved: dict[str, str] = {}
+_home: tempfile.TemporaryDirectory[str] | None = None
 
-@pytest.fixture(scope="session", autouse=True)
-def sandbox_environment() -> Iterator[None]:
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Start the sandbox before nbval starts any kernel (kernels start at collection)."""
     from exportnb.sandbox import control
 
-    saved = dict(os.environ)
-    with tempfile.TemporaryDirectory(prefix="exportnb-nbval-") as home:
-        os.environ["EXPORTNB_HOME"] = home
-        os.environ.pop("AWS_ENDPOINT_URL", None)
-        control.up("default", home=Path(home))
-        try:
-            os.environ.update(control.env_values(home=Path(home)))
-            yield
-        finally:
-            control.down(home=Path(home))
-            os.environ.clear()
-            os.environ.update(saved)
+    global _home
+    _saved.update(os.environ)
+    _home = tempfile.TemporaryDirectory(prefix="exportnb-nbval-")
+    home = Path(_home.name)
+    os.environ["EXPORTNB_HOME"] = str(home)
+    os.environ.pop("AWS_ENDPOINT_URL", None)
+    control.up("default", home=home)
+    os.environ.update(control.env_values(home=home))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from exportnb.sandbox import control
+
+    if _home is not None:
+        control.down(home=Path(_home.name))
+        _home.cleanup()
+    os.environ.clear()
+    os.environ.update(_saved)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
