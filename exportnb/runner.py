@@ -30,6 +30,7 @@ from exportnb import archive as archives
 from exportnb import config, redaction
 from exportnb.errors import ExportnbError, InvalidInput, NotFound, PreconditionFailed, StorageError
 from exportnb.parameters import declared, validate
+from exportnb.policy import MODE_ENV
 from exportnb.record import Outcome, Record, RecordError, assemble, check_incident_id, warm_html
 
 TEMPLATE = "export_failure.ipynb"
@@ -258,7 +259,9 @@ def execute(
         )  # fmt: skip
         manager.notebook_start()
         try:
-            client.execute(env={**os.environ, **(env or {})}, stdout=log, stderr=log)
+            # An unattended kernel: mitigations apply only where [policy] allows them.
+            unattended = {**os.environ, **(env or {}), MODE_ENV: "auto"}
+            client.execute(env=unattended, stdout=log, stderr=log)
         except Exception as exc:
             _crashed(manager, nb, started, exc, cell_timeout, log)
         finally:

@@ -345,3 +345,23 @@ def test_demo_runs_in_the_sandbox_environment_and_leaves_it_running(sandbox, mon
     assert location.startswith(str(sandbox.home / "archive"))
     status = sandbox.run(*exportnb_cmd("sandbox", "status"))
     assert status.returncode == 0
+
+
+def test_the_kernel_of_a_run_is_unattended_whatever_the_caller_says(home, tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(
+            "import os\nprint('mode=' + os.environ.get('EXPORTNB_MODE', ''))"
+        ),
+    ]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    path = tmp_path / "mode.ipynb"
+    nbformat.write(nb, path)
+    record = runner.run(path, env={"EXPORTNB_MODE": "interactive"})
+    assert record.status == "succeeded"
+    assert "mode=auto" in stream_text(executed(record))
