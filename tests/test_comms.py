@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from constructed import FALLBACK, NOW, PRIMARY, make_world, minutes
 
+from exportnb import checksums
 from exportnb.baseline import baseline
 from exportnb.comms import audit_summary, corrective_action, status_update
 from exportnb.detection import detect
@@ -16,8 +17,6 @@ from exportnb.findings import Finding
 from exportnb.jobstate import job_state
 from exportnb.platform.model import FALLBACK_FLAG, AuditEntry, JobQuery
 from exportnb.recovery import verify_recovery
-
-checksums = pytest.importorskip("exportnb.checksums")
 
 
 @pytest.fixture
@@ -80,7 +79,8 @@ def test_status_update_while_mitigating(incident):
 
 
 def test_status_update_lists_the_assessment_next_steps(incident):
-    assessment = pytest.importorskip("exportnb.assessment")
+    from exportnb import assessment
+
     world, _ = incident
     state = job_state(world.platform, since=NOW - minutes(30), until=NOW)
     context = assessment.AssessmentContext(export_bucket=PRIMARY, fallback_bucket=FALLBACK)

@@ -329,7 +329,8 @@ def test_capture_keeps_failing_ids_and_samples(world):
 
 
 def test_mitigation_plan_lists_commands_and_applies_nothing():
-    assessment = pytest.importorskip("exportnb.assessment")
+    from exportnb import assessment
+
     recommendations = [
         assessment.Recommendation("retry", "jobs failed on throttling", {"limit": 20,
                                   "concurrency": 2}, ["throttling"],

@@ -170,7 +170,6 @@ def test_times_in_any_zone_and_bad_parameters(world):
 
 # Against the real sandbox ------------------------------------------------------------------
 def test_checksums_and_a_re_export_in_the_real_sandbox(sandbox):
-    pytest.importorskip("exportnb.checksums")
     injected = sandbox.run(
         *exportnb_cmd("sandbox", "fault", "inject", "--json", "corrupt", "--tenant", "wonka"),
         check=True,

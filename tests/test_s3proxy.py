@@ -17,6 +17,7 @@ import pytest
 from botocore.client import BaseClient
 from botocore.config import Config
 from botocore.exceptions import ClientError
+from conftest import need
 
 from exportnb.errors import SandboxError
 from exportnb.sandbox.faults import STORAGE_SCALE, FaultSet, parse_fault
@@ -302,8 +303,7 @@ def test_timeout_uses_the_decoded_length_of_aws_chunked_bodies(
 
 def aws_head_bucket(url: str, bucket: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     aws = Path(sys.executable).with_name("aws")
-    if not aws.exists():
-        pytest.skip("awscli is not installed next to this interpreter")
+    need(aws.exists(), "awscli is not installed next to this interpreter (make test installs it)")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env |= CREDENTIALS | {
         "AWS_MAX_ATTEMPTS": "1",
