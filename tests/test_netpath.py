@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from conftest import need
 
 from exportnb.errors import InvalidInput, PreconditionFailed
 from exportnb.sandbox import netpath
@@ -35,17 +36,9 @@ pytestmark = pytest.mark.netpath
 INSTANCE = f"test-netpath-{os.getpid()}"
 
 
-def _skip_or_fail(reason: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    else:
-        pytest.skip(reason)
-
-
 def _require_emulator() -> None:
     ok, reason = emulator_available()
-    if not ok:
-        _skip_or_fail(reason)
+    need(ok, reason)
 
 
 def _netns_names() -> list[str]:
@@ -88,8 +81,7 @@ def _ping(host: str, timeout: float = 1.0) -> float:
 
 def _mtr(host: str, cycles: int = 10) -> dict[str, float]:
     """Loss percent per hop address from ``mtr -r -n``, in hop order."""
-    if shutil.which("mtr") is None:
-        _skip_or_fail("mtr is not installed (apt-get install mtr-tiny)")
+    need(shutil.which("mtr") is not None, "mtr is not installed (apt-get install mtr-tiny)")
     cmd = ["mtr", "-r", "-n", "-c", str(cycles), "-i", "0.2", "-G", "1", host]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=True).stdout
     hops = re.findall(r"^\s*\d+\.\|--\s+(\S+)\s+([\d.]+)%?", out, flags=re.MULTILINE)
