@@ -20,6 +20,12 @@ archive and renamed into place, which fails if the record exists; files are crea
 S3 refuses to overwrite one (HTTP 412; AWS S3, MinIO and moto support it; there is no
 check-then-put fallback), and ``record.json`` is put last: a prefix without it is not a
 record. Any failure is a :class:`~exportnb.errors.StorageError`.
+
+Every record written is then chained (:mod:`exportnb.chain`): a write-once entry under
+``.chain/`` at the archive's root names it and the sha256 of its ``record.json``, and
+follows the entry before. On S3, where the bucket has Object Lock, every put carries a
+retention (:mod:`exportnb.retention`). The index of an archive (:mod:`exportnb.index`) and
+its verification (:mod:`exportnb.integrity`) read it through this interface.
 """
 
 from __future__ import annotations
@@ -34,16 +40,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from exportnb import config
+from exportnb import chain, config
 from exportnb.errors import ConfigError, InvalidInput, NotFound, StorageError
 from exportnb.record import (
     FILES,
     METADATA,
+    RECORD_ID,
     Record,
     RecordSummary,
     check_incident_id,
     check_record_id,
 )
+from exportnb.retention import Retention, RetentionSettings
 
 CONTENT_TYPES = {
     "notebook.ipynb": "application/x-ipynb+json",
@@ -68,7 +76,8 @@ class Archive(ABC):
 
     @abstractmethod
     def write(self, record_id: str, files: Mapping[str, bytes]) -> str:
-        """Store a new record's files; StorageError if it exists. Returns its location."""
+        """Store a new record's files (``record.json`` last) and chain it (:func:`chain.append`);
+        StorageError if it exists. Returns its location."""
 
     @abstractmethod
     def read(self, record_id: str, name: str) -> bytes:
@@ -77,6 +86,24 @@ class Archive(ABC):
     @abstractmethod
     def record_ids(self, incident: str | None = None) -> list[str]:
         """The IDs of the complete records (those with a record.json), oldest first."""
+
+    # The chain's storage: an archive that keeps none has an empty chain. ---------------
+    def chain_seqs(self) -> list[int]:
+        """The seqs of the stored chain entries, in order."""
+        return []
+
+    def read_chain(self, seq: int) -> bytes:
+        """The bytes of chain entry ``seq``; NotFound if there is none."""
+        raise NotFound(f"no chain entry {seq} in {self.url}")
+
+    def write_chain(self, seq: int, data: bytes) -> bool:
+        """Store chain entry ``seq`` once: False (nothing written) if it exists already."""
+        raise StorageError(f"the archive {self.url} keeps no chain")
+
+    def deleted(self) -> list[str]:
+        """Names (``<record id>/<file>``, ``.chain/<seq>.json``) hidden by a delete, where
+        the storage keeps what was deleted (S3 versioning); empty elsewhere."""
+        return []
 
     def show(self, record_id: str) -> Record:
         """The record's metadata, read from its ``record.json``."""
@@ -109,6 +136,11 @@ class LocalArchive(Archive):
         return str(self.root.joinpath(*record_id.split("/")))
 
     def write(self, record_id: str, files: Mapping[str, bytes]) -> str:
+        location = self._put(record_id, files)
+        chain.append(self, record_id, files[METADATA])
+        return location
+
+    def _put(self, record_id: str, files: Mapping[str, bytes]) -> str:
         check_files(record_id, files)
         final = Path(self.location(record_id))
         if final.exists():
@@ -138,9 +170,57 @@ class LocalArchive(Archive):
             raise StorageError(f"cannot read {path}: {exc}") from exc
 
     def record_ids(self, incident: str | None = None) -> list[str]:
-        pattern = f"{incident}/*/{METADATA}" if incident else f"*/*/{METADATA}"
-        found = [p.parent.relative_to(self.root).as_posix() for p in self.root.glob(pattern)]
-        return sorted((r for r in found if not r.startswith(".")), key=_by_time)
+        found = []
+        for folder in [incident] if incident else _names(self.root):
+            for name in _names(self.root / folder):
+                record_id = f"{folder}/{name}"
+                if RECORD_ID.match(record_id) and (self.root / folder / name / METADATA).exists():
+                    found.append(record_id)
+        return sorted(found, key=_by_time)
+
+    @property
+    def chain_folder(self) -> Path:
+        return self.root / chain.FOLDER
+
+    def chain_seqs(self) -> list[int]:
+        seqs = (chain.seq_of(name) for name in _names(self.chain_folder))
+        return sorted(s for s in seqs if s is not None)
+
+    def read_chain(self, seq: int) -> bytes:
+        path = self.chain_folder / chain.entry_name(seq)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"no chain entry {seq} in {self.url}") from None
+        except OSError as exc:
+            raise StorageError(f"cannot read {path}: {exc}") from exc
+
+    def write_chain(self, seq: int, data: bytes) -> bool:
+        final = self.chain_folder / chain.entry_name(seq)
+        incoming = self.root / ".incoming" / uuid.uuid4().hex
+        try:
+            self.chain_folder.mkdir(parents=True, exist_ok=True)
+            incoming.parent.mkdir(parents=True, exist_ok=True)
+            _write_new(incoming, data)
+            os.link(incoming, final)  # whole or not at all; fails when the entry exists
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise StorageError(f"cannot write {final}: {exc}") from exc
+        finally:
+            incoming.unlink(missing_ok=True)
+        return True
+
+
+def _names(folder: Path) -> list[str]:
+    """The names in ``folder`` (none when it does not exist), hidden ones left out."""
+    try:
+        with os.scandir(folder) as found:
+            return [e.name for e in found if not e.name.startswith(".")]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as exc:
+        raise StorageError(f"cannot list {folder}: {exc}") from exc
 
 
 def check_files(record_id: str, files: Mapping[str, bytes]) -> None:
@@ -167,7 +247,9 @@ def _by_time(record_id: str) -> tuple[str, str]:
 class S3Archive(Archive):
     """Records as objects under ``s3://bucket/prefix/``, through boto3 (any endpoint)."""
 
-    def __init__(self, url: str, s3: Any = None) -> None:
+    def __init__(
+        self, url: str, s3: Any = None, retention: RetentionSettings | None = None
+    ) -> None:
         parsed = urlparse(url)
         if parsed.scheme != "s3" or not parsed.netloc:
             raise InvalidInput(f"{url!r} is not an s3://bucket/prefix URL")
@@ -175,6 +257,8 @@ class S3Archive(Archive):
         self.bucket = parsed.netloc
         self.prefix = parsed.path.strip("/")
         self._s3 = s3
+        self.settings = retention if retention is not None else retention_settings()
+        self._retention: list[Retention | None] = []  # looked up at the first put
 
     @property
     def s3(self) -> Any:
@@ -183,6 +267,15 @@ class S3Archive(Archive):
 
             self._s3 = storage.client()
         return self._s3
+
+    @property
+    def retention(self) -> Retention | None:
+        """The Object Lock retention of every put: None when the bucket has no Object Lock."""
+        if not self._retention:
+            from exportnb.retention import bucket_retention
+
+            self._retention.append(bucket_retention(self.s3, self.bucket, self.settings))
+        return self._retention[0]
 
     def key(self, record_id: str, name: str = "") -> str:
         return "/".join(p for p in (self.prefix, record_id, name) if p)
@@ -196,52 +289,81 @@ class S3Archive(Archive):
         return f"s3://{self.bucket}/{self.key(record_id)}"
 
     def write(self, record_id: str, files: Mapping[str, bytes]) -> str:
-        from exportnb import storage
-
         check_files(record_id, files)
         for name in FILES:
-            key = self.key(record_id, name)
-            try:
-                storage.put_object(self.s3, self.bucket, key, files[name],
-                                   IfNoneMatch="*", ContentType=CONTENT_TYPES[name])  # fmt: skip
-            except StorageError as exc:
-                if exc.status == 412 or exc.code == "PreconditionFailed":
-                    raise StorageError(
-                        f"record {record_id} already exists in {self.url} ({name})",
-                        code=exc.code, status=exc.status,
-                    ) from exc  # fmt: skip
-                raise
+            if not self._put_once(self.key(record_id, name), files[name], CONTENT_TYPES[name]):
+                raise StorageError(f"record {record_id} already exists in {self.url} ({name})",
+                                   code="PreconditionFailed", status=412)  # fmt: skip
+        chain.append(self, record_id, files[METADATA])
         return self.location(record_id)
 
-    def read(self, record_id: str, name: str) -> bytes:
+    def _put_once(self, key: str, body: bytes, content_type: str) -> bool:
+        """Put a new object (with the retention, if any); False if the key exists."""
         from exportnb import storage
 
-        key = self.key(record_id, name)
+        lock = self.retention.put_arguments() if self.retention else {}
+        try:
+            storage.put_object(self.s3, self.bucket, key, body, IfNoneMatch="*",
+                               ContentType=content_type, **lock)  # fmt: skip
+        except StorageError as exc:
+            if exc.status == 412 or exc.code == "PreconditionFailed":
+                return False
+            raise
+        return True
+
+    def _get(self, key: str, missing: str) -> bytes:
+        from exportnb import storage
+
         try:
             body: bytes = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except Exception as exc:
             error = storage.storage_error(exc, f"GetObject s3://{self.bucket}/{key}")
             if error.status == 404 or error.code in ("NoSuchKey", "NotFound"):
-                raise NotFound(f"no record {record_id} in {self.url}") from exc
+                raise NotFound(missing) from exc
             raise error from exc
         return body
 
-    def record_ids(self, incident: str | None = None) -> list[str]:
+    def read(self, record_id: str, name: str) -> bytes:
+        return self._get(self.key(record_id, name), f"no record {record_id} in {self.url}")
+
+    def _keys(self, start: str, *, hidden: bool = False) -> list[str]:
+        """Keys under ``start``, relative to the prefix; ``hidden``: those a delete hides."""
         from exportnb import storage
 
-        start = self.key(incident) + "/" if incident else (self.prefix + "/" if self.prefix else "")
+        operation, field = ("list_object_versions", "DeleteMarkers") if hidden else (
+            "list_objects_v2", "Contents")  # fmt: skip
         found = []
         try:
-            pages = self.s3.get_paginator("list_objects_v2").paginate(
-                Bucket=self.bucket, Prefix=start
-            )
-            for page in pages:
-                found += [o["Key"] for o in page.get("Contents", [])]
+            for page in self.s3.get_paginator(operation).paginate(Bucket=self.bucket, Prefix=start):
+                found += [o["Key"] for o in page.get(field, []) if o.get("IsLatest", True)]
         except Exception as exc:
-            raise storage.storage_error(exc, f"ListObjectsV2 {self.url}") from exc
+            raise storage.storage_error(exc, f"{operation} {self.url}") from exc
         skip = len(self.prefix) + 1 if self.prefix else 0
-        ids = [k[skip : -len(METADATA) - 1] for k in found if k.endswith("/" + METADATA)]
-        return sorted((i for i in ids if i.count("/") == 1), key=_by_time)
+        return [k[skip:] for k in found]
+
+    def _root(self) -> str:
+        return self.prefix + "/" if self.prefix else ""
+
+    def record_ids(self, incident: str | None = None) -> list[str]:
+        keys = self._keys(self.key(incident) + "/" if incident else self._root())
+        ids = [k[: -len(METADATA) - 1] for k in keys if k.endswith("/" + METADATA)]
+        return sorted((i for i in ids if RECORD_ID.match(i)), key=_by_time)
+
+    def chain_seqs(self) -> list[int]:
+        keys = self._keys(self.key(chain.FOLDER) + "/")
+        seqs = (chain.seq_of(k.rsplit("/", 1)[-1]) for k in keys)
+        return sorted(s for s in seqs if s is not None)
+
+    def read_chain(self, seq: int) -> bytes:
+        key = self.key(chain.FOLDER, chain.entry_name(seq))
+        return self._get(key, f"no chain entry {seq} in {self.url}")
+
+    def write_chain(self, seq: int, data: bytes) -> bool:
+        return self._put_once(self.key(chain.FOLDER, chain.entry_name(seq)), data,
+                              CONTENT_TYPES[METADATA])  # fmt: skip
+
+    def deleted(self) -> list[str]:
+        return sorted(self._keys(self._root(), hidden=True))
 
 
 ARCHIVES: dict[str, Callable[[str], Archive]] = {
@@ -280,15 +402,29 @@ def archive_url(explicit: str | None = None) -> str:
 def configured_url(path: Path | None = None) -> str | None:
     """``[archive] url`` of ``$EXPORTNB_HOME/config.toml``, if set."""
     path = path or config.home() / "config.toml"
-    if not path.exists():
-        return None
-    try:
-        url = tomllib.loads(path.read_text(encoding="utf-8")).get("archive", {}).get("url")
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    url = archive_table(path).get("url")
     if url is not None and not isinstance(url, str):
         raise ConfigError(f"{path}: [archive] url must be a string")
     return url or None
+
+
+def retention_settings(path: Path | None = None) -> RetentionSettings:
+    """``[archive] object_lock_mode`` and ``object_lock_days`` of the config file."""
+    path = path or config.home() / "config.toml"
+    return RetentionSettings.from_table(archive_table(path), str(path))
+
+
+def archive_table(path: Path) -> dict[str, Any]:
+    """The ``[archive]`` table of a config file (empty when there is none)."""
+    if not path.exists():
+        return {}
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8")).get("archive", {})
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [archive] must be a table")
+    return table
 
 
 def open_archive(url: str | Archive | None = None) -> Archive:
