@@ -1,0 +1,153 @@
+"""The dispatcher: the loop in ``exportnb serve`` that moves runs along.
+
+Every :data:`TICK` seconds, in a thread of its own, it
+
+1. queues the oldest waiting run of each incident that has none queued or running
+   (attempt 1; the message goes to the queue before the store says ``queued``, so a crash
+   between the two queues it twice, and the claim makes the second a no-op);
+2. follows the queued and running runs through the keys the workers write
+   (:mod:`exportnb.service.runs`): a claim makes a run ``running``; ``done`` finishes it
+   (and a final run closes its incident); a lease whose worker is gone gives the run a new
+   attempt, at most :data:`MAX_ATTEMPTS` in all;
+3. adds an ``update`` run to each open incident whose last run ended ``[serve]
+   update_interval`` ago (15 minutes by default): the periodic re-run;
+4. checkpoints the incident store's write-ahead log every :data:`CHECKPOINT_EVERY` s;
+5. posts each finished run's status update to Slack, when a webhook is configured, in a
+   thread of its own so that a slow Slack delays nothing else.
+
+:meth:`Dispatcher.recover` runs once at start: a run the store says is queued, that no
+worker claimed and that is not in the queue (lost between the two when the service died)
+is queued again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+from exportnb.errors import ExportnbError
+from exportnb.service import slack
+from exportnb.service.incidents import IncidentStore, Outcome, Run
+from exportnb.service.queue import Queue, RunSpec
+from exportnb.service.runs import gone
+from exportnb.service.settings import ServeSettings
+
+TICK = 0.2
+CHECKPOINT_EVERY = 2.0
+MAX_ATTEMPTS = 3
+log = logging.getLogger("exportnb.service")
+
+
+def spec_of(run: Run, attempt: int) -> RunSpec:
+    return RunSpec(run.incident_id, run.number, attempt, run.reason, run.alert, run.job_ids)
+
+
+class Dispatcher:
+    def __init__(self, store: IncidentStore, queue: Queue, settings: ServeSettings) -> None:
+        self.store, self.queue, self.settings = store, queue, settings
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
+        self._slack = ThreadPoolExecutor(1, thread_name_prefix="slack")
+        self._updates_every = max(0.5, min(5.0, settings.update_interval / 4))
+        self._next_updates = self._next_checkpoint = 0.0
+
+    def start(self) -> None:
+        self.recover()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._slack.shutdown(wait=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(TICK):
+            try:
+                self.tick()
+            except ExportnbError as exc:
+                log.warning("dispatcher: %s", exc.message)
+            except Exception:  # the loop must go on; the next tick retries
+                log.exception("dispatcher failed; retrying")
+
+    def tick(self, now: datetime | None = None) -> None:
+        now = now or datetime.now(UTC)
+        startable = self.store.startable()
+        for run in startable:
+            self.queue.enqueue(spec_of(run, 1))
+        if startable:
+            self.store.mark(startable, "queued", now, attempt=1)
+        for run in self.store.active():
+            self.follow(run, now)
+        clock = now.timestamp()
+        if clock >= self._next_checkpoint:
+            self._next_checkpoint = clock + CHECKPOINT_EVERY
+            self.store.checkpoint()
+        if clock >= self._next_updates:
+            self._next_updates = clock + self._updates_every
+            for incident, number in self.store.schedule_updates(now, self.settings.update_interval):
+                log.info("incident %s: periodic update, run %d", incident, number)
+
+    def follow(self, run: Run, now: datetime) -> None:
+        done = self.queue.get(f"done:{run.incident_id}:{run.number}")
+        if done is not None:
+            self.finish(run, done, now)
+            return
+        claim = self.queue.claim_of(run.incident_id, run.number, run.attempt)
+        if claim is None:
+            return
+        if run.state == "queued":
+            started = datetime.fromisoformat(str(claim.get("at")).replace("Z", "+00:00"))
+            self.store.mark([run], "running", started)
+        holder = self.queue.get(f"lease:{run.incident_id}:{run.number}") or claim
+        if holder.get("attempt", run.attempt) == run.attempt and gone(holder, now.timestamp()):
+            self.retry(run, now)
+
+    def retry(self, run: Run, now: datetime) -> None:
+        if run.attempt >= MAX_ATTEMPTS:
+            error = f"the worker was lost during each of {run.attempt} attempts"
+            self.store.finish(run, Outcome("error", error=error), now)
+            return
+        log.warning("run %s:%d: its worker is gone; attempt %d", run.incident_id, run.number,
+                    run.attempt + 1)  # fmt: skip
+        self.queue.enqueue(spec_of(run, run.attempt + 1))
+        self.store.mark([run], "queued", now, attempt=run.attempt + 1)
+
+    def finish(self, run: Run, done: dict[str, object], now: datetime) -> None:
+        fields = {k: v for k, v in done.items() if k in Outcome.__dataclass_fields__}
+        outcome = Outcome(**fields)  # type: ignore[arg-type]
+        self.store.finish(run, outcome, now)
+        self.queue.forget(run.incident_id, run.number)
+        log.info("run %s:%d %s %s", run.incident_id, run.number, outcome.state,
+                 outcome.record_id or outcome.error or "")  # fmt: skip
+        if self.settings.slack_webhook:
+            self._slack.submit(self.post, run, outcome)
+
+    def post(self, run: Run, outcome: Outcome) -> None:
+        assert self.settings.slack_webhook
+        payload = slack.message(
+            run.incident_id, run.number, run.reason, status_update=outcome.status_update,
+            record_id=outcome.record_id, record_status=outcome.record_status,
+            html=outcome.html, error=outcome.error,
+        )  # fmt: skip
+        try:
+            slack.post(self.settings.slack_webhook, payload)
+            self.store.note(run, "status update posted to Slack")
+        except ExportnbError as exc:
+            log.warning("run %s:%d: %s", run.incident_id, run.number, exc.message)
+            self.store.note(run, f"Slack post failed: {exc.message}")
+
+    def recover(self) -> None:
+        """Queue again the runs the store says are queued but the queue lost (see above)."""
+        lost = [r for r in self.store.active() if r.state == "queued"]
+        if not lost:
+            return
+        waiting = self.queue.queued()
+        for run in lost:
+            claimed = self.queue.claim_of(run.incident_id, run.number, run.attempt)
+            if claimed is None and (run.incident_id, run.number, run.attempt) not in waiting:
+                log.warning("run %s:%d was lost from the queue; queued again", run.incident_id,
+                            run.number)  # fmt: skip
+                self.queue.enqueue(spec_of(run, run.attempt))

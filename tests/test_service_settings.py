@@ -1,0 +1,129 @@
+"""[serve] settings and credentials, and the dispatcher's bookkeeping on a real store and a
+real SQLite queue (no HTTP: the pieces `exportnb serve` is made of)."""
+
+from __future__ import annotations
+
+import base64
+import socket
+import subprocess
+from datetime import UTC, datetime
+
+import pytest
+
+from exportnb.errors import ConfigError
+from exportnb.service import alerts, runs
+from exportnb.service.auth import Credentials
+from exportnb.service.dispatch import MAX_ATTEMPTS, Dispatcher
+from exportnb.service.incidents import IncidentStore, stamp
+from exportnb.service.queue import JSONSerializer, Queue, RunSpec
+from exportnb.service.settings import ServeSettings
+
+
+def test_settings_read_the_serve_table_with_the_environment_over_it(tmp_path):
+    token = tmp_path / "token"
+    token.write_text("from-file\n")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[serve]\ntoken_file = "{token}"\nmax_body = "2MiB"\nworkers = 0\n'
+                      'update_interval = "90s"\nqueue = "redis://localhost:6379/1"\n')  # fmt: skip
+    read = ServeSettings.load(config, env={})
+    assert (read.token, read.max_body, read.workers) == ("from-file", 2 * 2**20, 0)
+    assert (read.update_interval, read.queue) == (90.0, "redis://localhost:6379/1")
+    assert ServeSettings.load(config, env={"EXPORTNB_WEBHOOK_TOKEN": "env"}).token == "env"
+    assert "from-file" not in repr(read)
+    defaults = ServeSettings.load(tmp_path / "none.toml", env={})
+    assert (defaults.max_alerts, defaults.update_interval, defaults.queue) == (1000, 900, "sqlite")
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ('queue = "postgres://x"', "queue must be"),
+        ("workers = -1", "workers must be"),
+        ("max_alerts = 0", "max_alerts must be"),
+        ('update_interval = "soon"', "invalid TTL"),
+        ('token_file = "/nonexistent/token"', "cannot read"),
+        ('slack_webhook = "ftp://x"', "slack_webhook"),
+        ("tokenfile = 1", "unknown keys: tokenfile"),
+    ],
+)
+def test_bad_settings_are_config_errors(tmp_path, table, message):
+    config = tmp_path / "config.toml"
+    config.write_text(f"[serve]\n{table}\n")
+    with pytest.raises(ConfigError, match=message):
+        ServeSettings.load(config, env={})
+
+
+def test_credentials_compare_bearer_and_basic(tmp_path):
+    with pytest.raises(ConfigError, match="no credentials"):
+        Credentials.of(ServeSettings())
+    with pytest.raises(ConfigError, match="both a user and a password"):
+        Credentials.of(ServeSettings(basic_user="am"))
+    both = Credentials.of(ServeSettings(token="t0k", basic_user="am", basic_password="pw:1"))
+    good_basic = b"Basic " + base64.b64encode(b"am:pw:1")
+    assert both.allows(b"Bearer t0k") and both.allows(b"bearer  t0k ") and both.allows(good_basic)
+    for bad in (None, b"", b"Bearer", b"Bearer t0", b"Basic " + base64.b64encode(b"am:pw"),
+                b"Basic " + base64.b64encode(b"ampw:1"), b"Basic %%%", b"Digest t0k"):  # fmt: skip
+        assert not both.allows(bad)
+    assert Credentials.of(ServeSettings(), insecure=True).allows(None)
+    assert not Credentials.of(ServeSettings(token="t"), insecure=True).allows(None)
+
+
+def test_queue_messages_are_json_not_pickle(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXPORTNB_HOME", str(tmp_path))
+    queue = Queue(ServeSettings())
+    spec = RunSpec("INC-1", 1, 1, "opened", {"alerts": [{"labels": {"x": "$(id)"}}]}, ["job-1"])
+    queue.enqueue(spec)
+    [raw] = queue.huey.storage.enqueued_items()
+    assert raw.startswith(b'{"message": ')
+    assert queue.queued() == {("INC-1", 1, 1)}
+    assert JSONSerializer().deserialize(raw).args == (spec.to_json(),)
+    with pytest.raises(ValueError):
+        JSONSerializer().deserialize(b"\x80\x04\x95pickle")
+
+
+def note(status="firing"):
+    item = {"status": status, "labels": {}, "startsAt": "2024-05-01T12:00:00Z", "fingerprint": "a"}
+    return alerts.validate({"status": status, "groupKey": "{}:{d}", "alerts": [item]})
+
+
+@pytest.fixture
+def dispatcher(tmp_path, monkeypatch):
+    monkeypatch.setenv("EXPORTNB_HOME", str(tmp_path))
+    store = IncidentStore(tmp_path / "incidents.db")
+    yield Dispatcher(store, Queue(ServeSettings()), ServeSettings())
+    store.close()
+
+
+def test_a_run_lost_between_store_and_queue_is_queued_again(dispatcher):
+    store, queue = dispatcher.store, dispatcher.queue
+    incident = store.receive(note()).incident
+    [run] = store.startable()
+    store.mark([run], "queued", datetime.now(UTC), attempt=1)  # the message never made it
+    dispatcher.recover()
+    assert queue.queued() == {(incident, 1, 1)}
+    dispatcher.recover()
+    assert len(queue.huey.pending()) == 1  # in the queue now: not queued twice
+
+
+def test_a_lost_worker_gets_a_new_attempt_at_most_three_times(dispatcher):
+    store, queue = dispatcher.store, dispatcher.queue
+    incident = store.receive(note()).incident
+    dispatcher.tick()
+    assert [r.state for r in store.active()] == ["queued"]
+    sleeper = subprocess.Popen(["sleep", "30"])
+    holder = {"host": socket.gethostname(), "pid": sleeper.pid, "start": runs._started(sleeper.pid)}
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        spec = RunSpec(incident, 1, attempt, "opened", {}, [])
+        assert queue.claim(spec, {**holder, "at": stamp(datetime.now(UTC)), "until": 0})
+        dispatcher.tick()
+        assert [(r.state, r.attempt) for r in store.active()] == [("running", attempt)]
+        sleeper.kill()
+        sleeper.wait()
+        dispatcher.tick()
+        sleeper = subprocess.Popen(["sleep", "30"])
+        holder = {**holder, "pid": sleeper.pid, "start": runs._started(sleeper.pid)}
+    sleeper.kill()
+    sleeper.wait()
+    [run] = store.incident(incident).runs
+    assert (run.state, run.attempt) == ("error", MAX_ATTEMPTS)
+    assert "lost during each of 3 attempts" in str(run.error)
