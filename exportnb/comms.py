@@ -42,6 +42,8 @@ MAX_FINDINGS = 10
 MAX_NEXT_STEPS = 5
 MAX_FILES_SHOWN = 100
 """Files listed in the audit summary's Markdown; ``AuditSummary.files`` holds them all."""
+JOURNAL_NOTE = "mitigation."
+"""The prefix of exportnb's own notes in the audit log, one per journal entry."""
 HEADLINES = {
     "recovered": "Recovered: export success rate is back to baseline",
     "not_yet": "Mitigating: exports are not yet back to baseline",
@@ -227,7 +229,11 @@ def audit_summary(
     recovery: Recovery | None,
     actions: Sequence[AuditEntry],
 ) -> AuditSummary:
-    """Affected tenants, files and corrective actions, for the record."""
+    """Affected tenants, files and corrective actions, for the record.
+
+    ``actions`` is the platform's audit log; the corrective actions are the changes in it.
+    The notes exportnb adds there for each journal entry (``mitigation.*``) are not
+    changes: the audit trail shows them."""
     incident = _incident_id(incident_id)
     reports = [checksums, recovery.checksums if recovery is not None else None]
     tenants = sorted({
@@ -236,7 +242,8 @@ def audit_summary(
         *(recovery.tenants_to_notify if recovery is not None else []),
     })  # fmt: skip
     files = list(dict.fromkeys(f for r in reports if r is not None for f in r.affected_files))
-    done = [corrective_action(entry) for entry in sorted(actions, key=lambda e: (e.at, e.id))]
+    changes = [e for e in actions if not e.action.startswith(JOURNAL_NOTE)]
+    done = [corrective_action(entry) for entry in sorted(changes, key=lambda e: (e.at, e.id))]
     sections = [
         Section(f"Affected tenants ({len(tenants)})", tenants or ["None."]),
         Section(f"Affected files ({len(files)})", _files_shown(files) or ["None."]),

@@ -8,6 +8,11 @@ of them by itself: :func:`bulk_pause` reads whether bulk exports are paused now 
 log samples for the record, and :func:`mitigation_plan` turns the assessment's
 recommendations into the runbook commands with what each would change. Applying them is
 the mitigation panel's job, in an interactive session, with a confirmation.
+
+One exception, set by people ahead of time: in an unattended run, :func:`respond` applies
+the recommended mitigations that ``[policy] auto_apply`` allows (pausing bulk exports,
+say), each once per incident, through the same journaled code path as the panel, and
+lists what it applied, what it found applied already, and what policy left to people.
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ from exportnb.platform.model import BULK_PAUSE_FLAG, Flag, JobQuery
 
 if TYPE_CHECKING:
     from exportnb.assessment import Assessment
+    from exportnb.incident import Incident
     from exportnb.jobstate import JobState
 
 PAUSE_BULK_COMMAND = "exportctl pause bulk"
 BULK_EXPORTS_RUNNING = "bulk_exports_running"
 NOTHING_APPLIED = {
-    "auto": "Automatic run: nothing is applied. These are the runbook's commands with what "
-    "each would change; apply them from an interactive session (mode=interactive).",
+    "auto": "Automatic run: nothing is applied that [policy] auto_apply does not allow. "
+    "These are the runbook's commands with what each would change; apply the others from "
+    "an interactive session (mode=interactive).",
     "interactive": "Nothing has been applied yet: each command needs a plan, a confirmation "
     "and a journal entry, from the mitigation panel.",
 }
@@ -85,13 +92,24 @@ class PlannedMitigation:
 
 
 @dataclass(frozen=True)
+class AutoOutcome:
+    """What an unattended run did with one recommended mitigation (policy decided)."""
+
+    action: str
+    status: str  # mitigations.STATUSES: applied, already_applied, not_allowed, refused...
+    message: str
+    key: str
+
+
+@dataclass(frozen=True)
 class MitigationPlan:
-    """The recommended commands, most urgent first, and what was applied (in auto: none)."""
+    """The recommended commands, most urgent first, and what was applied (by policy)."""
 
     mode: str
     steps: list[PlannedMitigation]
     applied: list[str]
     note: str
+    outcomes: list[AutoOutcome] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
 
 
@@ -129,8 +147,28 @@ def capture(job_state: JobState, reported_jobs: Sequence[str] = ()) -> FailureCa
     )
 
 
-def mitigation_plan(assessment: Assessment, *, mode: str) -> MitigationPlan:
-    """The assessment's recommendations as runbook commands with their plans; none applied."""
+def respond(incident: Incident, assessment: Assessment) -> MitigationPlan:
+    """The mitigation plan; in an unattended run (``auto``), with what policy applied.
+
+    Interactive sessions apply nothing here: the engineer uses the panel."""
+    from exportnb.mitigations import auto_apply
+    from exportnb.policy import effective_mode
+
+    mode = effective_mode(incident.mode)
+    if mode != "auto":
+        return mitigation_plan(assessment, mode=mode)
+    done = auto_apply(incident.platform, incident.id, assessment, operator=incident.operator)
+    outcomes = [AutoOutcome(o.action, o.status, o.message, o.key) for o in done]
+    return mitigation_plan(assessment, mode=mode, outcomes=outcomes,
+                           findings=[f for o in done for f in o.findings])  # fmt: skip
+
+
+def mitigation_plan(
+    assessment: Assessment, *, mode: str, outcomes: Sequence[AutoOutcome] = (),
+    findings: Sequence[Finding] = (),
+) -> MitigationPlan:  # fmt: skip
+    """The assessment's recommendations as runbook commands with their plans, and the
+    ``outcomes`` of what policy applied (:func:`respond`)."""
     steps = [
         PlannedMitigation(
             action=r.action,
@@ -143,8 +181,12 @@ def mitigation_plan(assessment: Assessment, *, mode: str) -> MitigationPlan:
         )
         for r in sorted(assessment.recommendations, key=lambda r: r.priority)
     ]
+    applied = [o.action for o in outcomes if o.status in ("applied", "already_applied")]
     note = NOTHING_APPLIED.get(mode, NOTHING_APPLIED["auto"])
-    return MitigationPlan(mode=mode, steps=steps, applied=[], note=note)
+    if applied:
+        note = f"Applied by policy ([policy] auto_apply): {', '.join(applied)}. " + note
+    return MitigationPlan(mode=mode, steps=steps, applied=applied, note=note,
+                          outcomes=list(outcomes), findings=list(findings))  # fmt: skip
 
 
 def plan_of(action: str, params: dict[str, Any]) -> str:

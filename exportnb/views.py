@@ -346,6 +346,9 @@ def plan_view(p: Any) -> Body:
             + table(["priority", "action", "runbook command", "what it would change", "why"],
                     rows, caption="Recommended mitigations")
             + facts([("Mode", p.mode), ("Applied", applied)]))  # fmt: skip
+    done = [[o.action, o.status.replace("_", " "), o.message] for o in p.outcomes]
+    if done:
+        html += table(["action", "outcome", "detail"], done, caption="Policy in this run")
     return Body(html, p.note, label="Recommended runbook commands")
 
 

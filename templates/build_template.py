@@ -28,10 +28,14 @@ Verification and Communication. It is for incidents where scheduled or ad-hoc ex
 fail or deliver incomplete data.
 
 * When an alert fires, `exportnb` runs it with papermill (`mode = "auto"`). An automatic
-  run reads and measures. It **never applies a mitigation**: it lists the runbook
-  commands it recommends, with what each would change.
+  run reads and measures. It **applies no mitigation that policy does not allow**
+  (`[policy] auto_apply`, empty by default): it lists the runbook commands it recommends,
+  with what each would change.
 * An engineer opens the same notebook in JupyterLab (`mode = "interactive"`), re-runs
-  cells and applies mitigations from the mitigation panel.
+  cells and applies mitigations from the mitigation panel: plan, confirm, apply.
+* Every mitigation is journaled (who, when, what, with which result) and applied once per
+  incident, however often the notebook runs. The audit trail near the end shows the
+  journal; `exportnb finalize` re-runs the notebook unattended to archive it as it stands.
 
 Every step cell calls the `exportnb` library and shows its result under the runbook
 command it stands for. The executed notebook is archived as the audit record, and each
@@ -209,13 +213,27 @@ show_recommendations(assessed)"""),
 >   - Command: `exportctl update --job <job-id> --chunk-size 50MB`
 >   - Expected: Throughput stabilizes; fewer timeout errors.
 
-**In `auto` mode nothing is applied.** The recommended commands are listed below with
-their plans: what each would change, and how widely. Apply them from the mitigation
-panel in an interactive session. Every applied action is journaled."""),
+**In `auto` mode only what `[policy] auto_apply` allows is applied**, once per incident.
+The recommended commands are listed below with what each would change and, for an
+automatic run, what policy did with each."""),
     ("code", """\
-from exportnb.response import mitigation_plan
+from exportnb.response import respond
 
-show("mitigations", mitigation_plan(assessed, mode=incident.mode))"""),
+show("mitigations", respond(incident, assessed))"""),
+    ("md", """\
+### Mitigation panel
+
+In an interactive session each mitigation has a card, the recommended ones first, with
+their inputs prefilled from the diagnosis. **Plan** shows what would change and how
+widely (jobs, tenants, buckets) with the runbook command; **Apply…** asks to confirm;
+**Confirm** applies it once and shows the result. After a retry the card follows the
+retried jobs until they finish, and flags the ones that fail again with the same error.
+The same flow is `exportnb mitigate ACTION --incident ID` at a shell. **Finalize**
+re-executes this notebook unattended into the archive (`exportnb finalize ID`)."""),
+    ("code", """\
+from exportnb.panel import mitigation_panel
+
+mitigation_panel(incident, assessed)"""),
     ("md", """\
 ## Recovery Verification
 
@@ -248,6 +266,17 @@ found = findings_of(detection, jobs, storage, checks, path, recovered)
 update = status_update(detection=detection, recovery=recovered, assessment=assessed,
                        findings=found, **incident.comms_options())
 show("communication", update)"""),
+    ("md", """\
+### Audit trail
+
+The incident's journal: every mitigation planned, applied, declined, skipped or
+reverted, with the operator, the time (UTC), the parameters and the result, its hash
+chain verified. It is ordinary cell output, so the archived record shows it. Run this
+cell again after applying from the panel, or finalize the incident."""),
+    ("code", """\
+from exportnb.trail import trail
+
+show("mitigations", trail(incident.id))"""),
     ("code", """\
 summary = audit_summary(incident_id=incident.id, job_state=jobs, checksums=checks,
                         recovery=recovered, actions=incident.audit_entries())
