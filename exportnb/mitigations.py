@@ -180,12 +180,14 @@ class _Desk:
     journal: Journal
     operator: str
     settings: Settings
+    quiet: bool = False  # plans only: the same decision is in the journal already
 
     @classmethod
     def of(cls, platform: Platform | None, incident: str, operator: str | None,
-           settings: Settings | None, home: Path | None) -> _Desk:  # fmt: skip
+           settings: Settings | None, home: Path | None, quiet: bool = False) -> _Desk:  # fmt: skip
         journal = Journal(check_incident_id(incident), home=home)
-        return cls(platform, journal, operator or current_actor(), settings or Settings.load())
+        return cls(platform, journal, operator or current_actor(), settings or Settings.load(),
+                   quiet)  # fmt: skip
 
     def record(
         self, kind: str, plan: Plan, outcome: str, detail: Mapping[str, Any]
@@ -208,6 +210,10 @@ class _Desk:
                 log.warning("journal entry %s is not in the audit log: %s", entry.seq, exc)
         return entry
 
+    def record_plan(self, plan: Plan, outcome: str, detail: Mapping[str, Any]) -> None:
+        if not self.quiet:
+            self.record("plan", plan, outcome, detail)
+
 
 def audit_note(entry: JournalEntry) -> dict[str, Any]:
     """A journal entry as the platform's audit log holds it: all of it but the bulky
@@ -221,10 +227,12 @@ def audit_note(entry: JournalEntry) -> dict[str, Any]:
 def plan(
     platform: Platform, incident: str, action: str, params: Mapping[str, Any] | None = None, *,
     operator: str | None = None, settings: Settings | None = None, home: Path | None = None,
+    journaled: bool = True,
 ) -> Plan:  # fmt: skip
     """What ``action`` would change now; journaled. InvalidInput/NotFound/PreconditionFailed
-    (journaled as refused) when it cannot run; ``already_applied`` when its key has been."""
-    desk = _Desk.of(platform, incident, operator, settings, home)
+    (journaled as refused) when it cannot run; ``already_applied`` when its key has been.
+    ``journaled=False`` only shows the plan (for a decision the journal holds already)."""
+    desk = _Desk.of(platform, incident, operator, settings, home, quiet=not journaled)
     if action == "revert" and params:
         raise InvalidInput("revert takes no parameters: it undoes what the journal shows")
     pending = standing(desk.journal) if action == "revert" else []
@@ -234,18 +242,18 @@ def plan(
     done = desk.journal.applied(key)
     if done is not None:
         found = _recorded_plan(incident, action, canonical, key, done, desk.operator)
-        desk.record("plan", found, "already_applied", _plan_detail(found))
+        desk.record_plan(found, "already_applied", _plan_detail(found))
         return found
     try:
         draft = plan_revert(platform, pending) if action == "revert" else \
             PLANNERS[action](platform, canonical, desk.settings)  # fmt: skip
     except ExportnbError as exc:
         refused = Draft(exc.message, [], [], [], [], [])
-        desk.record("plan", _plan_of(incident, action, canonical, key, refused, desk.operator),
-                    "refused", failure(exc))  # fmt: skip
+        refusal = _plan_of(incident, action, canonical, key, refused, desk.operator)
+        desk.record_plan(refusal, "refused", failure(exc))
         raise
     found = _plan_of(incident, action, canonical, key, draft, desk.operator)
-    desk.record("plan", found, "planned", _plan_detail(found))
+    desk.record_plan(found, "planned", _plan_detail(found))
     return found
 
 
@@ -358,17 +366,33 @@ def auto_apply(
     (re-export, notify-tenants, ...) are left to people and not listed."""
     settings = settings or Settings.load()
     how: dict[str, Any] = {"operator": operator, "settings": settings, "home": home}
+    journal = Journal(check_incident_id(incident), home=home)
     outcomes = []
     for rec in assessment.recommendations:
         if rec.action not in MITIGATIONS or rec.action == "revert":
             continue
         try:
+            decision = decide(rec.action, "auto", settings=settings)
+            if not decision.allowed and _declined_before(journal, rec.action, rec.params, settings):
+                found = plan(platform, incident, rec.action, rec.params, journaled=False, **how)
+                outcomes.append(_outcome(found, "not_allowed", decision.reason))
+                continue
             found = plan(platform, incident, rec.action, rec.params, **how)
             outcomes.append(apply(platform, found, mode="auto", **how))
         except ExportnbError as exc:
             finding = _finding("refused", rec.action, exc.message)
             outcomes.append(Outcome(rec.action, "", "refused", exc.message, findings=[finding]))
     return outcomes
+
+
+def _declined_before(journal: Journal, action: str, params: Mapping[str, Any],
+                     settings: Settings) -> bool:  # fmt: skip
+    """Policy refused this very action (same key) before: the journal says so once."""
+    try:
+        key = idempotency_key(journal.incident, action, normalize(action, params, settings))
+    except ExportnbError:
+        return False
+    return any(e.key == key and e.outcome == "not_allowed" for e in journal.entries())
 
 
 # The journal -------------------------------------------------------------------------

@@ -174,3 +174,22 @@ def test_re_executing_a_notebook_or_its_archived_record_applies_nothing_twice(sa
     finally:
         config.write_text(original)
         platform.resume_bulk(actor="test")
+
+
+def test_a_decision_policy_made_is_journaled_once_not_at_every_run(sandbox, monkeypatch):
+    monkeypatch.delenv(policy.MODE_ENV, raising=False)
+    bucket, fallback = sandbox.env["EXPORT_BUCKET"], sandbox.env["EXPORT_FALLBACK_BUCKET"]
+    context = AssessmentContext(export_bucket=bucket, fallback_bucket=fallback)
+    assessment = assess(findings(bucket), context=context)
+    settings = Settings(auto_apply=(), max_retry_concurrency=4)
+    platform = sandbox.platform()
+    for _ in range(3):  # an open incident re-run every 15 minutes
+        outcomes = mitigations.auto_apply(platform, "INC-quiet", assessment, operator="alert",
+                                          settings=settings)  # fmt: skip
+        by_action = {o.action: o for o in outcomes}
+        assert by_action["fallback-bucket"].status == "not_allowed"
+        assert by_action["fallback-bucket"].plan.commands[0].startswith("featurectl set")
+    declined = [(e.kind, e.action) for e in read_journal("INC-quiet")
+                if e.action == "fallback-bucket"]  # fmt: skip
+    assert declined == [("plan", "fallback-bucket"), ("skip", "fallback-bucket")]
+    assert platform.get_flag(FALLBACK_FLAG) is None
