@@ -1,7 +1,8 @@
 """An incident as the notebook sees it: its parameters resolved, validated and timed.
 
 The template's parameters cell holds JSON values only (:data:`PARAMETERS` are their names
-and defaults). The setup cell turns them into one :class:`Incident`::
+and defaults, checked by :mod:`exportnb.incidentparameters`). The setup cell turns them
+into one :class:`Incident`::
 
     incident = open_incident(**parameters_of(globals()))
 
@@ -21,25 +22,35 @@ job state, HeadBucket, checksum verification, the network path) in the backgroun
 with exactly the arguments its cell gives it. A cell then asks for its step with
 :meth:`Incident.collect`, which returns the early result when the call is the same and
 makes the call itself otherwise: the slow probes overlap each other and the charts, and
-each step still shows what that very call measured (with its own timestamps).
+each step still shows what that very call measured (with its own timestamps). Under
+``exportnb run`` the runner has started them already, in a process of its own, as soon as
+the run was planned: the incident then opens at the time that process opened it, and the
+cells collect from it (:mod:`exportnb.probes`).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import threading
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from exportnb.errors import ConfigError, InvalidInput
+from exportnb.errors import ConfigError
 from exportnb.findings import Finding
+from exportnb.incidentparameters import (
+    MODES,
+    PARAMETERS,
+    alert_summary,
+    parameters_of,
+    parse_alert,
+    parse_now,
+    unique,
+    validated,
+)
 from exportnb.platform import Platform, current_actor, get_platform
 from exportnb.platform.model import JobQuery
-from exportnb.record import check_incident_id
+from exportnb.probes import EarlyProbes, HandedProbes, handed_over, result_of
 
 if TYPE_CHECKING:
     from exportnb.assessment import AssessmentContext
@@ -48,51 +59,12 @@ if TYPE_CHECKING:
     from exportnb.jobstate import JobState
 
 _T = TypeVar("_T")
-Arguments = tuple[tuple[Any, ...], dict[str, Any]]
-"""A call's positional and keyword arguments."""
 
-PARAMETERS: dict[str, Any] = {
-    "incident_id": "INC-unset",
-    "job_ids": [],
-    "alert": {},
-    "window_minutes": 10,
-    "failure_threshold": 0.02,
-    "latency_slo": 60.0,
-    "running_sla": 1200.0,
-    "stale_heartbeat": 30.0,
-    "buckets": [],
-    "target_host": "",
-    "target_port": 22,
-    "probe_count": 10,
-    "probe_interval": 0.05,
-    "probe_grace": 1.0,
-    "platform": "",
-    "operator": "",
-    "comms_lead": "",
-    "mode": "auto",
-    "baseline_days": 7,
-    "recovery_minutes": 15,
-    "now": "",
-}
-"""The template's parameters, in the order of its parameters cell, with their defaults."""
-
-MODES = ("auto", "interactive")
 HISTORY_MINUTES = 120
 """How far back detection looks, and the incident start is searched for."""
 COMMS_LEAD_UNASSIGNED = "comms_lead_unassigned"
-_RANGES: dict[str, tuple[float, float]] = {
-    "window_minutes": (1, 1440),
-    "failure_threshold": (0.0, 1.0),
-    "latency_slo": (0.0, 86400.0),
-    "running_sla": (0.0, 7 * 86400.0),
-    "stale_heartbeat": (0.0, 86400.0),
-    "target_port": (1, 65535),
-    "probe_count": (1, 1000),
-    "probe_interval": (0.0, 60.0),
-    "probe_grace": (0.0, 60.0),
-    "baseline_days": (1, 90),
-    "recovery_minutes": (1, 1440),
-}
+CHECKSUM_CHOICE = (10, 3, 8, 40)
+"""The jobs to verify by default: failing, deliveries per tenant, tenants, all in all."""
 
 
 @dataclass(frozen=True)
@@ -111,55 +83,6 @@ class Declaration:
     reported_jobs: list[str]
     incident_start: datetime
     findings: list[Finding] = field(default_factory=list)
-
-
-class EarlyProbes:
-    """Calls started in the background, each collected once by a cell making the same call.
-
-    :meth:`start` runs ``function(*args, **kwargs)`` in a worker, the arguments made there
-    by ``prepare`` (which may wait for another started call: the buckets to check need the
-    job state). :meth:`collect` returns the early result when the function and arguments
-    equal the ones asked for; otherwise, or when the early call failed, it makes the call
-    itself, so an error surfaces in the cell that asked, as it would have without probes.
-    A second collect of the same function makes the call again: a re-run cell measures anew.
-    """
-
-    WORKERS = 6
-
-    def __init__(self) -> None:
-        self._pool: ThreadPoolExecutor | None = None
-        self._started: dict[Callable[..., Any], Future[tuple[Arguments, Any]]] = {}
-        self._lock = threading.Lock()
-
-    def start(
-        self, function: Callable[..., Any], prepare: Callable[[], Arguments]
-    ) -> Future[tuple[Arguments, Any]]:
-        def run() -> tuple[Arguments, Any]:
-            args, kwargs = prepare()
-            return (args, kwargs), function(*args, **kwargs)
-
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.WORKERS, thread_name_prefix="probe")
-            future = self._pool.submit(run)
-            self._started[function] = future
-        return future
-
-    def collect(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        with self._lock:
-            future = self._started.pop(function, None)
-        if future is not None:
-            try:
-                early, result = future.result()
-            except Exception:  # the call below meets the error in the cell that asked
-                early = None
-            if early == (args, kwargs):
-                return result
-        return function(*args, **kwargs)
-
-
-def _result(future: Future[tuple[Arguments, _T]]) -> _T:
-    return future.result()[1]
 
 
 @dataclass(frozen=True)
@@ -193,7 +116,9 @@ class Incident:
     probe_count: int = 10
     probe_interval: float = 0.05
     probe_grace: float = 1.0
-    probes: EarlyProbes = field(default_factory=EarlyProbes, repr=False, compare=False)
+    probes: EarlyProbes | HandedProbes = field(
+        default_factory=EarlyProbes, repr=False, compare=False
+    )
     _chosen: list[tuple[Any, ...]] = field(default_factory=list, repr=False, compare=False)
 
     # Times ------------------------------------------------------------------------
@@ -249,17 +174,17 @@ class Incident:
         """``$EXPORT_BUCKET``, the extra buckets, the buckets failures name, the fallback."""
         failing = list(job_state.failing_buckets) if job_state is not None else []
         fallback = [self.fallback_bucket] if self.fallback_bucket else []
-        return _unique([self.export_bucket, *self.extra_buckets, *failing, *fallback])
+        return unique([self.export_bucket, *self.extra_buckets, *failing, *fallback])
 
     def checksum_jobs(
         self,
         job_state: JobState | None = None,
         detection: Detection | None = None,
         *,
-        failing: int = 10,
-        per_tenant: int = 3,
-        tenants: int = 8,
-        limit: int = 40,
+        failing: int = CHECKSUM_CHOICE[0],
+        per_tenant: int = CHECKSUM_CHOICE[1],
+        tenants: int = CHECKSUM_CHOICE[2],
+        limit: int = CHECKSUM_CHOICE[3],
     ) -> list[str]:
         """Jobs to verify: the reported ones, the newest failing ones, and the newest
         deliveries (within the detection history) of each tenant involved.
@@ -271,7 +196,7 @@ class Incident:
         for state, found, chosen_options, chosen in self._chosen:
             if state is job_state and found is detection and chosen_options == options:
                 return list(chosen)
-        chosen = self._choose_jobs(job_state, detection, *options)
+        chosen = self.collect(self._choose_jobs, job_state, detection, *options)
         if job_state is not None and detection is not None:
             self._chosen.append((job_state, detection, options, chosen))
         return list(chosen)
@@ -286,7 +211,7 @@ class Incident:
             JobQuery(status="succeeded", since=self.history_since, until=self.now,
                      tenant=tenant, limit=per_tenant)
         )]  # fmt: skip
-        return _unique([*self.reported_jobs, *failing_ids, *delivered])[:limit]
+        return unique([*self.reported_jobs, *failing_ids, *delivered])[:limit]
 
     def tenants_involved(
         self, job_state: JobState | None = None, detection: Detection | None = None
@@ -298,12 +223,12 @@ class Incident:
             for tenant in category.tenants:
                 counts[tenant] = counts.get(tenant, 0) + category.count
         by_failures = sorted(counts, key=lambda t: (-counts[t], t))
-        return _unique([t for t in (*reported, *by_failures) if t])
+        return unique([t for t in (*reported, *by_failures) if t])
 
     def affected_jobs(self, checksums: ChecksumReport | None = None) -> list[str]:
         """Jobs whose delivered data is in doubt: reported, or failing verification."""
         failed = list(checksums.failed_job_ids) if checksums is not None else []
-        return _unique([*self.reported_jobs, *failed])
+        return unique([*self.reported_jobs, *failed])
 
     def assessment_context(self) -> AssessmentContext:
         from exportnb.assessment import AssessmentContext
@@ -321,13 +246,19 @@ class Incident:
         return self.platform.audit_log(since=self.incident_start, limit=limit)
 
     def mitigation_marks(self) -> list[tuple[datetime, str]]:
-        """``(time, label)`` of every action since the incident started, for the charts."""
-        return [(e.at, f"{e.action} {e.target}") for e in self.audit_entries()]
+        """``(time, label)`` of every action since the incident started, for the charts; not
+        exportnb's journal notes, which only record (an applied one's change is there too)."""
+        from exportnb.comms import JOURNAL_NOTE
+
+        entries = self.audit_entries()
+        return [(e.at, f"{e.action} {e.target}") for e in entries
+                if not e.action.startswith(JOURNAL_NOTE)]  # fmt: skip
 
     # Probes started early ---------------------------------------------------------
     def start_probes(self) -> Incident:
         """Start detection, job state, storage health, checksum verification and the network
-        path in the background, with the arguments the template's cells give them."""
+        path in the background, with the arguments the template's cells give them (unless a
+        probe process of the runner's has started them already)."""
         from exportnb.checksums import verify_jobs
         from exportnb.detection import detect
         from exportnb.jobstate import job_state
@@ -335,12 +266,15 @@ class Incident:
         from exportnb.storagehealth import storage_health
 
         early = self.probes
+        if not isinstance(early, EarlyProbes):
+            return self
         early.start(network_path, lambda: ((self.target_host,), self.network_options()))
         jobs = early.start(job_state, lambda: ((self.platform,), self.job_state_options()))
         found = early.start(detect, lambda: ((self.platform,), self.detection_options()))
-        early.start(storage_health, lambda: ((self.buckets_to_check(_result(jobs)),), {}))
-        early.start(verify_jobs, lambda: (
-            (self.platform, self.checksum_jobs(_result(jobs), _result(found))), {}))  # fmt: skip
+        early.start(storage_health, lambda: ((self.buckets_to_check(result_of(jobs)),), {}))
+        chosen = early.start(self._choose_jobs, lambda: (
+            (result_of(jobs), result_of(found), *CHECKSUM_CHOICE), {}))  # fmt: skip
+        early.start(verify_jobs, lambda: ((self.platform, result_of(chosen)), {}))
         return self
 
     def collect(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
@@ -365,11 +299,6 @@ class Incident:
 
 
 # Opening an incident ------------------------------------------------------------------
-def parameters_of(namespace: Mapping[str, Any]) -> dict[str, Any]:
-    """The template's parameters found in ``namespace`` (a notebook's ``globals()``)."""
-    return {name: namespace[name] for name in PARAMETERS if name in namespace}
-
-
 def open_incident(**parameters: Any) -> Incident:
     """Validate the parameters, resolve their defaults, and open the incident.
 
@@ -377,14 +306,20 @@ def open_incident(**parameters: Any) -> Incident:
     NotFound/SandboxError/ConfigError when the platform cannot be had.
     """
     values = validated(parameters)
+    handed = handed_over({**PARAMETERS, **parameters})
     platform = get_platform(values["platform"] or None)
     info = platform.info()
     target = values["target_host"] or os.environ.get("EXPORT_TARGET_HOST") or info.target_host
     if not target:
         raise ConfigError("no export target host: pass target_host or set $EXPORT_TARGET_HOST")
-    now = values["now"]
-    start, found = incident_start(platform, now=now, window_minutes=values["window_minutes"],
-                                  threshold=values["failure_threshold"])  # fmt: skip
+    probes: EarlyProbes | HandedProbes
+    if handed is not None:  # opened by the runner's probe process: judged at the same times
+        opened, probes = handed
+        now, start, found = opened.now, opened.incident_start, opened.breach_found
+    else:
+        now, probes = values["now"], EarlyProbes()
+        start, found = incident_start(platform, now=now, window_minutes=values["window_minutes"],
+                                      threshold=values["failure_threshold"])  # fmt: skip
     return Incident(
         id=values["incident_id"], operator=values["operator"] or current_actor(),
         comms_lead=values["comms_lead"], mode=values["mode"], alert=values["alert"],
@@ -398,100 +333,8 @@ def open_incident(**parameters: Any) -> Incident:
         extra_buckets=values["buckets"], target_host=target, target_port=values["target_port"],
         platform_name=platform.name, platform=platform, probe_count=values["probe_count"],
         probe_interval=values["probe_interval"], probe_grace=values["probe_grace"],
+        probes=probes,
     )  # fmt: skip
-
-
-def validated(parameters: Mapping[str, Any]) -> dict[str, Any]:
-    """The parameters checked, over their defaults, with ``now`` and ``alert`` parsed."""
-    unknown = sorted(set(parameters) - set(PARAMETERS))
-    if unknown:
-        raise InvalidInput(f"unknown parameter(s): {', '.join(unknown)} "
-                           f"(known: {', '.join(PARAMETERS)})")  # fmt: skip
-    values = {**PARAMETERS, **parameters}
-    checked = {name: _check(name, values[name], PARAMETERS[name]) for name in PARAMETERS}
-    check_incident_id(checked["incident_id"])  # the archive's rule: it names a folder
-    if checked["mode"] not in MODES:
-        raise InvalidInput(f"mode {checked['mode']!r}: use one of {', '.join(MODES)}")
-    checked["now"] = parse_now(checked["now"])
-    checked["alert"] = parse_alert(values["alert"])
-    checked["job_ids"] = _unique(j.strip() for j in checked["job_ids"] if j.strip())
-    checked["buckets"] = _unique(b.strip() for b in checked["buckets"] if b.strip())
-    return checked
-
-
-def _check(name: str, value: Any, default: Any) -> Any:
-    if name == "alert":
-        return value
-    if isinstance(default, list):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise InvalidInput(f"{name} must be a list of strings, got {value!r}")
-        return list(value)
-    if isinstance(default, str):
-        if not isinstance(value, str):
-            raise InvalidInput(f"{name} must be a string, got {value!r}")
-        return value.strip()
-    return _number(name, value, integer=isinstance(default, int))
-
-
-def _number(name: str, value: Any, *, integer: bool) -> int | float:
-    """A number in its range: whole numbers inclusive, fractions and seconds above zero."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
-        raise InvalidInput(f"{name} must be a number, got {value!r}")
-    if integer and float(value) != int(value):
-        raise InvalidInput(f"{name} must be a whole number, got {value!r}")
-    low, high = _RANGES[name]
-    if integer and not low <= value <= high:
-        raise InvalidInput(f"{name} {value!r} is out of range: use {low:g} to {high:g}")
-    if not integer and not low < value < high:
-        raise InvalidInput(f"{name} {value!r} is out of range: use more than {low:g} "
-                           f"and less than {high:g}")  # fmt: skip
-    return int(value) if integer else float(value)
-
-
-def parse_now(text: str) -> datetime:
-    """``""`` is the current time; otherwise an ISO-8601 time with its zone, as UTC."""
-    if not text:
-        return datetime.now(UTC)
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput(f"now {text!r} is not an ISO-8601 time") from None
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise InvalidInput(f"now {text!r} has no time zone: add Z or an offset such as +00:00")
-    return parsed.astimezone(UTC)
-
-
-def parse_alert(value: Any) -> dict[str, Any]:
-    """The alert as one JSON object (a dict, or the text of one)."""
-    if isinstance(value, str):
-        try:
-            value = json.loads(value) if value.strip() else {}
-        except ValueError as exc:
-            raise InvalidInput(f"alert is not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise InvalidInput(f"alert must be one JSON object, got {type(value).__name__}")
-    try:
-        json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"alert must hold JSON values only: {exc}") from None
-    return value
-
-
-def alert_summary(alert: Mapping[str, Any]) -> str:
-    """One line about an Alertmanager webhook (or a single alert): status, names, summary."""
-    if not alert:
-        return "no alert: opened by hand"
-    alerts = [a for a in alert.get("alerts", [alert]) if isinstance(a, dict)]
-    common = alert.get("commonLabels") or {}
-    names = _unique([str(a.get("labels", {}).get("alertname", "")) for a in alerts]
-                    + [str(common.get("alertname", ""))])  # fmt: skip
-    notes = alert.get("commonAnnotations") or (alerts[0].get("annotations") if alerts else {})
-    summary = (notes or {}).get("summary") or (notes or {}).get("description") or ""
-    starts = sorted(str(a["startsAt"]) for a in alerts if a.get("startsAt"))
-    parts = [str(alert.get("status") or (alerts[0].get("status") if alerts else "") or "alert"),
-             ", ".join(n for n in names if n) or "unnamed alert"]  # fmt: skip
-    line = " ".join(parts) + (f": {summary}" if summary else "")
-    return line + (f" (since {starts[0]})" if starts else "")
 
 
 # The incident's start ---------------------------------------------------------------
@@ -530,13 +373,9 @@ def _breaching(rows: list[Any], window_minutes: int, threshold: float) -> set[in
     return found
 
 
-def _unique(values: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(v for v in values if v))
-
-
 def _first(values: list[str]) -> str | None:
     return values[0] if values else None
 
 
-__all__ = ["PARAMETERS", "Declaration", "EarlyProbes", "Incident", "open_incident",
-           "parameters_of"]  # fmt: skip
+__all__ = ["MODES", "PARAMETERS", "Declaration", "EarlyProbes", "Incident", "alert_summary",
+           "open_incident", "parameters_of", "parse_alert", "parse_now", "validated"]  # fmt: skip

@@ -25,11 +25,13 @@ An alert reaches the notebook as ONE JSON value: the object read from the alert 
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import keyword
 import math
+import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,21 +65,68 @@ class Declared:
 
 
 def declared(notebook: Path) -> dict[str, Declared]:
-    """The parameters a notebook declares, read with papermill's ``inspect_notebook``."""
+    """The parameters a notebook declares, read with papermill's ``inspect_notebook``.
+
+    Kept in ``$EXPORTNB_HOME/cache/declared/`` by the sha256 of the notebook (and
+    papermill's version): checking the input of another run of the same notebook does not
+    load papermill, a second of ``exportnb run``'s start (nbformat's schema validator).
+    """
+    if not notebook.is_file():
+        raise InvalidInput(f"notebook {notebook} does not exist")
+    key = _content_key(notebook)
+    kept = _kept(key)
+    if kept is not None:
+        return kept
     from papermill import inspect_notebook
     from papermill.exceptions import PapermillException
 
-    if not notebook.is_file():
-        raise InvalidInput(f"notebook {notebook} does not exist")
     try:
         found = inspect_notebook(str(notebook))
     except (PapermillException, ValueError, OSError, KeyError, TypeError) as exc:
         raise InvalidInput(f"cannot read the parameters of {notebook}: {exc}") from exc
-    return {
+    params = {
         name: Declared(name, str(p.get("default", "")), str(p.get("inferred_type_name")),
                        str(p.get("help") or ""))
         for name, p in found.items()
     }  # fmt: skip
+    if key is not None and key == _content_key(notebook):  # unchanged while papermill read it
+        _keep(key, params)
+    return params
+
+
+def _content_key(notebook: Path) -> str | None:
+    from importlib import metadata
+
+    try:
+        tool = metadata.version("papermill").encode()
+        return hashlib.sha256(tool + b"\0" + notebook.read_bytes()).hexdigest()
+    except (OSError, metadata.PackageNotFoundError):
+        return None
+
+
+def _kept(key: str | None) -> dict[str, Declared] | None:
+    from exportnb.config import home
+
+    if key is None:
+        return None
+    try:
+        doc = json.loads((home() / "cache" / "declared" / f"{key}.json").read_bytes())
+        return {name: Declared(**fields) for name, fields in doc.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def _keep(key: str, params: Mapping[str, Declared]) -> None:
+    from exportnb.config import home
+
+    folder = home() / "cache" / "declared"
+    part = folder / f"{key}.json.{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        part.write_text(json.dumps({name: asdict(d) for name, d in params.items()}))
+        part.replace(folder / f"{key}.json")
+    except OSError:
+        part.unlink(missing_ok=True)  # a cache that cannot be written is only slower
 
 
 def check_name(name: object) -> str:

@@ -18,7 +18,6 @@ Lifecycle hooks (:class:`Hooks`) are named callables, so that a service can subs
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,10 +26,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from exportnb import archive as archives
-from exportnb import config, redaction
+from exportnb import config, probes, redaction
 from exportnb.errors import ExportnbError, InvalidInput, NotFound, PreconditionFailed, StorageError
+from exportnb.kernel import Kernel
 from exportnb.parameters import declared, validate
-from exportnb.policy import MODE_ENV
 from exportnb.record import Outcome, Record, RecordError, assemble, check_incident_id, warm_html
 
 TEMPLATE = "export_failure.ipynb"
@@ -62,6 +61,8 @@ class Plan:
     parameters: dict[str, Any]
     operator: str
     redactor: redaction.Redactor = field(repr=False)
+    declared: frozenset[str] = frozenset()
+    """The parameters the notebook declares."""
 
 
 def default_template() -> Path:
@@ -118,7 +119,8 @@ def plan(
     checked = validate(given, known)
     jobs = checked.get("job_ids") if isinstance(checked.get("job_ids"), list) else job_ids
     return Plan(path, str(incident), [str(j) for j in jobs or []], checked, operator,
-                redaction.redactor(checked, {**os.environ, **(env or {})}))  # fmt: skip
+                redaction.redactor(checked, {**os.environ, **(env or {})}),
+                frozenset(known))  # fmt: skip
 
 
 def _merged(parameters: Mapping[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]:
@@ -148,6 +150,7 @@ def run(
     operator: str | None = None,
     hide_input: bool = False,
     hooks: Hooks | None = None,
+    kernel: Kernel | None = None,
 ) -> Record:
     """Run a notebook and archive its record; returns the record (``location`` set).
 
@@ -155,23 +158,30 @@ def run(
     start, StorageError when the archive cannot take the record. A failed notebook is not
     an exception: the record says ``status == "failed"`` (see :func:`exit_code`). While the
     kernel runs, the HTML renderer gets ready on this process's side (:func:`warm_html`).
+    ``kernel`` is one started ahead for this run (:meth:`Kernel.start` with the same
+    ``env``), stopped when the run ends or is refused; by default one is started here.
     """
     hooks = hooks or Hooks()
-    if cell_timeout is not None and cell_timeout <= 0:
-        raise InvalidInput("the cell timeout must be a positive number of seconds")
-    the_plan = plan(
-        notebook, incident_id=incident_id, job_ids=job_ids, alert=alert,
-        parameters=parameters, defaults=defaults, operator=operator, env=env,
-    )  # fmt: skip
-    store = archives.open_archive(archive)
-    store.check()
-    if hooks.on_start:
-        hooks.on_start(the_plan.incident_id, the_plan.notebook)
-    threading.Thread(target=warm_html, args=(the_plan.notebook,), name="warm-html",
-                     kwargs={"hide_input": hide_input}, daemon=True).start()  # fmt: skip
+    try:
+        if cell_timeout is not None and cell_timeout <= 0:
+            raise InvalidInput("the cell timeout must be a positive number of seconds")
+        the_plan = plan(
+            notebook, incident_id=incident_id, job_ids=job_ids, alert=alert,
+            parameters=parameters, defaults=defaults, operator=operator, env=env,
+        )  # fmt: skip
+        store = archives.open_archive(archive)
+        store.check()
+        if hooks.on_start:
+            hooks.on_start(the_plan.incident_id, the_plan.notebook)
+    except BaseException:
+        if kernel is not None:
+            kernel.stop()
+        raise
+    warm = threading.Thread(target=warm_html, args=(the_plan.notebook,), name="warm-html",
+                            kwargs={"hide_input": hide_input}, daemon=True)  # fmt: skip
     outcome = execute(
         the_plan, cell_timeout=cell_timeout, start_timeout=start_timeout, progress=progress,
-        env=env, on_cell_complete=hooks.on_cell_complete,
+        env=env, on_cell_complete=hooks.on_cell_complete, kernel=kernel, on_executing=warm.start,
     )  # fmt: skip
     record, files = assemble(
         outcome, incident_id=the_plan.incident_id, job_ids=the_plan.job_ids,
@@ -202,6 +212,9 @@ def save(store: archives.Archive, record: Record, files: Mapping[str, bytes]) ->
             raise exc from None
         raise StorageError(f"{exc.message}; the record is kept in {where}", code=exc.code,
                            status=exc.status) from exc  # fmt: skip
+    from exportnb import index
+
+    index.record_saved(store, record, files)  # never raises: the index can be rebuilt
 
 
 # Execution -----------------------------------------------------------------------------
@@ -226,14 +239,47 @@ def execute(
     progress: bool = False,
     env: Mapping[str, str] | None = None,
     on_cell_complete: Callable[[int, int], None] | None = None,
+    kernel: Kernel | None = None,
+    early_probes: bool = True,
+    on_executing: Callable[[], None] | None = None,
 ) -> Outcome:
     """Execute on a fresh kernel in a temporary working folder; nothing is written.
 
-    The kernel's own log (not the cells' output) goes to a file there, shown only when the
-    kernel does not start. Once the last cell has answered, every output is in hand: the
-    kernel (and whatever it started) is stopped at once rather than asked to tidy up, which
-    would cost the interpreter's whole teardown (a third of a second with pandas loaded).
+    ``kernel`` is one started ahead for this run (:meth:`Kernel.start`, with the same
+    ``env``); without one, a kernel is started here. An incident notebook's probes start at
+    once, in a process of their own (:class:`exportnb.probes.ProbeProcess`;
+    ``early_probes=False`` leaves them to the notebook). The kernel's own log (not the
+    cells' output) is shown only when the kernel does not start. Once the last cell has
+    answered, every output is in hand: the kernel (and whatever it started) is stopped at
+    once rather than asked to tidy up, which would cost the interpreter's whole teardown (a
+    third of a second with pandas loaded); so is the probe process. ``on_executing()`` is
+    called as the notebook goes to the kernel (papermill loaded): work to do meanwhile.
     """
+    with kernel or Kernel.start(KERNEL, env) as running:
+        early = None
+        if early_probes and probes.applies_to(the_plan.declared):
+            early = probes.ProbeProcess.launch(running.work / "probes", the_plan.parameters,
+                                               running.environment)  # fmt: skip
+        try:
+            return _execute(the_plan, running, cell_timeout=cell_timeout,
+                            start_timeout=start_timeout, progress=progress,
+                            on_cell_complete=on_cell_complete,
+                            on_executing=on_executing)  # fmt: skip
+        finally:
+            if early is not None:
+                early.stop()
+
+
+def _execute(
+    the_plan: Plan,
+    kernel: Kernel,
+    *,
+    cell_timeout: float | None,
+    start_timeout: float,
+    progress: bool,
+    on_cell_complete: Callable[[int, int], None] | None,
+    on_executing: Callable[[], None] | None,
+) -> Outcome:
     from papermill.clientwrap import PapermillNotebookClient
     from papermill.engines import NotebookExecutionManager
 
@@ -247,26 +293,26 @@ def execute(
             on_cell_complete(cell_index, len(nb.cells))
 
     began = datetime.now(UTC)
-    with (
-        tempfile.TemporaryDirectory(prefix="exportnb-run-") as work,
-        (Path(work) / "kernel.log").open("w+b") as log,
-    ):
-        client = PapermillNotebookClient(
-            manager, kernel_name=KERNEL, timeout=cell_timeout, startup_timeout=start_timeout,
-            on_cell_start=lambda cell, cell_index, **_: started.append(cell_index),
-            on_cell_complete=done, resources={"metadata": {"path": work}},
-            shutdown_kernel="immediate",
-        )  # fmt: skip
-        manager.notebook_start()
-        try:
-            # An unattended kernel: mitigations apply only where [policy] allows them.
-            unattended = {**os.environ, **(env or {}), MODE_ENV: "auto"}
-            client.execute(env=unattended, stdout=log, stderr=log)
-        except Exception as exc:
-            _crashed(manager, nb, started, exc, cell_timeout, log)
-        finally:
-            manager.cleanup_pbar()
-            manager.notebook_complete()
+    client = PapermillNotebookClient(
+        manager, km=kernel.manager, kernel_name=kernel.name, timeout=cell_timeout,
+        startup_timeout=start_timeout, resources={"metadata": {"path": str(kernel.work)}},
+        on_cell_start=lambda cell, cell_index, **_: started.append(cell_index),
+        on_cell_complete=done,
+    )  # fmt: skip
+    manager.notebook_start()
+    try:
+        if kernel.failure is not None:
+            raise kernel.failure
+        if on_executing:
+            on_executing()
+        client.execute()
+    except Exception as exc:
+        _crashed(manager, nb, started, exc, cell_timeout, kernel.log)
+    finally:
+        if client.kc is not None:
+            client.kc.stop_channels()
+        manager.cleanup_pbar()
+        manager.notebook_complete()
     return Outcome(nb, began, datetime.now(UTC), failure(nb))
 
 

@@ -4,6 +4,11 @@ The endpoint comes from ``AWS_ENDPOINT_URL`` (or an explicit argument), credenti
 region from boto3's usual chain. botocore errors are translated here, at the
 boundary, into :class:`~exportnb.errors.StorageError` with the S3 error code and
 HTTP status, so that throttling, permission and missing-bucket errors can be told apart.
+
+Clients are kept for the process (:func:`client`): one per endpoint, settings and AWS
+environment, all made from one boto3 session per AWS environment, which loads the S3
+service model once. A new session and client cost tens of milliseconds each; the
+diagnostics ask for one per step. boto3 clients are safe to share between threads.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import base64
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -21,6 +27,14 @@ from exportnb.errors import StorageError
 from exportnb.platform.model import Manifest, Segment, SegmentCheck, Verification
 
 MANIFEST_SCHEMA = "exportnb.manifest/v1"
+AWS_ENVIRONMENT = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                   "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION",
+                   "AWS_DEFAULT_REGION", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
+                   "AWS_CA_BUNDLE")  # fmt: skip
+"""The variables boto3's configuration comes from: a change makes new sessions and clients."""
+_SESSIONS: dict[tuple[str | None, ...], Any] = {}
+_CLIENTS: dict[tuple[Any, ...], Any] = {}
+_KEPT = threading.Lock()
 
 
 def client(
@@ -32,15 +46,39 @@ def client(
     pool: int = 32,
     credentials: dict[str, str] | None = None,
 ) -> Any:
-    """A boto3 S3 client. Custom endpoints use path-style addressing.
+    """A boto3 S3 client, kept for the process. Custom endpoints use path-style addressing.
 
     ``credentials`` (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``)
     are used only where the environment names none.
     """
+    endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+    environment = tuple(os.environ.get(name) for name in AWS_ENVIRONMENT)
+    settings = (max_attempts, connect_timeout, read_timeout, pool)
+    key = (endpoint_url, settings, tuple(sorted((credentials or {}).items())), environment)
+    with _KEPT:  # a botocore session makes one client at a time
+        if key not in _CLIENTS:
+            session = _SESSIONS.get(environment)
+            if session is None:
+                session = _SESSIONS[environment] = _session()
+            _CLIENTS[key] = _new_client(session, endpoint_url, settings, credentials)
+        return _CLIENTS[key]
+
+
+def _session() -> Any:
     import boto3
+
+    return boto3.session.Session()
+
+
+def _new_client(
+    session: Any,
+    endpoint_url: str | None,
+    settings: tuple[int, float, float, int],
+    credentials: dict[str, str] | None,
+) -> Any:
     from botocore.config import Config
 
-    endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+    max_attempts, connect_timeout, read_timeout, pool = settings
     config = Config(
         retries={"max_attempts": max_attempts, "mode": "standard"},
         connect_timeout=connect_timeout,
@@ -50,13 +88,13 @@ def client(
         request_checksum_calculation="when_required",
         response_checksum_validation="when_required",
     )
-    session = boto3.session.Session()
     if credentials and session.get_credentials() is None:
-        session = boto3.session.Session(
+        return session.client(
+            "s3", endpoint_url=endpoint_url, config=config,
             aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
             region_name=session.region_name or credentials.get("AWS_DEFAULT_REGION"),
-        )
+        )  # fmt: skip
     return session.client("s3", endpoint_url=endpoint_url, config=config)
 
 

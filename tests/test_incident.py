@@ -14,7 +14,6 @@ from exportnb.errors import ConfigError, InvalidInput
 from exportnb.incident import (
     COMMS_LEAD_UNASSIGNED,
     PARAMETERS,
-    EarlyProbes,
     alert_summary,
     incident_start,
     open_incident,
@@ -295,6 +294,9 @@ def test_mitigation_marks_are_the_audit_trail_since_the_start(world):
                       reason="", now=(NOW - minutes(5)).timestamp(), new=FALLBACK)  # fmt: skip
     world.store.audit(actor="bob", action="job.retry", target="old", reason="",
                       now=(NOW - minutes(50)).timestamp())  # fmt: skip
+    world.store.audit(actor="bob", action="mitigation.apply", target="INC-1/fallback-bucket",
+                      reason="", now=(NOW - minutes(5)).timestamp())  # fmt: skip
+    # the journal's note of an applied mitigation is no second mark: its change is one
     assert incident.mitigation_marks() == [(NOW - minutes(5), "flag.set export.fallback_bucket")]
 
 
@@ -362,71 +364,7 @@ def test_incident_defaults_cover_now(world):
     assert before <= incident.now <= datetime.now(UTC)
 
 
-# Probes started early --------------------------------------------------------------------
-def measure(*args, **kwargs):
-    """A probe: notes each call and answers with a new object."""
-    measure.calls.append((args, kwargs))
-    return object()
-
-
-@pytest.fixture
-def probes():
-    measure.calls = []
-    return EarlyProbes()
-
-
-def test_the_same_call_gets_the_early_result_once(probes):
-    started = probes.start(measure, lambda: ((1,), {"y": 2}))
-    early = started.result()[1]
-    assert probes.collect(measure, 1, y=2) is early
-    assert measure.calls == [((1,), {"y": 2})]  # not called again
-    assert probes.collect(measure, 1, y=2) is not early  # asked again: measured again
-    assert len(measure.calls) == 2
-
-
-def test_a_different_call_is_made_by_the_cell_itself(probes):
-    probes.start(measure, lambda: ((["exports-primary"],), {}))
-    probes.collect(measure, ["exports-primary", "exports-eu"])
-    assert measure.calls[-1] == ((["exports-primary", "exports-eu"],), {})
-    assert probes.collect(len, "abc") == 3  # never started: made there and then
-
-
-def test_an_early_failure_is_met_by_the_cells_own_call(probes):
-    answers = iter([TimeoutError("the early call failed"), "measured in the cell"])
-
-    def flaky():
-        answer = next(answers)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    probes.start(flaky, lambda: ((), {}))
-    assert probes.collect(flaky) == "measured in the cell"
-    probes.start(measure, lambda: 1 / 0)  # preparing the arguments failed
-    probes.collect(measure, 7)
-    assert measure.calls == [((7,), {})]
-
-
-def test_arguments_may_wait_for_another_probe(probes):
-    first = probes.start(measure, lambda: ((1,), {}))
-    probes.start(str, lambda: ((first.result()[1],), {}))
-    assert probes.collect(str, first.result()[1]).startswith("<object object")
-
-
-def test_the_probes_run_concurrently(probes):
-    import time
-
-    def nap(seconds: float) -> float:
-        time.sleep(seconds)
-        return seconds
-
-    began = time.perf_counter()
-    probes.start(time.sleep, lambda: ((0.3,), {}))
-    probes.start(nap, lambda: ((0.3,), {}))
-    assert probes.collect(time.sleep, 0.3) is None and probes.collect(nap, 0.3) == 0.3
-    assert time.perf_counter() - began < 0.55
-
-
+# Probes started early (the hand-off to a probe process: test_probes.py) ---------------------
 @pytest.mark.integration
 def test_the_cells_collect_what_the_incident_started(sandbox, monkeypatch):
     """Against the real sandbox: each step the template collects was measured before the

@@ -21,7 +21,9 @@ from conftest import exportnb_cmd
 from exportnb import runner
 from exportnb.cli import main
 from exportnb.errors import InvalidInput, NotFound, PreconditionFailed
+from exportnb.platform.model import JobQuery
 
+ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 SUCCEEDS = NOTEBOOKS / "succeeds.ipynb"
 
@@ -365,3 +367,130 @@ def test_the_kernel_of_a_run_is_unattended_whatever_the_caller_says(home, tmp_pa
     record = runner.run(path, env={"EXPORTNB_MODE": "interactive"})
     assert record.status == "succeeded"
     assert "mode=auto" in stream_text(executed(record))
+
+
+# Probes beside the kernel --------------------------------------------------------------------
+COLLECTS = """\
+import json, os, sys
+from exportnb.checksums import verify_jobs
+from exportnb.detection import detect
+from exportnb.incident import open_incident, parameters_of
+from exportnb.jobstate import job_state
+from exportnb.network import network_path
+from exportnb.storagehealth import storage_health
+
+incident = open_incident(**parameters_of(globals()))
+incident.start_probes()
+detection = incident.collect(detect, incident.platform, **incident.detection_options())
+jobs = incident.collect(job_state, incident.platform, **incident.job_state_options())
+storage = incident.collect(storage_health, incident.buckets_to_check(jobs))
+checks = incident.collect(verify_jobs, incident.platform, incident.checksum_jobs(jobs, detection))
+path = incident.collect(network_path, incident.target_host, **incident.network_options())
+print(json.dumps({"probes": type(incident.probes).__name__, "s3": "boto3" in sys.modules,
+                  "buckets": [c.bucket for c in storage.checks], "verified": len(checks.jobs),
+                  "sent": path.destination.sent if path.destination else None,
+                  "folder": os.environ["EXPORTNB_PROBES"]}))
+"""
+
+
+def test_an_incident_notebooks_probes_run_beside_its_kernel(sandbox, tmp_path, monkeypatch):
+    """The runner's probe process measures what the cells collect: the kernel itself makes
+    no S3 call; the process is gone when the run ends."""
+    monkeypatch.setenv("EXPORTNB_HOME", str(sandbox.home))
+    template = nbformat.read(ROOT / "templates" / "export_failure.ipynb", as_version=4)
+    (parameters,) = [c for c in template.cells if "parameters" in c.metadata.get("tags", [])]
+    nb = nbformat.v4.new_notebook(cells=[parameters, nbformat.v4.new_code_cell(COLLECTS)],
+                                  metadata=template.metadata)  # fmt: skip
+    path = tmp_path / "collects.ipynb"
+    nbformat.write(nb, path)
+    env, defaults = runner.sandbox_defaults(sandbox.home) or ({}, {})
+    delivered = [j.id for j in sandbox.platform().list_jobs(JobQuery(status="succeeded", limit=2))]
+    record = runner.run(path, env=env, job_ids=delivered, defaults={**defaults, "probe_count": 3},
+                        archive=str(tmp_path / "archive"))  # fmt: skip
+    assert record.status == "succeeded", record.error
+    seen = json.loads(stream_text(executed(record)))
+    assert seen["probes"] == "HandedProbes" and seen["s3"] is False
+    assert seen["buckets"][0] == env["EXPORT_BUCKET"] and seen["verified"] >= len(delivered)
+    assert seen["sent"] == 3
+    assert not Path(seen["folder"]).exists() and not commands_naming(seen["folder"])
+
+
+def commands_naming(text: str) -> list[str]:
+    """The command lines of running processes that name ``text``."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in line:
+            found.append(line)
+    return found
+
+
+# The template, installed ---------------------------------------------------------------------
+
+
+def test_a_built_package_ships_the_template_and_finds_it(tmp_path, monkeypatch):
+    """The wheel's build step (pyproject.toml names it) copies templates/*.ipynb into the
+    package, where an installed, non-editable exportnb finds its template."""
+    import importlib.util
+    import tomllib
+
+    from setuptools import Distribution
+
+    cmdclass = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert cmdclass["cmdclass"]["build_py"] == "templates.ship.BuildPy"
+    spec = importlib.util.spec_from_file_location("ship", ROOT / "templates" / "ship.py")
+    assert spec is not None and spec.loader is not None
+    ship = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ship)
+    monkeypatch.chdir(ROOT)
+    distribution = Distribution({"name": "exportnb", "packages": ["exportnb"],
+                                 "script_name": "setup.py"})  # fmt: skip
+    build = ship.BuildPy(distribution)
+    build.build_lib = str(tmp_path / "lib")
+    build.ensure_finalized()
+    build.run()
+    shipped = tmp_path / "lib" / "exportnb" / "templates" / "export_failure.ipynb"
+    assert shipped.read_bytes() == (ROOT / "templates" / "export_failure.ipynb").read_bytes()
+    found = subprocess.run(
+        [sys.executable, "-c", "import exportnb, exportnb.runner as r; "
+         "print(exportnb.__file__); print(r.default_template())"],
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "lib")}, cwd=tmp_path,
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.split()  # fmt: skip
+    assert found == [str(tmp_path / "lib" / "exportnb" / "__init__.py"), str(shipped)]
+
+
+# What a notebook declares, kept ------------------------------------------------------------
+DECLARED = """\
+import json, sys
+from pathlib import Path
+from exportnb.parameters import declared
+found = declared(Path(sys.argv[1]))
+print(json.dumps({"papermill": "papermill" in sys.modules,
+                  "found": {name: [d.default, d.type_name, d.help] for name, d in found.items()}}))
+"""
+
+
+def test_what_a_notebook_declares_is_read_once_per_content(home, tmp_path):
+    """``exportnb run`` checks its input without loading papermill once it has read the
+    notebook's parameters: they are kept by the notebook's sha256."""
+    notebook = tmp_path / "succeeds.ipynb"
+    notebook.write_bytes(SUCCEEDS.read_bytes())
+
+    def read() -> dict:
+        done = subprocess.run([sys.executable, "-c", DECLARED, str(notebook)], check=True,
+                              env={**os.environ, "EXPORTNB_HOME": str(home)},
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        return json.loads(done.stdout)
+
+    first, again = read(), read()
+    assert first["papermill"] and not again["papermill"]
+    assert again["found"] == first["found"] and "window_minutes" in first["found"]
+    nb = nbformat.read(notebook, as_version=4)
+    nb.cells[1].source += "\nextra = 1  # one more"
+    nbformat.write(nb, notebook)
+    changed = read()
+    assert changed["papermill"] and changed["found"]["extra"][2] == "one more"

@@ -1,4 +1,5 @@
-"""``exportnb run``, ``demo``, ``investigate`` and ``archive``: notebooks in, records out.
+"""``exportnb run``, ``demo`` and ``investigate``: notebooks in, records out (``exportnb
+archive`` reads them: :mod:`exportnb.cli.archive`).
 
 Exit codes: 0 the notebook succeeded; 1 it failed (its record is archived); 2 invalid
 input (nothing ran); 3 no such record; 4 the kernel or JupyterLab could not start;
@@ -123,10 +124,11 @@ def run(
     """
     from exportnb import runner
 
-    record = runner.run(
-        **_given(**given), archive=archive, cell_timeout=cell_timeout,
-        progress=not as_json, hide_input=hide_input,
-    )  # fmt: skip
+    with runner.Kernel.start(runner.KERNEL) as kernel:  # boots while the input is checked
+        record = runner.run(
+            **_given(**given), archive=archive, cell_timeout=cell_timeout,
+            progress=not as_json, hide_input=hide_input, kernel=kernel,
+        )  # fmt: skip
     _finish(record, as_json)
 
 
@@ -259,71 +261,3 @@ def _free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-@click.group("archive")
-def archive_group() -> None:
-    """List and show archived records (executed notebooks with their metadata)."""
-
-
-def _archive_option(func: F) -> F:
-    return click.option(
-        "--archive", "url", metavar="URL",
-        help="A folder or s3://bucket/prefix (default: $EXPORTNB_ARCHIVE, [archive] url, "
-        "$EXPORTNB_HOME/archive).",
-    )(func)  # fmt: skip
-
-
-@archive_group.command("list")
-@click.option("--incident", metavar="ID", help="Only this incident's records.")
-@_archive_option
-@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-@handles_errors
-def list_records(incident: str | None, url: str | None, as_json: bool) -> None:
-    """List the records, oldest first."""
-    from exportnb.archive import open_archive
-
-    found = open_archive(url).list(incident)
-    if as_json:
-        echo_json(contract.encode(found))
-        return
-    if not found:
-        click.echo("No records.")
-        return
-    width = max(len(s.record_id) for s in found)
-    click.echo(f"{'RECORD':<{width}}  STATUS     DURATION  CRIT  WARN  INFO  OPERATOR")
-    for s in found:
-        f = s.findings
-        click.echo(f"{s.record_id:<{width}}  {s.status:<9} {s.duration_seconds:>8.1f}s "
-                   f"{f.get('critical', 0):>5} {f.get('warning', 0):>5} {f.get('info', 0):>5}"
-                   f"  {s.operator}")  # fmt: skip
-
-
-@archive_group.command("show")
-@click.argument("record_id")
-@_archive_option
-@click.option("--json", "as_json", is_flag=True, help="Print the record.json, with its paths.")
-@handles_errors
-def show_record(record_id: str, url: str | None, as_json: bool) -> None:
-    """Show a record: its metadata, findings and where its files are."""
-    from exportnb.archive import open_archive
-
-    record = open_archive(url).show(record_id)
-    if as_json:
-        paths = {name: record.path(name) for name in (NOTEBOOK, HTML, METADATA)}
-        echo_json({**contract.encode(record), "paths": paths})
-        return
-    _show_record(record)
-
-
-def _show_record(record: Record) -> None:
-    _show_run(record)
-    click.echo(f"  record:    {record.path(METADATA)}")
-    click.echo(f"  incident:  {record.incident_id}   operator: {record.operator}")
-    click.echo(f"  started:   {contract.format_time(record.started_at)}")
-    click.echo(f"  template:  {record.notebook}")
-    click.echo(f"  jobs:      {' '.join(record.job_ids) or '-'}")
-    for name, file in record.files.items():
-        click.echo(f"  sha256:    {file.sha256}  {name}")
-    for finding in record.findings():
-        click.echo(f"  {finding.severity:<8} {finding.step}: {finding.summary} ({finding.code})")
