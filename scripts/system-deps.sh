@@ -6,6 +6,11 @@ set -euo pipefail
 declare -A wanted=(
   [mtr]=mtr-tiny
   [ip]=iproute2
+  [chromium]=chromium
+  [prometheus]=prometheus
+  [prometheus-alertmanager]=prometheus-alertmanager
+  [systemd-analyze]=systemd
+  [redis-server]=redis-server
 )
 
 missing=()

@@ -48,14 +48,20 @@ def main() -> None:
 
 
 def _register() -> None:
-    from exportnb.cli import mitigate, run
+    from exportnb.cli import finalize, mitigate, run, serve
     from exportnb.cli.sandbox import sandbox
 
     main.add_command(sandbox)
-    for command in (run.run, run.demo, run.investigate, run.archive_group):
+    for command in (run.run, run.demo, run.investigate):
         main.add_command(command)
+    from exportnb.cli.archive import archive_group
+
+    main.add_command(archive_group)
     main.add_command(mitigate.mitigate)
     main.add_command(mitigate.journal)
+    main.add_command(finalize.finalize)
+    main.add_command(serve.serve)
+    main.add_command(serve.worker)
 
 
 _register()
