@@ -100,6 +100,15 @@ def start_sandbox(home: Path, scenario: str) -> Sandbox:
     return Sandbox(home, sandbox_env)
 
 
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh $EXPORTNB_HOME of the test's own (operator alice, the default archive)."""
+    monkeypatch.setenv("EXPORTNB_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("EXPORTNB_OPERATOR", "alice")
+    monkeypatch.delenv("EXPORTNB_ARCHIVE", raising=False)
+    return tmp_path / "home"
+
+
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     """A running sandbox with a quiet world, for one test module."""

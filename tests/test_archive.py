@@ -49,11 +49,7 @@ def files_of(record: Record) -> dict[str, bytes]:
             "record.json": record.to_json()}  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("EXPORTNB_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("EXPORTNB_ARCHIVE", raising=False)
-    return tmp_path / "home"
+pytestmark = pytest.mark.usefixtures("home")  # a fresh $EXPORTNB_HOME (conftest)
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,7 @@ from exportnb.cli import main
 from exportnb.cli.archive import archive_group
 from exportnb.record import sha256
 
-
-@pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("EXPORTNB_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("EXPORTNB_ARCHIVE", raising=False)
-    return tmp_path / "home"
+pytestmark = pytest.mark.usefixtures("home")  # a fresh $EXPORTNB_HOME (conftest)
 
 
 @pytest.fixture

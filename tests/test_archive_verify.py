@@ -27,11 +27,7 @@ from exportnb.record import Record
 INCIDENTS = ("INC-1", "INC-1", "INC-1", "INC-2", "INC-2")
 
 
-@pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("EXPORTNB_HOME", str(tmp_path / "home"))
-    monkeypatch.delenv("EXPORTNB_ARCHIVE", raising=False)
-    return tmp_path / "home"
+pytestmark = pytest.mark.usefixtures("home")  # a fresh $EXPORTNB_HOME (conftest)
 
 
 @pytest.fixture

@@ -35,15 +35,6 @@ def tiny_notebook(folder: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("EXPORTNB_HOME", str(home))
-    monkeypatch.delenv("EXPORTNB_ARCHIVE", raising=False)
-    return home
-
-
 def prepare(home: Path, notebook: Path, incident: str, **parameters: object) -> Path:
     nb = nbformat.read(notebook, as_version=4)
     nb.metadata["papermill"] = {"parameters": {"incident_id": incident, **parameters}}

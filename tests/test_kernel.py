@@ -29,12 +29,7 @@ print(json.dumps({"warm": sorted(m for m in %r if m in sys.modules),
 """
 
 
-@pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("EXPORTNB_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("EXPORTNB_OPERATOR", "alice")
-    monkeypatch.delenv("EXPORTNB_ARCHIVE", raising=False)
-    return tmp_path / "home"
+pytestmark = pytest.mark.usefixtures("home")  # a fresh $EXPORTNB_HOME (conftest)
 
 
 def notebook(tmp_path: Path) -> Path:

@@ -28,12 +28,7 @@ NOTEBOOKS = Path(__file__).parent / "notebooks"
 SUCCEEDS = NOTEBOOKS / "succeeds.ipynb"
 
 
-@pytest.fixture(autouse=True)
-def home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("EXPORTNB_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("EXPORTNB_OPERATOR", "alice")
-    monkeypatch.delenv("EXPORTNB_ARCHIVE", raising=False)
-    return tmp_path / "home"
+pytestmark = pytest.mark.usefixtures("home")  # a fresh $EXPORTNB_HOME (conftest)
 
 
 def archived(home: Path) -> list[Path]:
