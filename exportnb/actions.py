@@ -216,7 +216,7 @@ def flag_state(flag: Flag | None) -> dict[str, Any] | None:
     return contract.encode(flag) if flag is not None else None
 
 
-def _count(n: int, what: str) -> str:
+def count(n: int, what: str) -> str:
     return f"{n} {what}" + ("" if n == 1 else "s")
 
 
@@ -236,8 +236,8 @@ def plan_retry(platform: Platform, params: dict[str, Any], settings: Settings) -
     warnings = [f"{b}: it is skipped unless its heartbeat is stale" for b in busy]
     cap, concurrency = settings.max_retry_concurrency, params["concurrency"]
     summary = (
-        f"Queue {_count(len(jobs), 'job')} again ({_count(len(tenants), 'tenant')}, "
-        f"{_count(len(buckets), 'bucket')}); at most {concurrency} run at once "
+        f"Queue {count(len(jobs), 'job')} again ({count(len(tenants), 'tenant')}, "
+        f"{count(len(buckets), 'bucket')}); at most {concurrency} run at once "
         f"(cap {cap}). Watch for repeat errors."
     )
     command = assessment.command("retry", params)
@@ -273,8 +273,8 @@ def plan_fallback(platform: Platform, params: dict[str, Any], settings: Settings
     summary = (
         f"Set {FALLBACK_FLAG} = {bucket} for {format_duration(ttl)} (until "
         f"{contract.format_time(expires.replace(microsecond=0))}): new exports and "
-        f"retries land in {bucket}; {_count(len(ids), 'queued job')} of "
-        f"{_count(len(tenants), 'tenant')} would go there."
+        f"retries land in {bucket}; {count(len(ids), 'queued job')} of "
+        f"{count(len(tenants), 'tenant')} would go there."
     )
     command = assessment.command("fallback-bucket", {"bucket": bucket, "ttl": format_duration(ttl)})
     changes = [Change("flag", FALLBACK_FLAG, flag_state(current), new)]
@@ -315,8 +315,8 @@ def plan_chunk_size(platform: Platform, params: dict[str, Any], settings: Settin
         f"{j.id} {format_size(j.chunk_size)} -> {format_size(size)}" for j in changing
     )
     summary = (
-        f"Change the chunk size of {_count(len(ids), 'job')} ({_count(len(tenants), 'tenant')}"
-        f", {_count(len(buckets), 'bucket')}) for their next attempt: {moves}."
+        f"Change the chunk size of {count(len(ids), 'job')} ({count(len(tenants), 'tenant')}"
+        f", {count(len(buckets), 'bucket')}) for their next attempt: {moves}."
     )
     command = assessment.command("chunk-size", {"job_ids": ids, "chunk_size": size})
     return Draft(summary, changes, ids, tenants, buckets, command.splitlines(), warnings)
@@ -340,7 +340,7 @@ def _plan_bulk(platform: Platform, *, pause: bool) -> Draft:
     if not pause and not paused:
         raise PreconditionFailed("bulk exports are not paused; nothing to do")
     ids, tenants, buckets = _reach(_queued(platform, "bulk"))
-    queued = f"{_count(len(ids), 'queued bulk export')} of {_count(len(tenants), 'tenant')}"
+    queued = f"{count(len(ids), 'queued bulk export')} of {count(len(tenants), 'tenant')}"
     summary = (f"Pause new bulk exports: {queued} wait in the queue; running ones finish."
                if pause else f"Resume bulk exports: {queued} may start.")  # fmt: skip
     changes = [Change("bulk_pause", BULK_PAUSE_FLAG, flag_state(flag), True if pause else None)]
@@ -360,6 +360,8 @@ def apply_change(
 ) -> None:  # fmt: skip
     """Carry out ``draft``; every change made is in ``progress`` even if this raises."""
     if action == "revert":
+        from exportnb.revert import undo_changes
+
         undo_changes(platform, draft.undo, actor=actor, reason=reason, progress=progress)
     else:
         APPLIERS[action](platform, draft, params, {"actor": actor, "reason": reason}, progress)
@@ -409,140 +411,6 @@ def _resume(platform: Platform, draft: Draft, params: dict[str, Any], by: dict[s
 
 APPLIERS = {"retry": _retry, "fallback-bucket": _fallback, "chunk-size": _chunk_sizes,
             "pause-bulk": _pause, "resume-bulk": _resume}  # fmt: skip
-
-
-# Revert -----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Standing:
-    """A change this incident made and has not undone: ``id`` is ``<seq>:<kind>:<target>``."""
-
-    id: str
-    action: str
-    change: Change
-
-
-def plan_revert(platform: Platform, pending: list[Standing]) -> Draft:
-    """Undo what ``pending`` changed, where it is still as this incident left it."""
-    if not pending:
-        raise PreconditionFailed(
-            "this incident has changed nothing that a revert undoes "
-            "(fallback bucket, bulk pause, chunk sizes)"
-        )
-    undo = [
-        *_undo_flag(platform, pending, FALLBACK_FLAG, "flag"),
-        *_undo_flag(platform, pending, BULK_PAUSE_FLAG, "bulk_pause"),
-        *_undo_chunks(platform, pending),
-    ]
-    doing = [u for u in undo if not u.left]
-    changes = [Change(u.kind, u.target, u.current, u.restore) for u in doing]
-    warnings = [f"{u.target}: left as it is, {u.left}" for u in undo if u.left]
-    jobs = [u.target for u in doing if u.kind == "chunk_size"]
-    commands = [_undo_command(u) for u in doing]
-    doing_now = "; ".join(commands) or "nothing to restore"
-    summary = f"Undo {_count(len(doing), 'change')} of this incident: {doing_now}."
-    return Draft(summary, changes, jobs, [], [], commands, warnings, undo)
-
-
-def _undo_flag(platform: Platform, pending: list[Standing], key: str, kind: str) -> list[Undo]:
-    mine = [d for d in pending if d.change.kind == kind and d.change.target == key]
-    if not mine:
-        return []
-    ids, ours, original = [d.id for d in mine], mine[-1].change.new, mine[0].change.old
-    current = platform.get_flag(key)
-    if current is None:
-        return [Undo(ids, kind, key, None, None, "it has expired or was unset since")]
-    if not _same_flag(current, ours):
-        left = f"{current.set_by} set it to {current.value} since"
-        return [Undo(ids, kind, key, flag_state(current), None, left)]
-    return [Undo(ids, kind, key, flag_state(current), _still_live(original))]
-
-
-def _same_flag(current: Flag, ours: Any) -> bool:
-    """Is ``current`` the flag this incident set (same value, set and expiry times)?"""
-    if not isinstance(ours, dict) or current.value != ours.get("value"):
-        return False
-    mine = flag_state(current) or {}
-    return all(_same_time(mine.get(name), ours.get(name)) for name in ("set_at", "expires_at"))
-
-
-def _same_time(a: Any, b: Any) -> bool:
-    if a is None or b is None:
-        return a is b
-    try:
-        gap = datetime.fromisoformat(str(a)) - datetime.fromisoformat(str(b))
-    except ValueError:
-        return False
-    return abs(gap.total_seconds()) <= FLAG_TIME_SLACK
-
-
-def _still_live(original: Any) -> dict[str, Any] | None:
-    """The flag as it was before this incident, if it would still be set now."""
-    if not isinstance(original, dict):
-        return None
-    expires = original.get("expires_at")
-    if expires is None:
-        return {**original, "ttl": None}
-    left = (datetime.fromisoformat(str(expires)) - datetime.now(UTC)).total_seconds()
-    return {**original, "ttl": int(left)} if left >= 1 else None
-
-
-def _undo_chunks(platform: Platform, pending: list[Standing]) -> list[Undo]:
-    by_job: dict[str, list[Standing]] = {}
-    for standing in pending:
-        if standing.change.kind == "chunk_size":
-            by_job.setdefault(standing.change.target, []).append(standing)
-    undo = []
-    for job_id, mine in by_job.items():
-        ids, ours, original = [d.id for d in mine], mine[-1].change.new, mine[0].change.old
-        try:
-            current: Any = platform.get_job(job_id).job.chunk_size
-        except NotFound:
-            undo.append(Undo(ids, "chunk_size", job_id, None, original, "the job is gone"))
-            continue
-        left = (
-            "" if current == ours else f"its chunk size was changed to {format_size(current)} since"
-        )
-        undo.append(Undo(ids, "chunk_size", job_id, current, original, left))
-    return undo
-
-
-def _undo_command(undo: Undo) -> str:
-    if undo.kind == "chunk_size":
-        return f"exportctl update --job {undo.target} --chunk-size {format_size(undo.restore)}"
-    if undo.kind == "bulk_pause":
-        return "exportctl resume bulk"
-    if undo.restore is None:
-        return f"featurectl unset {undo.target}"
-    ttl = format_duration(undo.restore["ttl"]) if undo.restore["ttl"] else None
-    return f"featurectl set {undo.target} {undo.restore['value']}" + (
-        f" --ttl {ttl}" if ttl else ""
-    )
-
-
-def undo_changes(
-    platform: Platform, undo: list[Undo], *, actor: str, reason: str, progress: Progress
-) -> None:
-    """Restore each target; the ones ``left`` are noted, not touched."""
-    for item in undo:
-        if item.left:
-            progress.undone.append((item, "left"))
-            continue
-        _restore(platform, item, actor=actor, reason=reason)
-        progress.changes.append(Change(item.kind, item.target, item.current, item.restore))
-        progress.undone.append((item, "restored"))
-
-
-def _restore(platform: Platform, item: Undo, *, actor: str, reason: str) -> None:
-    if item.kind == "chunk_size":
-        platform.set_chunk_size(item.target, int(item.restore), actor=actor, reason=reason)
-    elif item.kind == "bulk_pause":
-        platform.resume_bulk(actor=actor, reason=reason)
-    elif item.restore is None:
-        platform.unset_flag(item.target, actor=actor, reason=reason)
-    else:
-        platform.set_flag(
-            item.target, item.restore["value"], ttl=item.restore["ttl"], actor=actor, reason=reason
-        )
 
 
 def failure(exc: ExportnbError) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -43,12 +43,10 @@ from exportnb.actions import (
     Change,
     Draft,
     Progress,
-    Standing,
     Undo,
     apply_change,
     failure,
     normalize,
-    plan_revert,
 )
 from exportnb.config import Settings
 from exportnb.errors import ExportnbError, InvalidInput, PreconditionFailed
@@ -57,6 +55,8 @@ from exportnb.journal import FAILED, SUCCEEDED, Journal, JournalEntry
 from exportnb.platform import Platform, current_actor
 from exportnb.policy import MITIGATIONS, Decision, decide
 from exportnb.record import check_incident_id
+from exportnb.retries import RETRY_REPEAT_ERRORS, RetryJob, RetryWatch, watch_retry
+from exportnb.revert import Standing, plan_revert
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -64,6 +64,9 @@ if TYPE_CHECKING:
     from exportnb.assessment import Assessment
 
 log = logging.getLogger(__name__)
+__all__ = ["RETRY_REPEAT_ERRORS", "Outcome", "Plan", "Result", "RetryJob", "RetryWatch",
+           "apply", "auto_apply", "decline", "describe", "idempotency_key", "plan",
+           "standing", "standing_changes", "watch_retry"]  # fmt: skip
 STEP = "mitigations"
 APPLIED, FAILED_STATUS = "applied", "failed"
 STATUSES = (APPLIED, FAILED_STATUS, "already_applied", "not_allowed", "cancelled", "refused")
@@ -75,7 +78,6 @@ SEVERITY = {
     FAILED_STATUS: "warning",
     "refused": "warning",
 }
-RETRY_REPEAT_ERRORS = "retry_repeat_errors"
 NOTE_SUMMARY = ("error", "summary", "why", "target")
 NOTE_LIMIT = 200
 PLAN_DETAIL = ("summary", "changes", "jobs", "tenants", "buckets", "commands", "warnings", "undo")
@@ -456,91 +458,3 @@ def _change_words(change: Change) -> str:
         return "(unset)" if value is None else str(value)
 
     return f"{change.kind} {change.target}: {shown(change.old)} -> {shown(change.new)}"
-
-
-# Watching a retry -------------------------------------------------------------------
-@dataclass(frozen=True)
-class RetryJob:
-    job_id: str
-    tenant: str | None
-    bucket: str | None
-    status: str  # queued|running|succeeded|failed|cancelled|not_found
-    attempts: int
-    error_code: str | None
-    error_message: str | None
-    repeat: bool  # failed again with the error it had before the retry
-
-
-@dataclass(frozen=True)
-class RetryWatch:
-    """One snapshot of retried jobs, for live progress (poll it)."""
-
-    at: datetime
-    jobs: list[RetryJob]
-    counts: dict[str, int]
-    repeat_errors: list[str]
-    done: bool
-    findings: list[Finding] = field(default_factory=list)
-
-    def frame(self) -> Any:
-        import pandas as pd
-
-        return pd.DataFrame([contract.encode(j) for j in self.jobs])
-
-
-def watch_retry(
-    platform: Platform, job_ids: Sequence[str], *, attempts_before: Mapping[str, int] | None = None
-) -> RetryWatch:
-    """The state of retried jobs now, and which failed again with the same error code.
-
-    ``attempts_before`` (``Outcome.attempts_before``) tells each job's attempts at the
-    retry; without it the last two attempts are compared."""
-    jobs = [_retry_job(platform, j, (attempts_before or {}).get(j)) for j in job_ids]
-    counts = {
-        s: sum(1 for j in jobs if j.status == s)
-        for s in ("queued", "running", "succeeded", "failed")
-    }
-    repeats = [j.job_id for j in jobs if j.repeat]
-    started = all(j.attempts > (attempts_before or {}).get(j.job_id, 0) for j in jobs)
-    done = started and all(j.status not in ("queued", "running") for j in jobs)
-    findings = [_repeat_finding(jobs)] if repeats else []
-    return RetryWatch(datetime.now(UTC), jobs, counts, repeats, done, findings)
-
-
-def _retry_job(platform: Platform, job_id: str, before: int | None) -> RetryJob:
-    try:
-        detail = platform.get_job(job_id)
-    except ExportnbError:
-        return RetryJob(job_id, None, None, "not_found", 0, None, None, False)
-    job, attempts = detail.job, sorted(detail.attempts, key=lambda a: a.number)
-    earlier = [
-        a for a in attempts if a.number <= (before if before is not None else job.attempts - 1)
-    ]
-    previous = earlier[-1].error_code if earlier else None
-    repeat = (
-        job.status == "failed"
-        and previous is not None
-        and len(earlier) < len(attempts)
-        and attempts[-1].error_code == previous
-    )
-    return RetryJob(
-        job.id,
-        job.tenant,
-        job.bucket,
-        job.status,
-        job.attempts,
-        job.error_code,
-        job.error_message,
-        repeat,
-    )
-
-
-def _repeat_finding(jobs: list[RetryJob]) -> Finding:
-    repeats = [j for j in jobs if j.repeat]
-    codes = sorted({j.error_code or "?" for j in repeats})
-    summary = (
-        f"{len(repeats)} retried job(s) failed again with the same error "
-        f"({', '.join(codes)}): the cause is not avoided yet"
-    )
-    evidence = {"job_ids": [j.job_id for j in repeats], "error_codes": codes}
-    return Finding(RETRY_REPEAT_ERRORS, "warning", summary, STEP, evidence)

@@ -1,6 +1,6 @@
 """Watching a retry live: the retried jobs polled until they finish, as widgets.
 
-:class:`RetryWatcher` polls :func:`exportnb.mitigations.watch_retry` in a thread and shows
+:class:`RetryWatcher` polls :func:`exportnb.retries.watch_retry` in a thread and shows
 a progress bar (jobs finished of jobs retried), the counts by status (queued -> running ->
 succeeded or failed) and a table of the jobs, with the jobs that failed again with the
 error they had before flagged as repeat errors. It stops when every job has finished,
@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 import ipywidgets as widgets
 
-from exportnb import mitigations
 from exportnb.errors import ExportnbError
+from exportnb.retries import RetryWatch, watch_retry
 
 if TYPE_CHECKING:
     from exportnb.platform import Platform
@@ -35,7 +35,7 @@ def preformatted(text: str) -> str:
 
 
 class RetryWatcher:
-    """Live progress of retried jobs: polls :func:`mitigations.watch_retry` in a thread."""
+    """Live progress of retried jobs: polls :func:`~exportnb.retries.watch_retry` in a thread."""
 
     def __init__(self, platform: Platform, job_ids: Sequence[str],
                  attempts_before: Mapping[str, int]) -> None:  # fmt: skip
@@ -46,13 +46,13 @@ class RetryWatcher:
         self.label, self.table = widgets.HTML(), widgets.HTML()
         self.widget = widgets.VBox([self.progress, self.label, self.table])
         self.widget.add_class("exportnb-retry-watch")
-        self.last: mitigations.RetryWatch | None = None
+        self.last: RetryWatch | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def refresh(self) -> mitigations.RetryWatch:
+    def refresh(self) -> RetryWatch:
         """Look at the jobs once and update the widgets."""
-        watch = mitigations.watch_retry(self.platform, self.job_ids,
+        watch = watch_retry(self.platform, self.job_ids,
                                         attempts_before=self.attempts_before)  # fmt: skip
         self.last = watch
         self.progress.value = sum(1 for j in watch.jobs if j.status in FINISHED)
@@ -91,7 +91,7 @@ class RetryWatcher:
             waited += interval
 
 
-def _jobs_table(watch: mitigations.RetryWatch) -> str:
+def _jobs_table(watch: RetryWatch) -> str:
     head = "".join(f"<th>{c}</th>" for c in ("job", "status", "attempts", "error", "repeat"))
     rows = "".join(
         f"<tr><td>{escape(j.job_id)}</td><td>{escape(j.status)}</td><td>{j.attempts}</td>"
