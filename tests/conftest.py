@@ -4,6 +4,7 @@ process may create it."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -63,6 +64,15 @@ class Sandbox:
         if check and result.returncode != 0:
             raise AssertionError(f"{args} exited {result.returncode}: {result.stderr}")
         return result
+
+    def inject(self, *args: str) -> int:
+        """``exportnb sandbox fault inject ARGS``; the fault's ID, once the daemon has it."""
+        out = self.run(*exportnb_cmd("sandbox", "fault", "inject", "--json", *args), check=True)
+        time.sleep(0.6)  # the daemon re-reads faults every 0.25s
+        return int(json.loads(out.stdout)["id"])
+
+    def clear(self, fault_id: int) -> None:
+        self.run(*exportnb_cmd("sandbox", "fault", "clear", str(fault_id)), check=True)
 
     def platform(self):
         from exportnb.sandbox.platform import SandboxPlatform

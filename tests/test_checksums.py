@@ -26,16 +26,6 @@ def submit(sandbox, *args: str) -> str:
     return job_id
 
 
-def inject(sandbox, *args: str) -> int:
-    out = sandbox.run(*exportnb_cmd("sandbox", "fault", "inject", "--json", *args), check=True)
-    time.sleep(0.6)  # the daemon re-reads faults every 0.25s
-    return json.loads(out.stdout)["id"]
-
-
-def clear(sandbox, fault_id: int) -> None:
-    sandbox.run(*exportnb_cmd("sandbox", "fault", "clear", str(fault_id)), check=True)
-
-
 def finished(sandbox, job_id: str) -> str:
     platform = sandbox.platform()
 
@@ -58,9 +48,9 @@ class World:
 def world(sandbox) -> World:
     """A corrupt, a missing-segment and a healthy delivery, and a job that never delivered."""
     faults = [
-        inject(sandbox, "corrupt", "--tenant", "umbrella"),
-        inject(sandbox, "missing", "--tenant", "hooli"),
-        inject(sandbox, "throttle", "--bucket", "exports-eu"),
+        sandbox.inject("corrupt", "--tenant", "umbrella"),
+        sandbox.inject("missing", "--tenant", "hooli"),
+        sandbox.inject("throttle", "--bucket", "exports-eu"),
     ]
     try:
         size = ("--size", "100MB", "--chunk-size", "32MB")
@@ -75,7 +65,7 @@ def world(sandbox) -> World:
             assert finished(sandbox, job_id) == "succeeded"  # the platform does not notice
     finally:
         for fault in faults:
-            clear(sandbox, fault)
+            sandbox.clear(fault)
     return jobs
 
 
@@ -187,11 +177,11 @@ def test_all_jobs_share_one_bounded_pool(sandbox, world, verify_threads):
 
 
 def test_a_throttled_bucket_is_an_error_state_and_the_run_goes_on(sandbox, world):
-    fault = inject(sandbox, "throttle", "--bucket", "exports-primary")
+    fault = sandbox.inject("throttle", "--bucket", "exports-primary")
     try:
         report = verify_jobs(sandbox.platform(), [world.healthy, UNKNOWN, world.undelivered])
     finally:
-        clear(sandbox, fault)
+        sandbox.clear(fault)
     healthy, unknown, undelivered = report.jobs
     assert healthy.state == "error" and "SlowDown" in (healthy.error or "")
     assert (unknown.state, undelivered.state) == ("not_found", "no_manifest")

@@ -26,16 +26,6 @@ def submit(sandbox, *args: str) -> list[str]:
     return json.loads(out)
 
 
-def inject(sandbox, *args: str) -> int:
-    out = sandbox.run(*exportnb_cmd("sandbox", "fault", "inject", "--json", *args), check=True)
-    time.sleep(0.6)  # the daemon re-reads faults every 0.25s
-    return json.loads(out.stdout)["id"]
-
-
-def clear(sandbox, fault_id: int) -> None:
-    sandbox.run(*exportnb_cmd("sandbox", "fault", "clear", str(fault_id)), check=True)
-
-
 def finished(platform, job_ids, timeout: float = 60.0) -> None:
     def done():
         return all(platform.get_job(j).job.status in ("succeeded", "failed") for j in job_ids)
@@ -277,13 +267,13 @@ def test_two_processes_applying_one_key_apply_it_once(sandbox, tmp_path):
 
 
 def test_the_observed_maximum_of_concurrent_retries_equals_the_bound(sandbox):
-    fault = inject(sandbox, "throttle", "--bucket", "exports-eu")
+    fault = sandbox.inject("throttle", "--bucket", "exports-eu")
     platform = sandbox.platform()
     try:
         ids = submit(sandbox, "--count", "6", "--bucket", "exports-eu", "--size", "5MB")
         finished(platform, ids)
     finally:
-        clear(sandbox, fault)
+        sandbox.clear(fault)
     p = plan(sandbox, "INC-bound", "retry", {"job_ids": ids, "concurrency": 2})
     assert p.reach == {"jobs": 6, "tenants": 1, "buckets": 1}
     assert p.command == f"exportctl retry {' '.join(f'--job {j}' for j in sorted(ids))} " \
@@ -308,7 +298,7 @@ def test_the_observed_maximum_of_concurrent_retries_equals_the_bound(sandbox):
 
 def test_watch_retry_reports_a_job_that_fails_again_with_the_same_error(sandbox):
     bucket = sandbox.env["EXPORT_BUCKET"]
-    fault = inject(sandbox, "throttle", "--bucket", bucket)
+    fault = sandbox.inject("throttle", "--bucket", bucket)
     platform = sandbox.platform()
     try:
         (job_id,) = submit(sandbox, "--size", "5MB")
@@ -326,7 +316,7 @@ def test_watch_retry_reports_a_job_that_fails_again_with_the_same_error(sandbox)
         assert watch.findings[0].code == "retry_repeat_errors"
         assert "SlowDown" in watch.findings[0].summary
     finally:
-        clear(sandbox, fault)
+        sandbox.clear(fault)
 
 
 def test_the_same_flow_drives_an_organisations_own_tools(sandbox):

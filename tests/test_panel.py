@@ -136,12 +136,8 @@ def test_guardrails_refuse_and_change_nothing(sandbox):
 
 
 def test_retry_is_watched_live_and_repeat_errors_are_flagged(sandbox):
-    faults = []
-    for bucket in (sandbox.env["EXPORT_BUCKET"], sandbox.env["EXPORT_FALLBACK_BUCKET"]):
-        out = sandbox.run(*exportnb_cmd("sandbox", "fault", "inject", "--json", "throttle",
-                                        "--bucket", bucket), check=True).stdout  # fmt: skip
-        faults.append(json.loads(out)["id"])
-    time.sleep(0.6)  # the daemon re-reads faults every 0.25s
+    buckets = (sandbox.env["EXPORT_BUCKET"], sandbox.env["EXPORT_FALLBACK_BUCKET"])
+    faults = [sandbox.inject("throttle", "--bucket", bucket) for bucket in buckets]
     platform = sandbox.platform()
     try:
         out = sandbox.run(*exportnb_cmd("sandbox", "submit", "--json", "--count", "2",
@@ -162,7 +158,7 @@ def test_retry_is_watched_live_and_repeat_errors_are_flagged(sandbox):
         card.watcher.stop()
     finally:
         for fault in faults:
-            sandbox.run(*exportnb_cmd("sandbox", "fault", "clear", str(fault)), check=True)
+            sandbox.clear(fault)
     watch = card.watcher.last
     assert {j.job_id for j in watch.jobs} == set(jobs)
     assert card.watcher.progress.value == 2 == card.watcher.progress.max

@@ -27,16 +27,6 @@ def finished(sandbox, job_id: str, timeout: float = 60.0):
     return wait_for(done, timeout)
 
 
-def inject(sandbox, *args: str) -> int:
-    out = sandbox.run(*exportnb_cmd("sandbox", "fault", "inject", "--json", *args), check=True)
-    time.sleep(0.6)  # the daemon re-reads faults every 0.25s
-    return json.loads(out.stdout)["id"]
-
-
-def clear(sandbox, fault_id: int) -> None:
-    sandbox.run(*exportnb_cmd("sandbox", "fault", "clear", str(fault_id)), check=True)
-
-
 def ctl_json(sandbox, *args: str) -> dict:
     result = sandbox.run(*args, "--output", "json")
     return json.loads(result.stdout)
@@ -44,7 +34,7 @@ def ctl_json(sandbox, *args: str) -> dict:
 
 def test_throttled_bucket_then_fallback_and_retry(sandbox):
     bucket, fallback = sandbox.env["EXPORT_BUCKET"], sandbox.env["EXPORT_FALLBACK_BUCKET"]
-    fault = inject(sandbox, "throttle", "--bucket", bucket)
+    fault = sandbox.inject("throttle", "--bucket", bucket)
     try:
         (job_id,) = submit(sandbox, "--size", "20MB", "--tenant", "wayne")
         job = finished(sandbox, job_id)
@@ -66,13 +56,13 @@ def test_throttled_bucket_then_fallback_and_retry(sandbox):
         history = ctl_json(sandbox, "featurectl", "history", "export.fallback_bucket")
         assert history["items"][-1]["actor"] == "test-operator"
     finally:
-        clear(sandbox, fault)
+        sandbox.clear(fault)
         sandbox.run("featurectl", "unset", "export.fallback_bucket")
 
 
 def test_retry_without_the_cause_avoided_fails_again_with_the_same_error(sandbox):
     bucket = sandbox.env["EXPORT_BUCKET"]
-    fault = inject(sandbox, "throttle", "--bucket", bucket)
+    fault = sandbox.inject("throttle", "--bucket", bucket)
     try:
         (job_id,) = submit(sandbox, "--size", "10MB")
         assert finished(sandbox, job_id).error_code == "SlowDown"
@@ -81,11 +71,11 @@ def test_retry_without_the_cause_avoided_fails_again_with_the_same_error(sandbox
         job = finished(sandbox, job_id)
         assert (job.status, job.error_code) == ("failed", "SlowDown")
     finally:
-        clear(sandbox, fault)
+        sandbox.clear(fault)
 
 
 def test_large_chunks_time_out_until_the_chunk_size_is_reduced(sandbox):
-    fault = inject(sandbox, "timeout", "--min-chunk", "128MB", "--hold", "200ms")
+    fault = sandbox.inject("timeout", "--min-chunk", "128MB", "--hold", "200ms")
     try:
         (job_id,) = submit(sandbox, "--size", "300MB", "--chunk-size", "256MB")
         job = finished(sandbox, job_id)
@@ -100,12 +90,12 @@ def test_large_chunks_time_out_until_the_chunk_size_is_reduced(sandbox):
         manifest = sandbox.platform().manifest(job_id)
         assert len(manifest.segments) == 6 and manifest.total_bytes == 300_000_000
     finally:
-        clear(sandbox, fault)
+        sandbox.clear(fault)
 
 
 @pytest.mark.parametrize(("kind", "state"), [("corrupt", "mismatch"), ("missing", "missing")])
 def test_bad_segments_are_found_by_verify_and_fixed_by_a_re_export(sandbox, kind, state):
-    fault = inject(sandbox, kind, "--tenant", "wonka")
+    fault = sandbox.inject(kind, "--tenant", "wonka")
     try:
         (job_id,) = submit(sandbox, "--tenant", "wonka", "--size", "100MB", "--chunk-size", "32MB")
         (healthy,) = submit(sandbox, "--tenant", "acme", "--size", "100MB", "--chunk-size", "32MB")
@@ -125,11 +115,11 @@ def test_bad_segments_are_found_by_verify_and_fixed_by_a_re_export(sandbox, kind
         assert finished(sandbox, job_id).status == "succeeded"
         assert sandbox.run("exportctl", "verify", "--job", job_id).returncode == 0
     finally:
-        clear(sandbox, fault)
+        sandbox.clear(fault)
 
 
 def test_stuck_job_shows_a_stale_heartbeat_and_is_retried(sandbox):
-    fault = inject(sandbox, "stuck", "--connector", "redshift")
+    fault = sandbox.inject("stuck", "--connector", "redshift")
     try:
         (job_id,) = submit(
             sandbox, "--connector", "redshift", "--size", "100MB", "--chunk-size", "32MB"
@@ -151,7 +141,7 @@ def test_stuck_job_shows_a_stale_heartbeat_and_is_retried(sandbox):
         attempts = platform.get_job(job_id).attempts
         assert [a.error_code for a in attempts] == ["HeartbeatLost", None]
     finally:
-        clear(sandbox, fault)
+        sandbox.clear(fault)
 
 
 def test_network_loss_on_the_target_path_fails_transfers_until_it_clears(sandbox):
@@ -159,7 +149,7 @@ def test_network_loss_on_the_target_path_fails_transfers_until_it_clears(sandbox
 
     state = read_state(sandbox.home)
     need(state.path_emulated, "the network path emulator needs CAP_NET_ADMIN (root)")
-    fault = inject(sandbox, "network", "--loss", "100")
+    fault = sandbox.inject("network", "--loss", "100")
     try:
         (job_id,) = submit(sandbox, "--connector", "sftp", "--size", "10MB")
         job = finished(sandbox, job_id)
@@ -169,7 +159,7 @@ def test_network_loss_on_the_target_path_fails_transfers_until_it_clears(sandbox
             last_hop = report.stdout.strip().splitlines()[-1]
             assert "100.0" in last_hop.split()[2], report.stdout
     finally:
-        clear(sandbox, fault)
+        sandbox.clear(fault)
     sandbox.run("exportctl", "retry", "--job", job_id, check=True)
     wait_for(lambda: sandbox.platform().get_job(job_id).job.status == "succeeded", 60)
 
@@ -196,13 +186,13 @@ def test_flags_expire_at_their_ttl(sandbox):
 
 
 def test_retry_concurrency_bound_is_never_exceeded(sandbox):
-    fault = inject(sandbox, "throttle", "--bucket", "exports-eu")
+    fault = sandbox.inject("throttle", "--bucket", "exports-eu")
     try:
         ids = submit(sandbox, "--count", "6", "--bucket", "exports-eu", "--size", "5MB")
         for job_id in ids:
             finished(sandbox, job_id)
     finally:
-        clear(sandbox, fault)
+        sandbox.clear(fault)
     platform = sandbox.platform()
     result = platform.retry(job_ids=[*ids], concurrency=2, actor="test")
     for job_id in ids:  # slow them down so overlap is observable

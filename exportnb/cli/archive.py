@@ -12,7 +12,8 @@ index could not be read or written.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -43,17 +44,22 @@ def _json_option(func: F) -> F:
     return click.option("--json", "as_json", is_flag=True, help="Print as JSON.")(func)
 
 
-def _progress(label: str, as_json: bool) -> tuple[Callable[[int, int], None] | None, Any]:
-    """A progress callback drawing a bar on a terminal's stderr (not with --json), and the bar."""
+@contextmanager
+def _progress(label: str, as_json: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress callback drawing a bar on a terminal's stderr (not with --json)."""
     if as_json or not sys.stderr.isatty():
-        return None, None
+        yield None
+        return
     bar = click.progressbar(length=1, label=label, file=sys.stderr, show_pos=True)
 
     def update(done: int, total: int) -> None:
         bar.length = max(total, 1)
         bar.update(done - bar.pos)
 
-    return update, bar
+    try:
+        yield update
+    finally:
+        bar.render_finish()
 
 
 def _table(found: Sequence[Any]) -> None:
@@ -173,12 +179,8 @@ def verify_records(incident: str | None, url: str | None, as_json: bool) -> None
     """
     from exportnb import integrity
 
-    progress, bar = _progress("Verifying", as_json)
-    try:
+    with _progress("Verifying", as_json) as progress:
         found = integrity.verify_archive(url, incident=incident, on_progress=progress)
-    finally:
-        if bar is not None:
-            bar.render_finish()
     if as_json:
         echo_json({"ok": found.ok, **contract.encode(found)})
         sys.exit(0 if found.ok else 4)
@@ -251,12 +253,8 @@ def reindex(accept_chain: bool, url: str | None, as_json: bool) -> None:
     """Rebuild the archive's index from its records."""
     from exportnb import index
 
-    progress, bar = _progress("Indexing", as_json)
-    try:
+    with _progress("Indexing", as_json) as progress:
         done = index.reindex(url, accept_chain=accept_chain, on_progress=progress)
-    finally:
-        if bar is not None:
-            bar.render_finish()
     if as_json:
         echo_json(contract.encode(done))
         return

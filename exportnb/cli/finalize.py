@@ -49,8 +49,7 @@ def finalize(incident: str, notebook: str | None, archive: str | None, as_json: 
 
 def _verdict(record: Any) -> str | None:
     """The recovery verdict the finalized run recorded."""
-    for result in reversed(record.results):
-        if result.get("type") == "Recovery" and isinstance(result.get("result"), dict):
-            verdict = result["result"].get("verdict")
-            return str(verdict) if verdict else None
-    return None
+    from exportnb.timeline import verdicts_of
+
+    found = verdicts_of(record)
+    return found[-1].verdict if found and found[-1].verdict else None
