@@ -234,7 +234,7 @@ def test_an_alert_group_lifecycle(server):
 def test_the_worker_is_a_real_separate_consumer(server):
     """The embedded consumer is `exportnb worker` in a child process of serve."""
     assert server.process is not None
-    children = subprocess.run(["ps", "-o", "args=", "--ppid", str(server.process.pid)],
+    children = subprocess.run(["ps", "-ww", "-o", "args=", "--ppid", str(server.process.pid)],
                               capture_output=True, text=True).stdout  # fmt: skip
     assert f"exportnb.cli worker --workers 2 --parent {server.process.pid}" in children
     assert sys.executable in children

@@ -47,8 +47,8 @@ def configured_home(tmp_path, extra=""):
 
 
 def workers_of(pid):
-    listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    return [line for line in listing.splitlines() if f"--parent {pid}" in line]
+    listing = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True)
+    return [line for line in listing.stdout.splitlines() if f"--parent {pid}" in line]
 
 
 def test_kill_9_mid_run_then_restart_runs_each_run_once(tmp_path):
