@@ -6,14 +6,14 @@ from __future__ import annotations
 import base64
 import socket
 import subprocess
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from exportnb.errors import ConfigError
 from exportnb.service import alerts, runs
 from exportnb.service.auth import Credentials
-from exportnb.service.dispatch import MAX_ATTEMPTS, Dispatcher
+from exportnb.service.dispatch import LOST_AFTER, MAX_ATTEMPTS, SWEEP_EVERY, Dispatcher
 from exportnb.service.incidents import IncidentStore, stamp
 from exportnb.service.queue import JSONSerializer, Queue, RunSpec
 from exportnb.service.settings import ServeSettings
@@ -103,6 +103,26 @@ def test_a_run_lost_between_store_and_queue_is_queued_again(dispatcher):
     assert queue.queued() == {(incident, 1, 1)}
     dispatcher.recover()
     assert len(queue.huey.pending()) == 1  # in the queue now: not queued twice
+
+
+def test_a_message_a_worker_took_and_lost_before_its_claim_is_queued_again(dispatcher):
+    """Without a restart: the sweep in the loop finds it once it is LOST_AFTER s old."""
+    store, queue = dispatcher.store, dispatcher.queue
+    incident = store.receive(note()).incident
+    start = datetime.now(UTC)
+    dispatcher.tick(start)
+    assert queue.queued() == {(incident, 1, 1)}
+    assert queue.huey.dequeue() is not None  # a worker took the message, then died
+    dispatcher.tick(start + timedelta(seconds=SWEEP_EVERY + 1))
+    assert queue.queued() == set()  # too young: its worker may be claiming it right now
+    dispatcher.tick(start + timedelta(seconds=LOST_AFTER + SWEEP_EVERY + 2))
+    assert queue.queued() == {(incident, 1, 1)}
+    claim = {**runs.identity(), "at": stamp(start)}  # this process: alive
+    assert queue.claim(RunSpec(incident, 1, 1, "opened", {}, []), claim)
+    assert queue.huey.dequeue() is not None  # taken again, and claimed this time
+    dispatcher.tick(start + timedelta(seconds=LOST_AFTER + 3 * SWEEP_EVERY + 3))
+    assert queue.queued() == set()  # a claimed attempt belongs to its worker's lease
+    assert [(r.state, r.attempt) for r in store.active()] == [("running", 1)]
 
 
 def test_a_lost_worker_gets_a_new_attempt_at_most_three_times(dispatcher):

@@ -11,13 +11,17 @@ Every :data:`TICK` seconds, in a thread of its own, it
    attempt, at most :data:`MAX_ATTEMPTS` in all;
 3. adds an ``update`` run to each open incident whose last run ended ``[serve]
    update_interval`` ago (15 minutes by default): the periodic re-run;
-4. checkpoints the incident store's write-ahead log every :data:`CHECKPOINT_EVERY` s;
-5. posts each finished run's status update to Slack, when a webhook is configured, in a
+4. queues again, every :data:`SWEEP_EVERY` s, a run that has been ``queued`` for
+   :data:`LOST_AFTER` s while no worker claimed it and the queue no longer holds its
+   message: a worker took the message and died before its claim (see :meth:`recover`);
+5. checkpoints the incident store's write-ahead log every :data:`CHECKPOINT_EVERY` s;
+6. posts each finished run's status update to Slack, when a webhook is configured, in a
    thread of its own so that a slow Slack delays nothing else.
 
-:meth:`Dispatcher.recover` runs once at start: a run the store says is queued, that no
-worker claimed and that is not in the queue (lost between the two when the service died)
-is queued again.
+:meth:`Dispatcher.recover` also runs once at start, with no grace: a run the store says is
+queued, that no worker claimed and that is not in the queue (lost between the two when the
+service died) is queued again. Queuing a message twice is harmless: the claim lets one
+delivery of an attempt run and turns every other into a no-op.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from exportnb.service.settings import ServeSettings
 
 TICK = 0.2
 CHECKPOINT_EVERY = 2.0
+SWEEP_EVERY = 5.0
+LOST_AFTER = 15.0
 MAX_ATTEMPTS = 3
 log = logging.getLogger("exportnb.service")
 
@@ -52,6 +58,7 @@ class Dispatcher:
         self._slack = ThreadPoolExecutor(1, thread_name_prefix="slack")
         self._updates_every = max(0.5, min(5.0, settings.update_interval / 4))
         self._next_updates = self._next_checkpoint = 0.0
+        self._next_sweep = 0.0
 
     def start(self) -> None:
         self.recover()
@@ -82,6 +89,9 @@ class Dispatcher:
         for run in self.store.active():
             self.follow(run, now)
         clock = now.timestamp()
+        if clock >= self._next_sweep:
+            self._next_sweep = clock + SWEEP_EVERY
+            self.recover(now, grace=LOST_AFTER)
         if clock >= self._next_checkpoint:
             self._next_checkpoint = clock + CHECKPOINT_EVERY
             self.store.checkpoint()
@@ -139,9 +149,11 @@ class Dispatcher:
             log.warning("run %s:%d: %s", run.incident_id, run.number, exc.message)
             self.store.note(run, f"Slack post failed: {exc.message}")
 
-    def recover(self) -> None:
-        """Queue again the runs the store says are queued but the queue lost (see above)."""
-        lost = [r for r in self.store.active() if r.state == "queued"]
+    def recover(self, now: datetime | None = None, *, grace: float = 0.0) -> None:
+        """Queue again the runs queued over ``grace`` seconds ago that the queue lost."""
+        now = now or datetime.now(UTC)
+        lost = [r for r in self.store.active()
+                if r.state == "queued" and _age(r.queued_at, now) >= grace]  # fmt: skip
         if not lost:
             return
         waiting = self.queue.queued()
@@ -151,3 +163,10 @@ class Dispatcher:
                 log.warning("run %s:%d was lost from the queue; queued again", run.incident_id,
                             run.number)  # fmt: skip
                 self.queue.enqueue(spec_of(run, run.attempt))
+
+
+def _age(stamped: str | None, now: datetime) -> float:
+    """Seconds since a store timestamp; infinite when there is none."""
+    if not stamped:
+        return float("inf")
+    return (now - datetime.fromisoformat(stamped.replace("Z", "+00:00"))).total_seconds()
