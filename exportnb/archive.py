@@ -44,6 +44,7 @@ from exportnb import chain, config
 from exportnb.errors import ConfigError, InvalidInput, NotFound, StorageError
 from exportnb.record import (
     FILES,
+    INCIDENT_ID,
     METADATA,
     RECORD_ID,
     Record,
@@ -109,6 +110,18 @@ class Archive(ABC):
         """The record's metadata, read from its ``record.json``."""
         check_record_id(record_id)
         return Record.from_json(self.read(record_id, METADATA), self.location(record_id))
+
+    def resolve(self, ref: str) -> str:
+        """The record ID ``ref`` names: a record ID itself, or an incident ID for the
+        incident's latest record; NotFound when the incident has none here."""
+        if RECORD_ID.match(ref):
+            return ref
+        if not INCIDENT_ID.match(ref):
+            check_record_id(ref)  # neither: say what a record ID looks like
+        ids = self.record_ids(ref)
+        if not ids:
+            raise NotFound(f"no records of incident {ref} in {self.url}")
+        return ids[-1]
 
     def list(self, incident: str | None = None) -> Summaries:
         """Every record (of one incident), oldest first."""

@@ -36,7 +36,7 @@ from typing import Any
 from exportnb import chain, config, contract
 from exportnb.archive import Archive, LocalArchive, open_archive
 from exportnb.errors import InvalidInput, NotFound, PreconditionFailed, StorageError
-from exportnb.record import FILES, HTML, METADATA, Record, check_incident_id, check_record_id
+from exportnb.record import FILES, HTML, METADATA, Record, check_incident_id
 from exportnb.record import sha256 as digest
 
 EXPORT_SCHEMA = "exportnb.export/v1"
@@ -46,9 +46,11 @@ MANIFEST, SUMS = "MANIFEST.json", "SHA256SUMS"
 def html_page(
     record_id: str, archive: str | Archive | None = None, target: str | Path | None = None
 ) -> Path:
-    """A local file holding the record's HTML, its sha256 checked against ``record.json``."""
+    """A local file holding the record's HTML, its sha256 checked against ``record.json``
+    (``record_id`` may be an incident ID: its latest record)."""
     store = open_archive(archive)
-    record = store.show(check_record_id(record_id))
+    record_id = store.resolve(record_id)
+    record = store.show(record_id)
     data = _checked(record, HTML, store.read(record_id, HTML))
     if target is None and isinstance(store, LocalArchive):
         return Path(record.path(HTML))

@@ -96,6 +96,21 @@ def test_show_names_the_facts_and_mitigations(records):
     assert missing.exit_code == 3 and missing.stderr.startswith("Error: no record")
 
 
+def test_show_and_html_take_an_incident_id_for_its_latest_record(records, store):
+    result = run("show", "INC-7")
+    assert result.exit_code == 0
+    assert result.stdout.startswith(f"Record {records[1].record_id} (the latest of incident INC-7)")
+    assert json.loads(run("show", "INC-8", "--json").stdout)["record_id"] == records[2].record_id
+    assert run("html", "INC-7").stdout.strip() == records[1].path("notebook.html")
+    for command in ("show", "html"):
+        missing = run(command, "INC-9")
+        assert missing.exit_code == 3 and missing.stderr == (
+            f"Error: no records of incident INC-9 in {store.url}\n"
+        )
+        bad = run(command, "../INC-7")
+        assert bad.exit_code == 2 and "is not a record ID" in bad.stderr
+
+
 def test_html_prints_copies_and_checks_the_page(records, tmp_path):
     result = run("html", records[0].record_id)
     assert result.exit_code == 0 and result.stdout.strip() == records[0].path("notebook.html")

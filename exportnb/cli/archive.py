@@ -129,23 +129,28 @@ def search_records(
 
 
 @archive_group.command("show")
-@click.argument("record_id")
+@click.argument("ref", metavar="RECORD_ID|INCIDENT")
 @_archive_option
 @click.option("--json", "as_json", is_flag=True, help="Print the record.json, with its paths.")
 @handles_errors
-def show_record(record_id: str, url: str | None, as_json: bool) -> None:
-    """Show a record: its metadata, findings, mitigations and where its files are."""
+def show_record(ref: str, url: str | None, as_json: bool) -> None:
+    """Show a record: its metadata, findings, mitigations and where its files are.
+
+    Given an incident ID, shows the incident's latest record.
+    """
     from exportnb.archive import open_archive
     from exportnb.facts import RecordFacts
 
-    record = open_archive(url).show(record_id)
+    store = open_archive(url)
+    record = store.show(store.resolve(ref))
     facts = RecordFacts.of(record)
     if as_json:
         paths = {name: record.path(name) for name in (NOTEBOOK, HTML, METADATA)}
         echo_json({**contract.encode(record), "paths": paths, "facts": contract.encode(facts)})
         return
     status = record.status + (f" at {record.error.describe()}" if record.error else "")
-    click.echo(f"Record {record.record_id}")
+    latest = f" (the latest of incident {ref})" if ref != record.record_id else ""
+    click.echo(f"Record {record.record_id}{latest}")
     click.echo(f"  status:    {status}")
     click.echo(f"  incident:  {record.incident_id}   operator: {record.operator}")
     click.echo(
@@ -199,16 +204,19 @@ def verify_records(incident: str | None, url: str | None, as_json: bool) -> None
 
 
 @archive_group.command("html")
-@click.argument("record_id")
+@click.argument("ref", metavar="RECORD_ID|INCIDENT")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the page here.")
 @click.option("--open", "open_it", is_flag=True, help="Open the page in a browser.")
 @_archive_option
 @handles_errors
-def html_page(record_id: str, output: str | None, open_it: bool, url: str | None) -> None:
-    """Print the path of the record's notebook.html (checked against its sha256)."""
+def html_page(ref: str, output: str | None, open_it: bool, url: str | None) -> None:
+    """Print the path of the record's notebook.html (checked against its sha256).
+
+    Given an incident ID, the page of the incident's latest record.
+    """
     from exportnb import bundle
 
-    path = bundle.html_page(record_id, url, output)
+    path = bundle.html_page(ref, url, output)
     click.echo(str(path))
     if open_it:
         import webbrowser
