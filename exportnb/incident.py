@@ -121,6 +121,22 @@ class Incident:
     )
     _chosen: list[tuple[Any, ...]] = field(default_factory=list, repr=False, compare=False)
 
+    def _repr_html_(self) -> str:
+        """What a notebook shows for the incident: what it is judged on, not its fields."""
+        from exportnb.views import facts
+
+        buckets = [self.export_bucket, *self.extra_buckets]
+        return facts([
+            ("Incident", self.id), ("Evaluated at", self.now),
+            ("Incident start (estimate)", self.incident_start),
+            ("Detection window", f"{self.window_minutes} min"), ("Mode", self.mode),
+            ("Platform", self.platform_name), ("Buckets", buckets),
+            ("Fallback bucket", self.fallback_bucket or "none configured"),
+            ("Export target", f"{self.target_host}:{self.target_port}"),
+            ("Thresholds", f"failure rate {self.failure_threshold:.1%}, latency SLO "
+                           f"{self.latency_slo:g} s, running SLA {self.running_sla:g} s"),
+        ])  # fmt: skip
+
     # Times ------------------------------------------------------------------------
     @property
     def window_start(self) -> datetime:

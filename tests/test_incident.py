@@ -148,6 +148,17 @@ def test_open_incident_resolves_defaults_from_the_platform(world):
     assert incident.buckets_to_check() == [PRIMARY, incident.fallback_bucket]
 
 
+def test_a_notebook_shows_the_incident_as_a_table_of_what_it_is_judged_on(world):
+    incident = open_incident(incident_id="INC-1", now=NOW.isoformat(), target_host="<b>x</b>",
+                             buckets=["exports-extra"])  # fmt: skip
+    shown = incident._repr_html_()
+    assert shown.startswith("<table>") and "datetime.datetime" not in shown
+    for text in ("INC-1", NOW.strftime("%Y-%m-%d %H:%M:%S UTC"), "10 min", "sandbox",
+                 f"{PRIMARY}, exports-extra", "failure rate 2.0%, latency SLO 60 s"):  # fmt: skip
+        assert text in shown, text
+    assert "&lt;b&gt;x&lt;/b&gt;:22" in shown and "<b>x" not in shown
+
+
 def test_environment_and_parameters_override_the_platform(world, monkeypatch):
     monkeypatch.setenv("EXPORT_BUCKET", "env-bucket")
     monkeypatch.setenv("EXPORT_FALLBACK_BUCKET", FALLBACK)
