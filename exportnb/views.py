@@ -301,14 +301,26 @@ def checksums_view(r: Any) -> Body:
         states[job.state] = states.get(job.state, 0) + 1
     pairs = [("Mode", r.mode), ("Jobs verified", states), ("Affected tenants",
              r.affected_tenants), ("Affected files", len(r.affected_files))]  # fmt: skip
+    # What needs a look first; jobs that delivered nothing are one line, not a row each.
+    checked = sorted((j for j in r.jobs if j.state != "no_manifest"),
+                     key=lambda j: CHECKSUM_ORDER.get(j.state, 0))  # fmt: skip
     rows = [[j.job_id, j.tenant, j.bucket, j.state, j.ok, len(j.mismatched), len(j.missing),
-             j.error or getattr(j, "detail", "")] for j in r.jobs]  # fmt: skip
-    html = (facts(pairs)
-            + table(["job", "tenant", "bucket", "state", "ok", "mismatched", "missing",
-                     "detail"], rows, caption="Jobs verified")
-            + table(["file"], [[f] for f in r.affected_files],
-                    caption="Mismatched or missing segments"))  # fmt: skip
+             j.error or getattr(j, "detail", "")] for j in checked]  # fmt: skip
+    undelivered = [j.job_id for j in r.jobs if j.state == "no_manifest"]
+    html = facts(pairs)
+    if rows:
+        html += table(["job", "tenant", "bucket", "state", "ok", "mismatched", "missing",
+                       "detail"], rows, caption="Jobs verified")  # fmt: skip
+    if undelivered:
+        html += paragraph(f"No manifest: never delivered data, so nothing to verify "
+                          f"({len(undelivered)} job(s)): {cell(undelivered)}.")  # fmt: skip
+    html += table(["file"], [[f] for f in r.affected_files],
+                  caption="Mismatched or missing segments")  # fmt: skip
     return Body(html, f"{len(r.jobs)} jobs verified: {cell(states)}")
+
+
+CHECKSUM_ORDER = {"failed": 0, "error": 1, "not_found": 2, "passed": 3}
+"""The order of the jobs verified: mismatches and missing segments first."""
 
 
 @renders("NetworkPath")

@@ -158,14 +158,20 @@ def test_storage_health():
 
 def test_checksums_with_mismatches_and_no_manifest():
     result = ChecksumReport("checksum", [
-        JobCheck("job-a", "acme", PRIMARY, "failed", 2, ["a/part-1"], ["a/part-2"], segments=4),
-        JobCheck("job-b", None, None, "no_manifest", 0, [], [], detail="never delivered"),
+        JobCheck("job-d", "acme", PRIMARY, "passed", 4, [], [], segments=4),
+        JobCheck("job-b", None, None, "no_manifest", 0, [], [], detail="no attempt delivered"),
         JobCheck("job-c", None, None, "error", 0, [], [], error="SlowDown"),
+        JobCheck("job-e", None, None, "no_manifest", 0, [], [], detail="no attempt delivered"),
+        JobCheck("job-a", "acme", PRIMARY, "failed", 2, ["a/part-1"], ["a/part-2"], segments=4),
     ], [])  # fmt: skip
     html = check_bundle("checksums", result, "exportctl verify --job <job-id>")["text/html"]
     assert "<code>exportctl verify --job &lt;job-id&gt;</code>" in html
-    assert "s3://exports-primary/a/part-2" in html and "never delivered" in html
+    assert "s3://exports-primary/a/part-2" in html
     assert "failed: 1" in html and "acme" in html
+    # mismatches first, then errors, then what passed; jobs with no manifest in one line
+    assert html.index("job-a") < html.index("job-c") < html.index("job-d")
+    assert "never delivered data, so nothing to verify (2 job(s)): job-b, job-e." in html
+    assert "no attempt delivered" not in html
 
 
 def test_network_path_with_and_without_hops():
