@@ -397,11 +397,20 @@ def recovery_view(r: Any) -> Body:
               f"{percent(r.baseline_rate)} over {r.attempts} attempts"),
              ("Checksums re-verified", verified), ("Fallback bucket", fallback),
              ("Bulk exports paused", r.bulk_paused), ("Configuration reverted",
-             r.config_reverted), ("Tenants to notify", r.tenants_to_notify)]  # fmt: skip
+             _reverted(r)), ("Tenants to notify", r.tenants_to_notify)]  # fmt: skip
     changes = [[c.job_id, c.old, c.new, c.reverted] for c in r.chunk_changes]
     html = facts(pairs) + table(["job", "old chunk size", "new chunk size", "reverted"],
                                 changes, caption="Chunk size changes")  # fmt: skip
     return Body(html, f"{r.verdict}: {r.reason}")
+
+
+def _reverted(r: Any) -> str:
+    """Whether the configuration is as before the incident, and why it counts as such."""
+    if not r.config_reverted:
+        return "no"
+    if r.chunk_changes:
+        return f"yes ({len(r.chunk_changes)} chunk size change(s) restored)"
+    return "yes (no fallback flag, bulk exports not paused, no chunk size changed)"
 
 
 @renders("StatusUpdate")

@@ -3,6 +3,7 @@ command and its findings) and for the record (the result mimetype, strict JSON).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from datetime import datetime, timedelta, timezone
@@ -209,6 +210,18 @@ def test_recovery_status_update_and_audit_summary(world):
         "not_yet" in html and "88.90% / 99.50%" in html and "exports-fallback (set by bob)" in html
     )
     assert "Chunk size changes" in html and "globex" in html
+    assert "Configuration reverted</th><td>no<" in html
+    untouched = dataclasses.replace(recovery, fallback=None, bulk_paused=False,
+                                    chunk_changes=[], config_reverted=True)  # fmt: skip
+    assert (
+        "<td>yes (no fallback flag, bulk exports not paused, no chunk size changed)<"
+        in (check_bundle("recovery", untouched)["text/html"])
+    )
+    restored = [ChunkChange("job-a", 256 * 2**20, 50_000_000, True)]
+    back = dataclasses.replace(untouched, chunk_changes=restored)
+    assert (
+        "<td>yes (1 chunk size change(s) restored)<" in check_bundle("recovery", back)["text/html"]
+    )
     update = StatusUpdate("INC-1", NOW, NOW + minutes(15), "### Export incident INC-1\n\n- one",
                           "Export incident INC-1", [THROTTLED])  # fmt: skip
     data = check_bundle("communication", update)
