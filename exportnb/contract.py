@@ -112,6 +112,13 @@ def format_time(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def readable_time(value: datetime) -> str:
+    """``2024-05-01 12:00:00 UTC``: a time for people (tables, messages, findings)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def encode(value: Any) -> Any:
     """A model object (or anything inside one) as plain JSON values."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

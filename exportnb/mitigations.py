@@ -269,7 +269,7 @@ def _plan_of(incident: str, action: str, params: dict[str, Any], key: str, draft
 def _recorded_plan(incident: str, action: str, params: dict[str, Any], key: str,
                    done: JournalEntry, operator: str) -> Plan:  # fmt: skip
     result = _result_of(done, already=True)
-    when = contract.format_time(done.at)
+    when = contract.readable_time(done.at)
     draft = Draft(f"Already applied at {when} by {done.operator}: nothing to do.",
                   result.changes, [], [], [], [])  # fmt: skip
     return _plan_of(incident, action, params, key, draft, operator, already_applied=True,
@@ -296,7 +296,7 @@ def apply(
         done = desk.journal.applied(plan.key)
         if done is not None:
             desk.record("skip", plan, "already_applied", {"result_seq": done.seq})
-            message = f"Already applied at {contract.format_time(done.at)} by {done.operator}."
+            message = f"Already applied at {contract.readable_time(done.at)} by {done.operator}."
             return _outcome(plan, "already_applied", message, _result_of(done, already=True))
         if not decision.allowed:
             desk.record(

@@ -19,7 +19,7 @@ Times are UTC; durations read ``25m``, ``1h2m5s``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from html import escape
 from typing import TYPE_CHECKING, Any
 
@@ -262,7 +262,7 @@ def _md_list(items: list[str]) -> str:
 
 
 def _clock(at: datetime | None) -> str:
-    return "—" if at is None else at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return "—" if at is None else contract.readable_time(at)
 
 
 def _seconds(value: float | None) -> str:
