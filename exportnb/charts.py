@@ -39,9 +39,11 @@ TOP_CODES = 6  # error codes named in the failures chart; the rest are "other"
 
 _RATE, _BAND, _EXPECTED = "#1f77b4", "#9ecae1", "#3182bd"
 _THRESHOLD, _START, _MITIGATION = "#d62728", "#7f7f7f", "#2ca02c"
-# column, colour, line style, z-order: p95 (what the SLO judges) is drawn over p99
-_PERCENTILES = (("p50", "#2ca02c", "-", 2.4), ("p95", "#ff7f0e", "-", 2.2),
-                ("p99", "#d62728", "--", 2.0))  # fmt: skip
+# column, colour, line style, width, opacity, z-order: p95 (what the SLO judges) is drawn
+# over p99, and p99 is a wide pale band, so it still shows where the two are equal (a
+# minute of few attempts)
+_PERCENTILES = (("p50", "#2ca02c", "-", 1.5, 1.0, 2.4), ("p95", "#ff7f0e", "-", 1.5, 1.0, 2.2),
+                ("p99", "#d62728", "-", 4.0, 0.35, 2.0))  # fmt: skip
 
 
 def success_rate_chart(
@@ -93,10 +95,10 @@ def latency_chart(
         raise InvalidInput(f"latency SLO {slo!r} must be a positive number of seconds")
     fig, ax = _figure(title)
     plotted = False
-    for column, color, style, order in _PERCENTILES:
+    for column, color, style, width, alpha, order in _PERCENTILES:
         if column in latency and len(latency) and _finite(latency[column].astype(float)):
             ax.plot(_times(latency), latency[column].astype(float), color=color, marker=".",
-                    markersize=3, linewidth=1.5, linestyle=style, zorder=order,
+                    markersize=3, linewidth=width, alpha=alpha, linestyle=style, zorder=order,
                     label=column)  # fmt: skip
             plotted = True
     if not plotted:
