@@ -1,5 +1,5 @@
-"""Charts of an incident: success rate against the baseline, latency against the SLO,
-and where the failures are.
+"""Charts of an incident: success rate against the baseline (over the attempts each minute
+stands on), latency against the SLO, and where the failures are.
 
 Every chart is a :class:`matplotlib.figure.Figure` built without pyplot, so it renders on
 any backend (Agg in papermill, inline in JupyterLab) and leaves no global state behind.
@@ -32,6 +32,8 @@ SIZE = (10.0, 4.0)  # inches: the width of a notebook's output area
 DPI = 100
 TIME_LABEL = "Time (UTC)"
 RATE_LABEL = "Success rate (%)"
+ATTEMPTS_LABEL = "Attempts per minute"
+MINUTES_PER_DAY = 24 * 60  # matplotlib's date unit is a day
 LATENCY_LABEL = "Latency (s)"
 FAILED_LABEL = "Failed jobs"
 NO_DATA = "no data"
@@ -39,6 +41,7 @@ TOP_CODES = 6  # error codes named in the failures chart; the rest are "other"
 
 _RATE, _BAND, _EXPECTED = "#1f77b4", "#9ecae1", "#3182bd"
 _THRESHOLD, _START, _MITIGATION = "#d62728", "#7f7f7f", "#2ca02c"
+_VOLUME, _VOLUME_TEXT = "#b0b0b0", "#666666"
 # column, colour, line style, width, opacity, z-order: p95 (what the SLO judges) is drawn
 # over p99, and p99 is a wide pale band, so it still shows where the two are equal (a
 # minute of few attempts)
@@ -69,7 +72,7 @@ def success_rate_chart(
     has_rates = bool(len(rates)) and _finite(_rate_column(rates))
     if has_rates:
         percent = _rate_column(rates) * 100
-        ax.plot(_times(rates), percent, color=_RATE, marker=".", markersize=3, linewidth=1.5,
+        ax.plot(minute_times(rates), percent, color=_RATE, marker=".", markersize=3, linewidth=1.5,
                 label="Success rate")  # fmt: skip
         values += [float(percent.min())]
     else:
@@ -78,7 +81,8 @@ def success_rate_chart(
                label=f"Threshold {threshold * 100:g}%")  # fmt: skip
     _mark_events(ax, incident_start, mitigations, _span(rates if has_rates else baseline))
     ax.set_ylim(max(0.0, min(values) - 2.0), 100.5)
-    _time_axis(ax, RATE_LABEL)
+    volume = _plot_attempts(ax, rates) if has_rates else None
+    time_axis(ax, RATE_LABEL, extra=[volume] if volume is not None else [])
     if not has_rates and (baseline is None or not len(baseline)):
         _empty_time_axis(ax, [incident_start, *(at for at, _ in mitigations)])
     return fig
@@ -97,7 +101,7 @@ def latency_chart(
     plotted = False
     for column, color, style, width, alpha, order in _PERCENTILES:
         if column in latency and len(latency) and _finite(latency[column].astype(float)):
-            ax.plot(_times(latency), latency[column].astype(float), color=color, marker=".",
+            ax.plot(minute_times(latency), latency[column].astype(float), color=color, marker=".",
                     markersize=3, linewidth=width, alpha=alpha, linestyle=style, zorder=order,
                     label=column)  # fmt: skip
             plotted = True
@@ -107,7 +111,7 @@ def latency_chart(
     ax.axhline(2 * slo, color=_THRESHOLD, linestyle=":", linewidth=1.5,
                label=f"2× SLO {2 * slo:g} s")  # fmt: skip
     ax.set_ylim(bottom=0)
-    _time_axis(ax, LATENCY_LABEL)
+    time_axis(ax, LATENCY_LABEL)
     if not plotted:
         _empty_time_axis(ax, [])
     return fig
@@ -164,7 +168,7 @@ def _figure(title: str) -> tuple[Figure, Axes]:
     return fig, ax
 
 
-def _times(frame: pd.DataFrame) -> Any:
+def minute_times(frame: pd.DataFrame) -> Any:
     """The frame's minutes as naive UTC datetimes (matplotlib's UTC)."""
     import pandas as pd
 
@@ -174,7 +178,7 @@ def _times(frame: pd.DataFrame) -> Any:
     return index.to_numpy()
 
 
-def _date_number(when: datetime) -> float:
+def date_number(when: datetime) -> float:
     """matplotlib's number for a time; a naive time is taken to be UTC."""
     import matplotlib.dates as mdates
 
@@ -196,7 +200,7 @@ def _finite(series: pd.Series) -> bool:
 
 
 def _plot_baseline(ax: Axes, baseline: pd.DataFrame) -> list[float]:
-    times = _times(baseline)
+    times = minute_times(baseline)
     low, high = baseline["low"].astype(float) * 100, baseline["high"].astype(float) * 100
     expected = baseline["expected"].astype(float) * 100
     ax.fill_between(times, low, high, color=_BAND, alpha=0.45, linewidth=0,
@@ -212,7 +216,7 @@ def _span(frame: pd.DataFrame | None) -> tuple[float, float] | None:
 
     if frame is None or not len(frame):
         return None
-    times = _times(frame)
+    times = minute_times(frame)
     minute = 1 / (24 * 60)  # matplotlib counts days
     return float(mdates.date2num(times.min())) - minute, float(
         mdates.date2num(times.max())
@@ -228,33 +232,58 @@ def _mark_events(
     """Vertical markers for the incident start and each mitigation within ``span``."""
 
     def shown(when: datetime) -> bool:
-        return span is None or span[0] <= _date_number(when) <= span[1]
+        return span is None or span[0] <= date_number(when) <= span[1]
 
     mitigations = [(at, label) for at, label in mitigations if shown(at)]
     if incident_start is not None and not shown(incident_start):
         incident_start = None
     if incident_start is not None:
-        ax.axvline(_date_number(incident_start), color=_START, linestyle="--", linewidth=1.2,
+        ax.axvline(date_number(incident_start), color=_START, linestyle="--", linewidth=1.2,
                    label=f"Incident start {incident_start.astimezone(UTC):%H:%M}")  # fmt: skip
     for at, label in mitigations:
-        ax.axvline(_date_number(at), color=_MITIGATION, linestyle="-.", linewidth=1.2,
+        ax.axvline(date_number(at), color=_MITIGATION, linestyle="-.", linewidth=1.2,
                    label=f"{label} {at.astimezone(UTC):%H:%M}")  # fmt: skip
 
 
-def _time_axis(ax: Axes, ylabel: str) -> None:
+def time_axis(ax: Axes, ylabel: str, *, extra: Sequence[Any] = ()) -> None:
+    """Time ticks in UTC, the axis labels, and the legend right of the plot (``extra``:
+    handles drawn on a twin axis, listed last; the legend then clears its tick labels)."""
     import matplotlib.dates as mdates
 
     ax.set_xlabel(TIME_LABEL)
     ax.set_ylabel(ylabel)
     ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=4, maxticks=10))
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=UTC))
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", borderaxespad=0)
+    handles, labels = ax.get_legend_handles_labels()
+    handles += list(extra)
+    labels += [h.get_label() for h in extra]
+    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.09 if extra else 1.01, 1.0),
+              fontsize="small", borderaxespad=0)  # fmt: skip
+
+
+def _plot_attempts(ax: Axes, rates: pd.DataFrame) -> Any | None:
+    """Attempts per minute as pale bars on a right-hand axis, kept to the lower third of the
+    plot: what each minute's rate stands on (one failure of two is 50%). None without counts."""
+    if "total" not in rates:
+        return None
+    total = rates["total"].astype(float).fillna(0.0)
+    if not bool((total > 0).any()):
+        return None
+    volume = ax.twinx()
+    bars = volume.bar(minute_times(rates), total, width=0.8 / MINUTES_PER_DAY, color=_VOLUME,
+                      alpha=0.45, label=ATTEMPTS_LABEL, zorder=0)  # fmt: skip
+    volume.set_ylim(0, float(total.max()) * 3)
+    volume.set_ylabel(ATTEMPTS_LABEL, color=_VOLUME_TEXT)
+    volume.tick_params(axis="y", colors=_VOLUME_TEXT)
+    ax.set_zorder(volume.get_zorder() + 1)  # the rate over the bars
+    ax.patch.set_visible(False)
+    return bars
 
 
 def _empty_time_axis(ax: Axes, events: Sequence[datetime | None]) -> None:
     """Half an hour either side of the events, or no time ticks when there is nothing."""
-    known = [_date_number(e) for e in events if e is not None]
-    margin = _date_number(datetime(2000, 1, 1, 0, 30)) - _date_number(datetime(2000, 1, 1))
+    known = [date_number(e) for e in events if e is not None]
+    margin = date_number(datetime(2000, 1, 1, 0, 30)) - date_number(datetime(2000, 1, 1))
     if known:
         ax.set_xlim(min(known) - margin, max(known) + margin)
     else:

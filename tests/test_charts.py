@@ -83,7 +83,7 @@ def test_success_rate_chart_draws_rate_baseline_threshold_and_markers():
     assert ax.get_ylabel() == "Success rate (%)" and ax.get_xlabel() == "Time (UTC)"
     assert legend_texts(ax) == [
         "Baseline band (usual range)", "Baseline (expected)", "Success rate", "Threshold 98%",
-        "Incident start 14:11", "fallback bucket 14:25",
+        "Incident start 14:11", "fallback bucket 14:25", "Attempts per minute",
     ]  # fmt: skip
     threshold = line_labelled(ax, "Threshold")
     assert list(threshold.get_ydata()) == [98.0, 98.0]
@@ -99,11 +99,23 @@ def test_success_rate_chart_draws_rate_baseline_threshold_and_markers():
     assert_png(fig)
 
 
+def test_success_rate_chart_shows_the_attempts_each_minute_stands_on():
+    fig = charts.success_rate_chart(rates_frame(), None)
+    rate_axis, volume = fig.axes
+    assert volume.get_ylabel() == "Attempts per minute"
+    heights = [bar.get_height() for bar in volume.patches]
+    assert heights[:5] == [20] * 5 and heights[5:8] == [0] * 3 and len(heights) == 60
+    assert volume.get_ylim() == (0, 60)  # bars in the lower third, under the rate
+    assert rate_axis.get_zorder() > volume.get_zorder()
+    no_counts = rates_frame().drop(columns=["total", "succeeded", "failed"])
+    assert len(charts.success_rate_chart(no_counts, None).axes) == 1  # nothing to show
+
+
 def test_success_rate_chart_without_baseline_or_with_an_empty_one():
     for baseline in (None, baseline_frame().iloc[0:0]):
         fig = charts.success_rate_chart(rates_frame(), baseline, threshold=0.95)
         ax = fig.axes[0]
-        assert legend_texts(ax) == ["Success rate", "Threshold 95%"]
+        assert legend_texts(ax) == ["Success rate", "Threshold 95%", "Attempts per minute"]
         assert line_labelled(ax, "Threshold").get_ydata()[0] == 95.0
         assert_png(fig)
 
@@ -259,6 +271,8 @@ def test_markers_outside_the_charted_time_are_left_out():
         mitigations=[(inside, "retry"), (NOW + timedelta(hours=1), "later")],
     )  # fmt: skip
     ax = fig.axes[0]
-    assert legend_texts(ax) == ["Success rate", "Threshold 98%", "retry 14:27"]
+    assert legend_texts(ax) == [
+        "Success rate", "Threshold 98%", "retry 14:27", "Attempts per minute",
+    ]  # fmt: skip
     left, _ = ax.get_xlim()
     assert left > mdates.date2num(NOW - timedelta(minutes=70))  # not stretched to the start
