@@ -16,7 +16,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from exportnb.charts import DPI, RATE_LABEL, SIZE, TIME_LABEL
+from exportnb.charts import DPI, RATE_LABEL, SIZE, date_number, minute_times, time_axis
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -52,10 +52,10 @@ def incident_rate_chart(review: IncidentReview, *, title: str | None = None) -> 
         lows.append(review.threshold * 100)
     for at, kind, label in markers(review):
         color, style = _MARKERS[kind]
-        ax.axvline(_number(at), color=color, linestyle=style, linewidth=1.2,
+        ax.axvline(date_number(at), color=color, linestyle=style, linewidth=1.2,
                    label=f"{label} {at.astimezone(UTC):%H:%M}")  # fmt: skip
     ax.set_ylim(max(0.0, min(lows, default=0.0) - 2.0), 100.5)
-    _time_axis(ax)
+    time_axis(ax, RATE_LABEL)
     return fig
 
 
@@ -71,7 +71,7 @@ def markers(review: IncidentReview) -> list[tuple[datetime, str, str]]:
 def _plot_rates(ax: Axes, frame: Any) -> list[float]:
     """The success rate and the baseline; the lowest values drawn (for the y range)."""
     lows: list[float] = []
-    times = _times(frame)
+    times = minute_times(frame)
     rate = frame["rate"].astype(float) * 100 if len(frame) else None
     if rate is None or not rate.notna().any():
         ax.text(0.5, 0.5, NO_DATA, transform=ax.transAxes, ha="center", va="center",
@@ -86,29 +86,3 @@ def _plot_rates(ax: Axes, frame: Any) -> list[float]:
                 label="Baseline (expected)")  # fmt: skip
         lows.append(float(baseline.min()))
     return lows
-
-
-def _times(frame: Any) -> Any:
-    """The frame's minutes as naive UTC datetimes (matplotlib's UTC)."""
-    import pandas as pd
-
-    index = pd.DatetimeIndex(frame.index)
-    if index.tz is not None:
-        index = index.tz_convert("UTC").tz_localize(None)
-    return index.to_numpy()
-
-
-def _number(when: datetime) -> float:
-    import matplotlib.dates as mdates
-
-    return float(mdates.date2num(when.astimezone(UTC).replace(tzinfo=None)))
-
-
-def _time_axis(ax: Axes) -> None:
-    import matplotlib.dates as mdates
-
-    ax.set_xlabel(TIME_LABEL)
-    ax.set_ylabel(RATE_LABEL)
-    ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=4, maxticks=10))
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%H:%M", tz=UTC))
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", borderaxespad=0)
