@@ -175,7 +175,7 @@ def demo(
 def investigate(no_browser: bool, port: int | None, **given: Any) -> None:
     """Prepare the incident notebook in $EXPORTNB_HOME/work/<incident>/ and open JupyterLab.
 
-    The notebook gets the parameters (papermill, prepare only; ``mode`` is "interactive"
+    The notebook gets the parameters (papermill, prepare only; `mode` is "interactive"
     where the notebook declares it) and is not executed. An existing working copy is
     opened as it is. JupyterLab runs until Ctrl-C; its kernels
     see the sandbox's environment when a sandbox is running.
