@@ -75,6 +75,8 @@ python -m pip install --disable-pip-version-check -r binder/requirements.txt
 
 step "binder/postBuild"
 binder/postBuild
+cmp -s binder/overrides.json "$venv/share/jupyter/lab/settings/overrides.json" \
+    || fail "postBuild did not put binder/overrides.json where JupyterLab reads it"
 
 step "binder/start <check the sandbox>"
 cat >"$work/check.sh" <<'SH'
