@@ -81,7 +81,7 @@ def success_rate_chart(
                label=f"Threshold {threshold * 100:g}%")  # fmt: skip
     _mark_events(ax, incident_start, mitigations, _span(rates if has_rates else baseline))
     ax.set_ylim(max(0.0, min(values) - 2.0), 100.5)
-    volume = _plot_attempts(ax, rates) if has_rates else None
+    volume = plot_attempts(ax, rates) if has_rates else None
     time_axis(ax, RATE_LABEL, extra=[volume] if volume is not None else [])
     if not has_rates and (baseline is None or not len(baseline)):
         _empty_time_axis(ax, [incident_start, *(at for at, _ in mitigations)])
@@ -261,7 +261,7 @@ def time_axis(ax: Axes, ylabel: str, *, extra: Sequence[Any] = ()) -> None:
               fontsize="small", borderaxespad=0)  # fmt: skip
 
 
-def _plot_attempts(ax: Axes, rates: pd.DataFrame) -> Any | None:
+def plot_attempts(ax: Axes, rates: pd.DataFrame) -> Any | None:
     """Attempts per minute as pale bars on a right-hand axis, kept to the lower third of the
     plot: what each minute's rate stands on (one failure of two is 50%). None without counts."""
     if "total" not in rates:

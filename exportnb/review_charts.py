@@ -16,7 +16,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from exportnb.charts import DPI, RATE_LABEL, SIZE, date_number, minute_times, time_axis
+from exportnb.charts import (
+    DPI,
+    RATE_LABEL,
+    SIZE,
+    date_number,
+    minute_times,
+    plot_attempts,
+    time_axis,
+)
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -36,8 +44,8 @@ NO_DATA = "no success rate in the records"
 
 
 def incident_rate_chart(review: IncidentReview, *, title: str | None = None) -> Figure:
-    """Success rate per minute (%) across the incident, the baseline, the threshold and the
-    incident's events as vertical markers."""
+    """Success rate per minute (%) across the incident, the baseline, the threshold, the
+    incident's events as vertical markers, and the attempts per minute beneath."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=SIZE, dpi=DPI, layout="constrained")
@@ -55,7 +63,8 @@ def incident_rate_chart(review: IncidentReview, *, title: str | None = None) -> 
         ax.axvline(date_number(at), color=color, linestyle=style, linewidth=1.2,
                    label=f"{label} {at.astimezone(UTC):%H:%M}")  # fmt: skip
     ax.set_ylim(max(0.0, min(lows, default=0.0) - 2.0), 100.5)
-    time_axis(ax, RATE_LABEL)
+    volume = plot_attempts(ax, frame) if lows else None
+    time_axis(ax, RATE_LABEL, extra=[volume] if volume is not None else [])
     return fig
 
 

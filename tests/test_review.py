@@ -381,7 +381,10 @@ def test_the_chart_has_a_title_units_and_a_legend_with_the_markers(incident):
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["Success rate", "Baseline (expected)", "Threshold 98%",
                       "Failures began 12:00", "Alert 12:05", "Resolved 12:40",
-                      "fallback-bucket by sam 12:10"]  # fmt: skip
+                      "fallback-bucket by sam 12:10", "Attempts per minute"]  # fmt: skip
+    volume = fig.axes[1]
+    totals = review_of(incident).frame()["total"].tolist()
+    assert [bar.get_height() for bar in volume.patches] == totals and max(totals) > 0
     empty = incident_rate_chart(review_of([record(at(1), [])]))
     assert "no success rate in the records" in [t.get_text() for t in empty.axes[0].texts]
 
