@@ -50,8 +50,7 @@ def html_page(
     (``record_id`` may be an incident ID: its latest record)."""
     store = open_archive(archive)
     record_id = store.resolve(record_id)
-    record = store.show(record_id)
-    data = _checked(record, HTML, store.read(record_id, HTML))
+    record, data = html_of(store, record_id)
     if target is None and isinstance(store, LocalArchive):
         return Path(record.path(HTML))
     path = Path(target) if target else config.home() / "cache" / "html" / f"{record_id}.html"
@@ -61,6 +60,13 @@ def html_page(
     except OSError as exc:
         raise StorageError(f"cannot write {path}: {exc}") from exc
     return path
+
+
+def html_of(store: Archive, record_id: str) -> tuple[Record, bytes]:
+    """A record and the bytes of its ``notebook.html``, checked against its sha256:
+    NotFound without such a record, PreconditionFailed when the page was changed."""
+    record = store.show(record_id)
+    return record, _checked(record, HTML, store.read(record_id, HTML))
 
 
 def _checked(record: Record, name: str, data: bytes) -> bytes:

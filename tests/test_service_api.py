@@ -8,6 +8,9 @@ import http.client
 import json
 import subprocess
 import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import pytest
 from conftest import exportnb_cmd, wait_for
@@ -96,7 +99,8 @@ def test_openapi_describes_every_route(server):
     status, schema = server.request("GET", "/openapi.json")
     assert status == 200 and schema["openapi"].startswith("3.")
     assert set(schema["paths"]) == {"/alerts/alertmanager", "/healthz", "/incidents",
-                                    "/incidents/{incident_id}", "/openapi.json"}  # fmt: skip
+                                    "/incidents/{incident_id}", "/openapi.json",
+                                    "/records/{incident_id}/{stamp}/notebook.html"}  # fmt: skip
     assert schema["components"]["schemas"]["Webhook"]["properties"]["alerts"]["maxItems"] == 1000
     assert server.request("GET", "/nowhere")[0] == 404
     assert server.request("DELETE", "/incidents")[0] == 405
@@ -229,6 +233,45 @@ def test_an_alert_group_lifecycle(server):
     assert server.request("GET", "/incidents?status=resolved")[1]["incidents"][0]["id"]
     assert server.request("GET", "/incidents?limit=0")[0] == 422
     assert server.request("GET", "/incidents/INC-nope")[0] == 404
+
+
+def test_a_record_page_is_served_inert_and_checked(server):
+    opened = server.post_alert(payload(alert("p1"), group="{}:{page}"))[1]
+    record = finished(server, opened["incident"], 1)["records"][0]
+    assert record["url"] == f"/records/{record['id']}/notebook.html"  # no public_url here
+
+    def get(path, **headers):
+        request = urllib.request.Request(server.url + path, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as answer:
+                return answer.status, answer.headers, answer.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers, exc.read()
+
+    status, headers, page = get(record["url"], Authorization=f"Bearer {TOKEN}")
+    stored = LocalArchive(server.home / "archive")
+    assert (
+        status == 200 and page == Path(stored.show(record["id"]).path("notebook.html")).read_bytes()
+    )
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    policy = headers["Content-Security-Policy"]
+    assert "default-src 'none'" in policy and "script-src" not in policy  # nothing runs
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert get(record["url"])[0] == 401
+    assert get(record["url"], Authorization=basic(USER, PASSWORD))[0] == 200
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    missing = record["url"].replace(record["id"].split("/")[1], "20240501T120000Z-00000000")
+    for path in (
+        missing,
+        "/records/INC-x/not-a-stamp/notebook.html",
+        "/records/../x/notebook.html",
+    ):
+        assert get(path, **bearer)[0] == 404, path
+    html = Path(stored.show(record["id"]).path("notebook.html"))
+    html.chmod(0o644)
+    html.write_bytes(html.read_bytes() + b"<!-- changed -->")
+    status, _, body = get(record["url"], **bearer)
+    assert status == 409 and b"does not match the sha256" in body
 
 
 def test_the_worker_is_a_real_separate_consumer(server):

@@ -32,6 +32,9 @@ def test_settings_read_the_serve_table_with_the_environment_over_it(tmp_path):
     assert "from-file" not in repr(read)
     defaults = ServeSettings.load(tmp_path / "none.toml", env={})
     assert (defaults.max_alerts, defaults.update_interval, defaults.queue) == (1000, 900, "sqlite")
+    assert defaults.public_url is None
+    public = {"EXPORTNB_PUBLIC_URL": "https://exportnb.example.net/ops/"}
+    assert ServeSettings.load(config, env=public).public_url == "https://exportnb.example.net/ops"
 
 
 @pytest.mark.parametrize(
@@ -43,6 +46,8 @@ def test_settings_read_the_serve_table_with_the_environment_over_it(tmp_path):
         ('update_interval = "soon"', "invalid TTL"),
         ('token_file = "/nonexistent/token"', "cannot read"),
         ('slack_webhook = "ftp://x"', "slack_webhook"),
+        ('public_url = "exportnb.example.net"', "public_url must be an http"),
+        ('public_url = "https://x/?next=evil"', "no query, fragment or space"),
         ("tokenfile = 1", "unknown keys: tokenfile"),
     ],
 )

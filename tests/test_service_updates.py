@@ -63,7 +63,7 @@ def test_open_incidents_are_rerun_and_each_update_goes_to_slack(tmp_path):
     with SlackReceiver() as receiver:
         (home / "config.toml").write_text(
             f'[serve]\nnotebook = "{notebook}"\nupdate_interval = "2s"\n'
-            f'slack_webhook = "{receiver.url}"\n'
+            f'slack_webhook = "{receiver.url}"\npublic_url = "https://exportnb.example.net/"\n'
         )
         serve = ServeProcess(home).start()
         try:
@@ -91,7 +91,9 @@ def test_open_incidents_are_rerun_and_each_update_goes_to_slack(tmp_path):
     assert blocks[0]["type"] == "header" and incident in blocks[0]["text"]["text"]
     assert blocks[1]["text"] == {"type": "mrkdwn", "text": runs[0]["status_update"].replace(
         f"**Export incident {incident}**", f"*Export incident {incident}*")}  # fmt: skip
-    assert runs[0]["record_id"] in blocks[-1]["elements"][0]["text"]
+    page = f"https://exportnb.example.net/records/{runs[0]['record_id']}/notebook.html"
+    assert f"<{page}|HTML>" in blocks[-1]["elements"][0]["text"]  # a link the reader can open
+    assert runs[0]["url"] == page and found["records"][0]["url"] == page
     assert "resolved" in receiver.posts[-1]["json"]["blocks"][0]["text"]["text"]
 
 

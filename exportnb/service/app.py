@@ -5,8 +5,15 @@
 ``GET /healthz``                    200 ``{"status": "ok"}`` (no authentication)
 ``GET /incidents``                  ``{"incidents": [...]}``, newest first
 ``GET /incidents/{id}``             the incident, with ``history``: its runs
+``GET /records/{id}/notebook.html``  a record's page, checked against its sha256
 ``GET /openapi.json``               :mod:`exportnb.service.openapi`
 ==================================  ===============================================
+
+A record's page is served as an inert document: a Content-Security-Policy lets it show
+its styles and embedded images and nothing else (no scripts, no requests), so what a
+notebook displayed cannot act in the reader's browser. Records never change, so the page
+may be cached. With ``[serve] public_url`` set, the links in answers and Slack posts are
+absolute; otherwise they are paths on this service.
 
 The webhook answers as soon as the notification is in the incident store: runs happen
 later, in the workers. Bad requests change nothing: 401 before the body is read, 413 for
@@ -28,13 +35,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from exportnb.errors import InvalidInput, NotFound, StorageError
+from exportnb.bundle import html_of
+from exportnb.errors import InvalidInput, NotFound, PreconditionFailed, StorageError
+from exportnb.record import RECORD_ID
 from exportnb.service import alerts, openapi
 from exportnb.service.auth import Credentials, RequireAuth
 from exportnb.service.incidents import IncidentStore, Receipt
+from exportnb.service.outbox import OutboxArchive
 from exportnb.service.settings import ServeSettings
 
 STATUSES = ("open", "resolving", "resolved")
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+    "font-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "private, max-age=86400, immutable",
+}
+"""A record's page: its own styles and embedded images, nothing that runs or calls out."""
 log = logging.getLogger("exportnb.service")
 
 
@@ -102,7 +120,8 @@ class Receiver:
         if not limit.isdigit() or not 1 <= int(limit) <= 1000:
             return error(422, "limit must be a whole number from 1 to 1000")
         found = await run_in_threadpool(self.store.incidents, status=status, limit=int(limit))
-        return JSONResponse({"incidents": [i.summary() for i in found]})
+        base = self.settings.public_url
+        return JSONResponse({"incidents": [i.summary(base) for i in found]})
 
     async def incident(self, request: Request) -> Response:
         incident_id = request.path_params["incident_id"]
@@ -110,7 +129,24 @@ class Receiver:
             found = await run_in_threadpool(self.store.incident, incident_id)
         except NotFound as exc:
             return error(404, exc.message)
-        return JSONResponse({**found.summary(), "history": [r.to_json() for r in found.runs]})
+        base = self.settings.public_url
+        return JSONResponse({**found.summary(base), "history": [r.to_json(base)
+                                                                for r in found.runs]})  # fmt: skip
+
+    async def record_page(self, request: Request) -> Response:
+        record_id = f"{request.path_params['incident_id']}/{request.path_params['stamp']}"
+        if not RECORD_ID.match(record_id):
+            return error(404, f"no record {record_id}")
+        try:
+            _, page = await run_in_threadpool(html_of, OutboxArchive(), record_id)
+        except NotFound as exc:
+            return error(404, exc.message)
+        except PreconditionFailed as exc:
+            log.error("record %s: %s", record_id, exc.message)
+            return error(409, exc.message)
+        except StorageError as exc:
+            return error(503, exc.message)
+        return Response(page, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(self.schema)
@@ -131,6 +167,9 @@ def create_app(
         Route("/healthz", receiver.healthz, methods=["GET"]),
         Route("/incidents", receiver.incidents, methods=["GET"]),
         Route("/incidents/{incident_id}", receiver.incident, methods=["GET"]),
+        Route(
+            "/records/{incident_id}/{stamp}/notebook.html", receiver.record_page, methods=["GET"]
+        ),
         Route("/openapi.json", receiver.openapi, methods=["GET"]),
     ]
     return Starlette(

@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 
 from exportnb.errors import ExportnbError
 from exportnb.service import slack
-from exportnb.service.incidents import IncidentStore, Outcome, Run
+from exportnb.service.incidents import IncidentStore, Outcome, Run, record_link
 from exportnb.service.queue import Queue, RunSpec
 from exportnb.service.runs import gone
 from exportnb.service.settings import ServeSettings
@@ -137,10 +137,13 @@ class Dispatcher:
 
     def post(self, run: Run, outcome: Outcome) -> None:
         assert self.settings.slack_webhook
+        base, page = self.settings.public_url, outcome.html
+        if base and outcome.record_id:
+            page = record_link(outcome.record_id, base)  # a link the reader can open
         payload = slack.message(
             run.incident_id, run.number, run.reason, status_update=outcome.status_update,
             record_id=outcome.record_id, record_status=outcome.record_status,
-            html=outcome.html, error=outcome.error,
+            html=page, error=outcome.error,
         )  # fmt: skip
         try:
             slack.post(self.settings.slack_webhook, payload)

@@ -88,9 +88,11 @@ class Run:
     error: str | None = None
     notice: str | None = None
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, base: str | None = None) -> dict[str, Any]:
+        """The run as the API shows it; ``url`` is its record's page (``base``: the public URL)."""
         shown = {k: v for k, v in self.__dict__.items() if k not in ("alert", "incident_id")}
-        return {"run": shown.pop("number"), **shown}
+        url = record_link(self.record_id, base) if self.record_id else None
+        return {"run": shown.pop("number"), **shown, "url": url}
 
 
 @dataclass(frozen=True)
@@ -110,15 +112,16 @@ class Incident:
     job_ids: list[str]
     runs: list[Run] = field(default_factory=list)
 
-    def summary(self) -> dict[str, Any]:
-        """The incident as ``GET /incidents`` lists it."""
+    def summary(self, base: str | None = None) -> dict[str, Any]:
+        """The incident as ``GET /incidents`` lists it (``base``: the public URL)."""
         skip = ("runs", "fingerprints", "firing")
         return {
             **{k: v for k, v in self.__dict__.items() if k not in skip},
             "fingerprints": len(self.fingerprints), "firing": len(self.firing),
             "runs": len(self.runs),
             "records": [{"id": r.record_id, "run": r.number, "status": r.record_status,
-                         "html": r.html} for r in self.runs if r.record_id],
+                         "html": r.html, "url": record_link(r.record_id, base)}
+                        for r in self.runs if r.record_id],
         }  # fmt: skip
 
 
@@ -151,6 +154,12 @@ def incident_id_for(group_key: str, opened: datetime, taken: int = 0) -> str:
     digest = hashlib.sha256(group_key.encode()).hexdigest()[:8]
     base = f"INC-{opened.astimezone(UTC).strftime('%Y%m%d')}-{digest}"
     return check_incident_id(base if taken == 0 else f"{base}-{taken + 1}")
+
+
+def record_link(record_id: str, base: str | None = None) -> str:
+    """Where ``exportnb serve`` shows a record's page: ``/records/<record id>/notebook.html``,
+    after ``base`` (``[serve] public_url``) when there is one."""
+    return f"{base or ''}/records/{record_id}/notebook.html"
 
 
 def stamp(moment: datetime) -> str:

@@ -73,8 +73,9 @@ def document(*, max_body: int, max_alerts: int) -> dict[str, Any]:
     """The OpenAPI document for a receiver with these limits."""
     secured: list[dict[str, list[str]]] = [{"bearer": []}, {"basic": []}]
     unauthorized = _answer("no or wrong credentials")
-    incident = {"type": "object", "description": "An incident: id, status, group_key, runs (how "
-                "many), records (id, run, status, html), notifications, heartbeats..."}  # fmt: skip
+    incident = {"type": "object", "description": "An incident: id, status, group_key, runs "
+                "(how many), records (id, run, status, html, url), notifications, "
+                "heartbeats..."}  # fmt: skip
     return {
         "openapi": "3.1.0",
         "info": {"title": "exportnb alert receiver", "version": __version__,
@@ -110,6 +111,17 @@ def document(*, max_body: int, max_alerts: int) -> dict[str, Any]:
                                 "schema": {"type": "string"}}],
                 "responses": {"200": _answer("the incident", incident), "401": unauthorized,
                               "404": _answer("no such incident")}}},
+            "/records/{incident_id}/{stamp}/notebook.html": {"get": {
+                "summary": "A record's page (its notebook.html, checked against its sha256), "
+                           "served inert: no scripts, no requests",
+                "parameters": [{"name": name, "in": "path", "required": True,
+                                "schema": {"type": "string"}}
+                               for name in ("incident_id", "stamp")],
+                "responses": {"200": {"description": "the page",
+                                      "content": {"text/html": {"schema": {"type": "string"}}}},
+                              "401": unauthorized, "404": _answer("no such record"),
+                              "409": _answer("the page does not match its sha256"),
+                              "503": _answer("the archive cannot be read now")}}},
             "/openapi.json": {"get": {"summary": "This document",
                                       "responses": {"200": _answer("OpenAPI", {"type": "object"}),
                                                     "401": unauthorized}}},

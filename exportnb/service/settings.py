@@ -13,6 +13,8 @@ Example::
     workers = 2                                   # runs at once in the embedded consumer
     update_interval = "15m"                       # open incidents are re-run this often
     slack_webhook = "https://hooks.slack.com/services/..."   # (or $EXPORTNB_SLACK_WEBHOOK)
+    public_url = "https://exportnb.example.net"   # where people reach this service (or
+                                                  # $EXPORTNB_PUBLIC_URL): record links
     notebook = "/opt/acme/export_failure.ipynb"  # default: the incident template
     cell_timeout = "10m"                          # a cell running longer fails the run
     outbox_interval = "30s"                       # how often kept records are re-delivered
@@ -38,9 +40,11 @@ TOKEN_ENV = "EXPORTNB_WEBHOOK_TOKEN"
 USER_ENV = "EXPORTNB_WEBHOOK_USER"
 PASSWORD_ENV = "EXPORTNB_WEBHOOK_PASSWORD"
 SLACK_ENV = "EXPORTNB_SLACK_WEBHOOK"
+PUBLIC_URL_ENV = "EXPORTNB_PUBLIC_URL"
 KNOWN = {
     "token_file", "basic_user", "basic_password_file", "max_body", "max_alerts", "queue",
     "workers", "update_interval", "slack_webhook", "notebook", "cell_timeout", "outbox_interval",
+    "public_url",
 }  # fmt: skip
 
 
@@ -65,6 +69,7 @@ class ServeSettings:
     notebook: str | None = None
     cell_timeout: float = 600.0
     outbox_interval: float = 30.0
+    public_url: str | None = None
 
     def __repr__(self) -> str:  # never print the secrets
         return f"ServeSettings(queue={self.queue!r}, workers={self.workers})"
@@ -105,10 +110,11 @@ class ServeSettings:
                 queue=_queue(raw.get("queue", cls.queue)),
                 workers=_count(raw.get("workers", cls.workers), "workers"),
                 update_interval=parse_ttl(raw.get("update_interval", "15m")),
-                slack_webhook=env.get(SLACK_ENV) or _url(raw.get("slack_webhook")),
+                slack_webhook=env.get(SLACK_ENV) or _url(raw.get("slack_webhook"), "slack_webhook"),
                 notebook=_text(raw.get("notebook"), "notebook"),
                 cell_timeout=parse_ttl(raw.get("cell_timeout", "10m")),
                 outbox_interval=parse_ttl(raw.get("outbox_interval", "30s")),
+                public_url=_base(env.get(PUBLIC_URL_ENV) or raw.get("public_url")),
             )
         except InvalidInput as exc:
             raise ConfigError(f"{source}: [serve] {exc.message}") from exc
@@ -157,9 +163,17 @@ def _queue(value: Any) -> str:
     return value
 
 
-def _url(value: Any) -> str | None:
+def _url(value: Any, name: str) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.startswith(("https://", "http://")):
-        raise InvalidInput("slack_webhook must be an http(s) URL")
+        raise InvalidInput(f"{name} must be an http(s) URL")
     return value
+
+
+def _base(value: Any) -> str | None:
+    """The public URL as a base for links: http(s), no query or fragment, no trailing /."""
+    url = _url(value, "public_url")
+    if url is not None and ("?" in url or "#" in url or any(c.isspace() for c in url)):
+        raise InvalidInput("public_url must be a plain http(s) URL (no query, fragment or space)")
+    return url.rstrip("/") if url else None
