@@ -20,6 +20,7 @@ import click
 
 from exportnb import contract
 from exportnb.cli import echo_json, fail, handles_errors
+from exportnb.cli.output import cell
 from exportnb.record import HTML, METADATA, NOTEBOOK
 
 F = Callable[..., Any]
@@ -153,10 +154,7 @@ def show_record(ref: str, url: str | None, as_json: bool) -> None:
     click.echo(f"Record {record.record_id}{latest}")
     click.echo(f"  status:    {status}")
     click.echo(f"  incident:  {record.incident_id}   operator: {record.operator}")
-    click.echo(
-        f"  started:   {contract.format_time(record.started_at)}   "
-        f"duration: {record.duration_seconds:.1f}s"
-    )
+    click.echo(f"  started:   {cell(record.started_at)}   duration: {record.duration_seconds:.1f}s")
     click.echo(f"  template:  {record.notebook}")
     click.echo(f"  jobs:      {' '.join(facts.job_ids) or '-'}")
     click.echo(f"  tenants:   {' '.join(facts.tenants) or '-'}")
@@ -168,7 +166,7 @@ def show_record(ref: str, url: str | None, as_json: bool) -> None:
     for finding in record.findings():
         click.echo(f"  {finding.severity:<8} {finding.step}: {finding.summary} ({finding.code})")
     for done in facts.mitigations:
-        when = contract.format_time(done.at) if done.at else "-"
+        when = cell(done.at)
         click.echo(f"  applied   {done.action} by {done.operator} at {when} ({done.source})")
 
 
