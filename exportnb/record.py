@@ -9,7 +9,8 @@ notebook's sha256), holding:
     the executed notebook, redacted (:mod:`exportnb.redaction`);
 ``notebook.html``
     the same rendered by nbconvert's ``lab`` template: inputs shown (unless asked
-    otherwise), charts embedded as the outputs carry them (:class:`HTMLRenderer`);
+    otherwise), charts embedded as the outputs carry them (:class:`HTMLRenderer`), and
+    opening with the "at a glance" box made from the results (:mod:`exportnb.glance`);
 ``record.json``
     :class:`Record`, schema :data:`RECORD_SCHEMA`: who ran what, with which (redacted)
     parameters, the status and the failing cell, times, the sha256 of both files, the
@@ -36,6 +37,7 @@ from typing import Any
 from exportnb import contract
 from exportnb.errors import CommandError, InvalidInput, StorageError
 from exportnb.findings import RESULT_MIMETYPE, SEVERITIES, Finding
+from exportnb.glance import glance_html, with_glance
 from exportnb.redaction import Redactor
 
 RECORD_SCHEMA = "exportnb.record/v1"
@@ -322,12 +324,17 @@ def assemble(
     nb = redacted_notebook(outcome.nb, safe, redactor)
     nb.metadata["exportnb"] = {"schema": RECORD_SCHEMA, "incident_id": incident_id}
     body = nbformat.writes(nb).encode()
-    html = render_html(nb, title=f"{incident_id}: {notebook.stem}", hide_input=hide_input)
-    digest = sha256(body)
-    record_id = f"{incident_id}/{outcome.started_at.strftime('%Y%m%dT%H%M%SZ')}-{digest[:8]}"
     error = outcome.error
     if error is not None:
         error = replace(error, ename=redactor.text(error.ename), evalue=redactor.text(error.evalue))
+    results = results_of(nb)
+    html = with_glance(
+        render_html(nb, title=f"{incident_id}: {notebook.stem}", hide_input=hide_input),
+        glance_html(incident_id=incident_id, failed_at=error.describe() if error else None,
+                    results=results),
+    )  # fmt: skip
+    digest = sha256(body)
+    record_id = f"{incident_id}/{outcome.started_at.strftime('%Y%m%dT%H%M%SZ')}-{digest[:8]}"
     record = Record(
         record_id=record_id, incident_id=incident_id,
         status="failed" if error else "succeeded",
@@ -336,7 +343,7 @@ def assemble(
         operator=redactor.text(operator), notebook=str(notebook), job_ids=list(job_ids),
         parameters=safe, error=error,
         files={NOTEBOOK: RecordFile(digest, len(body)), HTML: RecordFile(sha256(html), len(html))},
-        versions=versions(), results=results_of(nb), redactions=dict(redactor.counts),
+        versions=versions(), results=results, redactions=dict(redactor.counts),
         location=locate(record_id),
     )  # fmt: skip
     return record, {NOTEBOOK: body, HTML: html, METADATA: record.to_json()}

@@ -80,6 +80,10 @@ def test_a_run_archives_one_record_with_metadata_results_and_hashes(home):
     assert echo["job_ids"]["value"] == ["job-a", "job-b"]
     assert echo["window_minutes"] == {"type": "int", "value": 15}
     assert b"jp-InputArea" in files["notebook.html"] and b"received" in files["notebook.html"]
+    page = files["notebook.html"].decode()
+    assert page.index("<main>") < page.index("At a glance — INC-1</strong> · run succeeded")
+    assert page.index("At a glance") < page.index('class="jp-Cell')  # above the first cell
+    assert "<strong>Findings:</strong> 1 critical, 1 warning, 0 info" in page
 
 
 def test_code_like_strings_arrive_as_strings_never_as_code(home, tmp_path):
@@ -182,6 +186,12 @@ def test_a_failing_notebook_is_archived_as_failed_with_its_error_cell(home):
     assert failing.outputs[-1].ename == "ValueError"
     assert "before the failure" in stream_text(nb) and "never printed" not in stream_text(nb)
     assert "papermill-error-cell-tag" in nb.cells[0].metadata.tags
+    page = Path(out["html"]).read_text()
+    assert (
+        f"run failed at {error['where']}" in page
+        if "where" in error
+        else "run failed at cell" in page
+    )
 
 
 @pytest.mark.parametrize("how", ["kill", "exit"])
