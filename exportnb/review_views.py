@@ -23,7 +23,7 @@ from datetime import datetime
 from html import escape
 from typing import TYPE_CHECKING, Any
 
-from exportnb import contract
+from exportnb import contract, views
 from exportnb.findings import SEVERITIES
 from exportnb.quantities import format_duration
 from exportnb.views import MARKERS, cell, facts, findings_markdown
@@ -209,16 +209,10 @@ def time_rows(review: IncidentReview) -> list[tuple[str, datetime | None, str]]:
 
 # Pieces ---------------------------------------------------------------------------------------
 def table(columns: list[str], rows: list[list[Any]], *, caption: str = "") -> str:
-    """An HTML table of every row (up to :data:`MAX_LISTED`)."""
+    """An HTML table of every row (up to :data:`MAX_LISTED`), or a line saying there is none."""
     if not rows:
         return f"<p><em>{escape(caption or 'Nothing to show')}: none.</em></p>\n"
-    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{escape(cell(v))}</td>" for v in row) + "</tr>"
-                   for row in rows[:MAX_LISTED])  # fmt: skip
-    more = len(rows) - MAX_LISTED
-    note = f"<p><em>… and {more} more.</em></p>" if more > 0 else ""
-    title = f"<caption>{escape(caption)}</caption>" if caption else ""
-    return f"<table>{title}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}\n"
+    return views.table(columns, rows, caption=caption, limit=MAX_LISTED, kept="")
 
 
 def _html(title: str, body: str, text: str) -> dict[str, Any]:

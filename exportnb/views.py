@@ -156,17 +156,25 @@ def percent(value: float | None) -> str:
     return "—" if value is None or value != value else f"{value * 100:.2f}%"
 
 
-def table(columns: list[str], rows: list[list[Any]], *, caption: str = "") -> str:
-    """A small HTML table of the first :data:`MAX_ROWS` rows, saying how many are left out."""
+def table(
+    columns: list[str], rows: list[list[Any]], *, caption: str = "", limit: int = MAX_ROWS,
+    kept: str = " (all are in the record)",
+) -> str:  # fmt: skip
+    """A small HTML table of the first ``limit`` rows, saying how many are left out (and,
+    ``kept``, where they are). Text columns read from the left, numbers from the right."""
     if not rows:
         return f"<p><em>{escape(caption or 'Nothing to show')}: none.</em></p>\n" if caption else ""
-    head = "".join(f"<th>{escape(c)}</th>" for c in columns)
+    shown = rows[:limit]
+    left = [not _numeric([row[i] for row in shown if i < len(row)]) for i in range(len(columns))]
+    head = "".join(f"<th{LEFT if left[i] else ''}>{escape(c)}</th>"
+                   for i, c in enumerate(columns))  # fmt: skip
     body = "".join(
-        "<tr>" + "".join(f"<td>{escape(cell(v))}</td>" for v in row) + "</tr>"
-        for row in rows[:MAX_ROWS]
-    )
-    more = len(rows) - MAX_ROWS
-    note = f"<p><em>… and {more} more (all are in the record).</em></p>" if more > 0 else ""
+        "<tr>" + "".join(f"<td{LEFT if i < len(left) and left[i] else ''}>{escape(cell(v))}</td>"
+                         for i, v in enumerate(row)) + "</tr>"
+        for row in shown
+    )  # fmt: skip
+    more = len(rows) - limit
+    note = f"<p><em>… and {more} more{kept}.</em></p>" if more > 0 else ""
     title = f"<caption>{escape(caption)}</caption>" if caption else ""
     return f"<table>{title}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}\n"
 
@@ -174,10 +182,21 @@ def table(columns: list[str], rows: list[list[Any]], *, caption: str = "") -> st
 def facts(pairs: list[tuple[str, Any]]) -> str:
     """A two-column table of what was measured."""
     rows = "".join(
-        f"<tr><th style='text-align:left'>{escape(k)}</th><td>{escape(cell(v))}</td></tr>"
-        for k, v in pairs
+        f"<tr><th{LEFT}>{escape(k)}</th><td{LEFT}>{escape(cell(v))}</td></tr>" for k, v in pairs
     )
     return f"<table><tbody>{rows}</tbody></table>\n"
+
+
+LEFT = " style='text-align:left'"
+"""Text reads from the left; numbers keep the tables' right alignment."""
+
+
+def _numeric(values: list[Any]) -> bool:
+    """Whether a column holds numbers only (its empty cells aside)."""
+    present = [v for v in values if v is not None]
+    return bool(present) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in present
+    )
 
 
 def code_list(commands: list[str]) -> str:

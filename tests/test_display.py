@@ -139,7 +139,7 @@ def test_assessment_recommendations_and_the_plan(world):
     assert html.index(first.action) < html.index("</li>")
     plan = check_bundle("mitigations", mitigation_plan(result, mode="auto"))["text/html"]
     assert "nothing is applied" in plan and first.command in plan
-    assert "Applied</th><td>nothing" in plan
+    assert "Applied</th><td style='text-align:left'>nothing" in plan
     empty = check_bundle("assessment", Assessment([]))["text/html"]
     assert "No mitigation is recommended." in empty and "No findings." not in empty
     assert "No findings." in check_bundle("storage_health", StorageHealth([], []))["text/html"]
@@ -210,17 +210,18 @@ def test_recovery_status_update_and_audit_summary(world):
         "not_yet" in html and "88.90% / 99.50%" in html and "exports-fallback (set by bob)" in html
     )
     assert "Chunk size changes" in html and "globex" in html
-    assert "Configuration reverted</th><td>no<" in html
+    assert "Configuration reverted</th><td style='text-align:left'>no<" in html
     untouched = dataclasses.replace(recovery, fallback=None, bulk_paused=False,
                                     chunk_changes=[], config_reverted=True)  # fmt: skip
     assert (
-        "<td>yes (no fallback flag, bulk exports not paused, no chunk size changed)<"
-        in (check_bundle("recovery", untouched)["text/html"])
+        "<td style='text-align:left'>yes (no fallback flag, bulk exports not paused, "
+        "no chunk size changed)<" in (check_bundle("recovery", untouched)["text/html"])
     )
     restored = [ChunkChange("job-a", 256 * 2**20, 50_000_000, True)]
     back = dataclasses.replace(untouched, chunk_changes=restored)
     assert (
-        "<td>yes (1 chunk size change(s) restored)<" in check_bundle("recovery", back)["text/html"]
+        "<td style='text-align:left'>yes (1 chunk size change(s) restored)<"
+        in check_bundle("recovery", back)["text/html"]
     )
     update = StatusUpdate("INC-1", NOW, NOW + minutes(15), "### Export incident INC-1\n\n- one",
                           "Export incident INC-1", [THROTTLED])  # fmt: skip
@@ -239,7 +240,10 @@ def test_bulk_pause_and_declaration(world, monkeypatch, tmp_path):
         "text/html"
     ]
     assert html.startswith("<h4>Immediate actions · Pause new bulk exports — runbook: <code>")
-    assert "Bulk exports paused</th><td>no" in html and "bulk_exports_running" in html
+    assert (
+        "Bulk exports paused</th><td style='text-align:left'>no" in html
+        and "bulk_exports_running" in html
+    )
     from exportnb.incident import open_incident
 
     monkeypatch.setenv("EXPORTNB_HOME", str(world.home))
@@ -247,7 +251,7 @@ def test_bulk_pause_and_declaration(world, monkeypatch, tmp_path):
         monkeypatch.delenv(name, raising=False)
     incident = open_incident(incident_id="INC-9", operator="alice", now=NOW.isoformat())
     data = check_bundle("immediate_actions", incident.declaration())
-    assert "Comms lead</th><td>unassigned" in data["text/html"]
+    assert "Comms lead</th><td style='text-align:left'>unassigned" in data["text/html"]
     assert "· Declare incident; assign comms lead" in data["text/html"]
     assert data[RESULT_MIMETYPE]["result"]["operator"] == "alice"
 
@@ -343,4 +347,4 @@ def test_a_recommendation_without_a_runbook_command_says_so():
     html = check_bundle("assessment", result)["text/html"]
     assert "<em>no runbook command</em>" in html and "<code></code>" not in html
     plan = check_bundle("mitigations", mitigation_plan(result, mode="auto"))["text/html"]
-    assert "<td>no runbook command</td>" in plan
+    assert "<td style='text-align:left'>no runbook command</td>" in plan

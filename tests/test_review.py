@@ -365,7 +365,10 @@ def test_every_part_renders_for_people_and_the_summary_carries_the_review(incide
             data = bundle(part, review)
             assert data["text/plain"] and (data.get("text/html") or data.get("text/markdown"))
     timeline = bundle("timeline", review)["text/html"]
-    assert "Mitigation applied: fallback-bucket" in timeline and "<td>sam</td>" in timeline
+    assert (
+        "Mitigation applied: fallback-bucket" in timeline
+        and "<td style='text-align:left'>sam</td>" in timeline
+    )
     nb = {"cells": [{"outputs": [{"data": bundle("summary", review)}]}]}
     assert review_data(nb)["IncidentReview"]["incident_id"] == "INC-7"
     assert bundle("summary", review)[REVIEW_MIMETYPE]["type"] == "IncidentReview"
