@@ -31,8 +31,19 @@ from typing import Any
 
 TARGET = 1.5
 SCENARIO = 'extends = "default"\nvolume = {volume}\n'
-STEPS = ("open", "detection", "baseline", "bulk_pause", "job_state", "storage_health",
-         "checksums", "network_path", "assessment", "recovery", "communication")  # fmt: skip
+STEPS = (
+    "open",
+    "detection",
+    "baseline",
+    "bulk_pause",
+    "job_state",
+    "storage_health",
+    "checksums",
+    "network_path",
+    "assessment",
+    "recovery",
+    "communication",
+)
 
 
 # The worker: one sandbox, the analysis on request ---------------------------------------
@@ -59,8 +70,9 @@ def analysis(defaults: dict[str, Any], *, early: bool) -> dict[str, float]:
     lap("open")
     found = incident.collect(detection.detect, incident.platform, **incident.detection_options())
     lap("detection")
-    usual = baseline.baseline(incident.platform, incident.history_since, incident.now,
-                              days=incident.baseline_days)  # fmt: skip
+    usual = baseline.baseline(
+        incident.platform, incident.history_since, incident.now, days=incident.baseline_days
+    )
     found.rates_frame(), usual.frame(), found.latency_frame(), incident.chart_options()
     lap("baseline")
     response.bulk_pause(incident.platform)
@@ -74,22 +86,37 @@ def analysis(defaults: dict[str, Any], *, early: bool) -> dict[str, float]:
     lap("checksums")
     path = incident.collect(network_path, incident.target_host, **incident.network_options())
     lap("network_path")
-    assessed = assessment.assess(found, jobs, storage, checks, path,
-                                 context=incident.assessment_context())  # fmt: skip
+    assessed = assessment.assess(
+        found, jobs, storage, checks, path, context=incident.assessment_context()
+    )
     response.mitigation_plan(assessed, mode=incident.mode)
     lap("assessment")
-    recent = baseline.baseline(incident.platform, incident.recovery_since, incident.now,
-                               days=incident.baseline_days)  # fmt: skip
-    recovered = verify_recovery(incident.platform, baseline=recent,
-                                affected_jobs=incident.affected_jobs(checks),
-                                **incident.recovery_options())  # fmt: skip
+    recent = baseline.baseline(
+        incident.platform, incident.recovery_since, incident.now, days=incident.baseline_days
+    )
+    recovered = verify_recovery(
+        incident.platform,
+        baseline=recent,
+        affected_jobs=incident.affected_jobs(checks),
+        **incident.recovery_options(),
+    )
     recovered.rates_frame(), recent.frame()
     lap("recovery")
     every = findings.findings_of(found, jobs, storage, checks, path, recovered)
-    comms.status_update(detection=found, recovery=recovered, assessment=assessed,
-                        findings=every, **incident.comms_options())  # fmt: skip
-    comms.audit_summary(incident_id=incident.id, job_state=jobs, checksums=checks,
-                        recovery=recovered, actions=incident.audit_entries())  # fmt: skip
+    comms.status_update(
+        detection=found,
+        recovery=recovered,
+        assessment=assessed,
+        findings=every,
+        **incident.comms_options(),
+    )
+    comms.audit_summary(
+        incident_id=incident.id,
+        job_state=jobs,
+        checksums=checks,
+        recovery=recovered,
+        actions=incident.audit_entries(),
+    )
     lap("communication")
     times["total"] = time.perf_counter() - began
     incident.platform.close()
@@ -109,8 +136,10 @@ def worker(home: Path) -> None:
     print("ready", flush=True)
     for line in sys.stdin:
         if line.strip() == "run":
-            result = {"early": analysis(defaults, early=True),
-                      "steps": analysis(defaults, early=False)}  # fmt: skip
+            result = {
+                "early": analysis(defaults, early=True),
+                "steps": analysis(defaults, early=False),
+            }
             print(json.dumps(result), flush=True)
 
 
@@ -119,8 +148,13 @@ def exportnb(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "EXPORTNB_HOME": str(home)}
     for name in ("AWS_ENDPOINT_URL", "EXPORT_BUCKET", "EXPORT_TARGET_HOST"):
         env.pop(name, None)
-    return subprocess.run([sys.executable, "-m", "exportnb.cli", *args], env=env, text=True,
-                          capture_output=True, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "exportnb.cli", *args],
+        env=env,
+        text=True,
+        capture_output=True,
+        check=False,
+    )
 
 
 class Sandbox:
@@ -140,8 +174,10 @@ class Sandbox:
             raise SystemExit(f"sandbox of {self.volume} jobs did not start:\n{done.stderr}")
         self.process = subprocess.Popen(
             [sys.executable, __file__, "--worker", str(self.home)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         self._read()  # "ready"
         return time.perf_counter() - began
 
@@ -173,8 +209,10 @@ def median_of(rounds: list[dict[str, dict[str, float]]], mode: str, step: str) -
 def report(small: Sandbox, large: Sandbox, results: dict[int, list[Any]]) -> None:
     a, b = results[small.volume], results[large.volume]
     print(f"rounds: {len(a)} per sandbox, alternated; medians in seconds")
-    print(f"{'step (each on its own, no early probes)':<42}{small.volume:>10,}{large.volume:>12,}"
-          f"{'ratio':>8}")  # fmt: skip
+    print(
+        f"{'step (each on its own, no early probes)':<42}{small.volume:>10,}{large.volume:>12,}"
+        f"{'ratio':>8}"
+    )
     for step in STEPS:
         x, y = median_of(a, "steps", step), median_of(b, "steps", step)
         print(f"{step:<42}{x:>10.3f}{y:>12.3f}{y / x if x else float('nan'):>8.2f}")
@@ -185,8 +223,10 @@ def report(small: Sandbox, large: Sandbox, results: dict[int, list[Any]]) -> Non
     x, y = median_of(a, "early", "total"), median_of(b, "early", "total")
     print(f"{'the analysis as the template runs it':<42}{x:>10.3f}{y:>12.3f}{y / x:>8.2f}")
     verdict = "PASS" if y / x <= TARGET else "FAIL"
-    print(f"ratio {large.volume:,} / {small.volume:,} jobs: {y / x:.2f}  "
-          f"(target <= {TARGET})  {verdict}")  # fmt: skip
+    print(
+        f"ratio {large.volume:,} / {small.volume:,} jobs: {y / x:.2f}  "
+        f"(target <= {TARGET})  {verdict}"
+    )
 
 
 def main() -> None:

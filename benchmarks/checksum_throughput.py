@@ -46,18 +46,30 @@ def write_jobs(s3, store: Store, jobs: int, segments: int) -> tuple[list[str], l
     for j in range(jobs):
         job_id = f"job-bench-{j:03d}"
         store.create_job(
-            job_id=job_id, tenant=f"tenant-{j % 4}", connector="s3", bucket=BUCKET,
-            kind="adhoc", chunk_size=64 * 2**20, size=segments * 64 * 2**20,
+            job_id=job_id,
+            tenant=f"tenant-{j % 4}",
+            connector="s3",
+            bucket=BUCKET,
+            kind="adhoc",
+            chunk_size=64 * 2**20,
+            size=segments * 64 * 2**20,
             created_at=time.time(),
-        )  # fmt: skip
+        )
         parts = []
         for index in range(segments):
             key = f"exports/{job_id}/attempt-1/part-{index:05d}.bin"
             body = segment_body(job_id, 1, index, 4096)
             parts.append(Segment(index, key, 64 * 2**20, storage.put_object(s3, BUCKET, key, body)))
             keys.append(key)
-        manifest = Manifest(job_id, BUCKET, f"exports/{job_id}/attempt-1/manifest.json", 1,
-                            sum(p.size for p in parts), parts, datetime.now(UTC))  # fmt: skip
+        manifest = Manifest(
+            job_id,
+            BUCKET,
+            f"exports/{job_id}/attempt-1/manifest.json",
+            1,
+            sum(p.size for p in parts),
+            parts,
+            datetime.now(UTC),
+        )
         storage.put_object(s3, BUCKET, manifest.key, storage.manifest_document(manifest))
         store.record_manifest(job_id, 1, BUCKET, manifest.key, parts, time.time())
         ids.append(job_id)
@@ -69,10 +81,17 @@ def sandbox_home(root: Path, endpoint: str) -> Path:
     folder = sandbox_dir(root)
     folder.mkdir(parents=True)
     state = SandboxState(
-        pid=os.getpid(), scenario="benchmark", store=str(folder / "store.db"),
-        s3_endpoint=endpoint, metrics_url="", export_bucket=BUCKET, fallback_bucket="",
-        target_host="127.0.0.1", target_port=0, started_at=time.time(),
-    )  # fmt: skip
+        pid=os.getpid(),
+        scenario="benchmark",
+        store=str(folder / "store.db"),
+        s3_endpoint=endpoint,
+        metrics_url="",
+        export_bucket=BUCKET,
+        fallback_bucket="",
+        target_host="127.0.0.1",
+        target_port=0,
+        started_at=time.time(),
+    )
     state.write(folder)
     return root
 
@@ -127,10 +146,14 @@ def report(base: list[float], ours: list[float], n: int, args: argparse.Namespac
     b, o = statistics.median(base), statistics.median(ours)
     ratio = b / o  # throughput of verify / throughput of raw calls
     print(f"{'figure':<58}{'median ms':>10}{'segments/s':>12}")
-    print(f"{f'{n} raw HeadObject, {WORKERS} threads, shared client':<58}"
-          f"{b * 1000:>10.1f}{n / b:>12.0f}")  # fmt: skip
-    print(f"{f'verify_jobs: {args.jobs} jobs x {args.segments} segments, workers={WORKERS}':<58}"
-          f"{o * 1000:>10.1f}{n / o:>12.0f}")  # fmt: skip
+    print(
+        f"{f'{n} raw HeadObject, {WORKERS} threads, shared client':<58}"
+        f"{b * 1000:>10.1f}{n / b:>12.0f}"
+    )
+    print(
+        f"{f'verify_jobs: {args.jobs} jobs x {args.segments} segments, workers={WORKERS}':<58}"
+        f"{o * 1000:>10.1f}{n / o:>12.0f}"
+    )
     print("rounds ms (raw):    " + " ".join(f"{t * 1000:.0f}" for t in base))
     print("rounds ms (verify): " + " ".join(f"{t * 1000:.0f}" for t in ours))
     verdict = "PASS" if ratio >= TARGET else "FAIL"

@@ -49,9 +49,10 @@ BIN = Path(sys.executable).parent
 def one_cell_notebook(folder: Path) -> Path:
     nb = nbformat.v4.new_notebook(
         cells=[nbformat.v4.new_code_cell('print("ok")')],
-        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}},
-    )  # fmt: skip
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+    )
     path = folder / "one_cell.ipynb"
     nbformat.write(nb, path)
     return path
@@ -67,8 +68,14 @@ def command(name: str, *args: str) -> list[str]:
 
 def timed_command(argv: Sequence[str], env: dict[str, str], cwd: Path) -> tuple[float, int]:
     began = time.perf_counter()
-    done = subprocess.run(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    done = subprocess.run(
+        argv,
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - began, done.returncode
 
 
@@ -94,8 +101,13 @@ def first_run(argv: Sequence[str], folder: Path) -> tuple[float, int]:
 def bare_papermill(notebook: Path, folder: Path, params: dict | None = None) -> float:
     began = time.perf_counter()
     with contextlib.suppress(papermill.PapermillExecutionError):  # a failure costs its run too
-        papermill.execute_notebook(str(notebook), str(folder / "out.ipynb"), parameters=params,
-                                   kernel_name="python3", progress_bar=False)  # fmt: skip
+        papermill.execute_notebook(
+            str(notebook),
+            str(folder / "out.ipynb"),
+            parameters=params,
+            kernel_name="python3",
+            progress_bar=False,
+        )
     return time.perf_counter() - began
 
 
@@ -150,8 +162,13 @@ def _note(values: list[float], outcomes: set, measured: tuple[float, object]) ->
     outcomes.add(measured[1])
 
 
-def report(notebook: Path, sandbox: bool, figures: dict[str, list[float]], codes: set[int],
-           statuses: set[str]) -> None:  # fmt: skip
+def report(
+    notebook: Path,
+    sandbox: bool,
+    figures: dict[str, list[float]],
+    codes: set[int],
+    statuses: set[str],
+) -> None:
     m = {name: statistics.median(values) for name, values in figures.items()}
     where = "sandbox env" if sandbox else "no sandbox"
     print(
@@ -166,7 +183,7 @@ def report(notebook: Path, sandbox: bool, figures: dict[str, list[float]], codes
         ("lib", "runner.run (library, in this process)"),
         ("pmlib", "papermill.execute_notebook, one-cell notebook (library)"),
         ("same", "papermill.execute_notebook, same notebook and parameters"),
-    ]  # fmt: skip
+    ]
     for key, label in rows:
         print(f"{label:<62}{m[key]:>10.2f}")
     ratio = m["cmd"] / m["pm"]

@@ -60,13 +60,22 @@ def measure(store: Store, runs: int) -> list[tuple[str, float, float | None, str
     incident = store.get_meta("incident_start")
     queries: list[tuple[str, Callable[[], Any], float | None]] = [
         ("status_counts, full history", lambda: store.status_counts(start, end), 100.0),
-        ("list_jobs(status=failed, limit=20)",
-         lambda: store.list_jobs(JobQuery(status="failed", limit=20)), 20.0),
-        ("latency, 10 min before incident",
-         lambda: store.latency(incident - 600, incident, per_minute=False), None),
-        ("latency, 1 h before incident, per minute",
-         lambda: store.latency(incident - 3600, incident, per_minute=True), None),
-    ]  # fmt: skip
+        (
+            "list_jobs(status=failed, limit=20)",
+            lambda: store.list_jobs(JobQuery(status="failed", limit=20)),
+            20.0,
+        ),
+        (
+            "latency, 10 min before incident",
+            lambda: store.latency(incident - 600, incident, per_minute=False),
+            None,
+        ),
+        (
+            "latency, 1 h before incident, per minute",
+            lambda: store.latency(incident - 3600, incident, per_minute=True),
+            None,
+        ),
+    ]
     rows = []
     for name, query, target in queries:
         ms, result = median_ms(query, runs)

@@ -41,9 +41,13 @@ TARGET_SECONDS, TARGET_P99_MS = 10.0, 50.0
 
 
 def alert(fingerprint: str) -> dict:
-    return {"status": "firing", "labels": {"alertname": "ExportFailureRate", "runbook":
-            "export-failure"}, "annotations": {"summary": "failure rate above 2%"},
-            "startsAt": "2024-05-01T11:50:00Z", "fingerprint": fingerprint}  # fmt: skip
+    return {
+        "status": "firing",
+        "labels": {"alertname": "ExportFailureRate", "runbook": "export-failure"},
+        "annotations": {"summary": "failure rate above 2%"},
+        "startsAt": "2024-05-01T11:50:00Z",
+        "fingerprint": fingerprint,
+    }
 
 
 def notifications(posts: int, groups: int, seed: int = 7) -> list[bytes]:
@@ -54,9 +58,14 @@ def notifications(posts: int, groups: int, seed: int = 7) -> list[bytes]:
         stream = []
         for n in range(per_group):
             fingerprints = [f"{g:04x}a"] + [f"{g:04x}b"] * (n >= 5) + [f"{g:04x}c"] * (n >= 12)
-            doc = {"version": "4", "receiver": "exportnb", "status": "firing",
-                   "groupKey": f'{{}}:{{runbook="export-failure", cluster="c{g}"}}',
-                   "alerts": [alert(f) for f in fingerprints], "truncatedAlerts": 0}  # fmt: skip
+            doc = {
+                "version": "4",
+                "receiver": "exportnb",
+                "status": "firing",
+                "groupKey": f'{{}}:{{runbook="export-failure", cluster="c{g}"}}',
+                "alerts": [alert(f) for f in fingerprints],
+                "truncatedAlerts": 0,
+            }
             stream.append(json.dumps(doc).encode())
         streams.append(stream)
     order = [g for g in range(groups) for _ in range(per_group)]
@@ -124,8 +133,12 @@ def main() -> int:
     parser.add_argument("--posts", type=int, default=1000)
     parser.add_argument("--groups", type=int, default=50)
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=8.0,
-                        help="spread the posts over this long (0: all at once)")  # fmt: skip
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=8.0,
+        help="spread the posts over this long (0: all at once)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="exportnb-bench-") as folder:
         home = Path(folder) / "home"
@@ -154,18 +167,25 @@ def measure(serve: ServeProcess, args: argparse.Namespace) -> int:
     counted = sum(i["notifications"] for i in found)
     latencies = [ms for _, ms in results]
     figures = {
-        "posts": len(results), "accepted (202)": accepted, "counted by incidents": counted,
-        "posts lost": len(results) - min(accepted, counted), "incidents": len(found),
+        "posts": len(results),
+        "accepted (202)": accepted,
+        "counted by incidents": counted,
+        "posts lost": len(results) - min(accepted, counted),
+        "incidents": len(found),
         "seconds for the load": round(seconds, 2),
         "ack p50 ms": round(statistics.median(latencies), 2),
-        "ack p99 ms": round(p99(latencies), 2), "ack max ms": round(max(latencies), 2),
+        "ack p99 ms": round(p99(latencies), 2),
+        "ack max ms": round(max(latencies), 2),
         "baseline GET /healthz p99 ms": round(p99(baseline), 2),
         "ack p99 / baseline p99": round(p99(latencies) / p99(baseline), 2),
-        "runs queued": len(runs), "runs started during the load": started,
+        "runs queued": len(runs),
+        "runs started during the load": started,
         "runs finished during the load": finished,
-    }  # fmt: skip
-    print("webhook load: posts across alert groups while runs execute a cheap notebook "
-          "(a kernel start, no platform)")  # fmt: skip
+    }
+    print(
+        "webhook load: posts across alert groups while runs execute a cheap notebook "
+        "(a kernel start, no platform)"
+    )
     print(f"  machine load average (1 min): {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     for name, value in figures.items():
         print(f"  {name:<38} {value}")

@@ -35,11 +35,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "chunk-size": {"chunk_size": "50MB", "force": False},
 }
 PARAMETERS: dict[str, set[str]] = {
-    "pause-bulk": {"round"}, "resume-bulk": {"round"}, "revert": {"changes"},
+    "pause-bulk": {"round"},
+    "resume-bulk": {"round"},
+    "revert": {"changes"},
     "retry": {"job_ids", "job_id", "status", "limit", "concurrency", "round"},
     "fallback-bucket": {"bucket", "ttl", "round"},
     "chunk-size": {"job_ids", "job_id", "chunk_size", "force", "round"},
-}  # fmt: skip
+}
 REVERTIBLE: tuple[str, ...] = ("fallback-bucket", "pause-bulk", "chunk-size")
 SCAN = 1000
 MAX_ROUND = 1000
@@ -180,9 +182,14 @@ def _revert_params(given: dict[str, Any], settings: Settings) -> dict[str, Any]:
     return {"changes": sorted(set(changes))}
 
 
-NORMALIZERS = {"retry": _retry_params, "fallback-bucket": _fallback_params,
-               "chunk-size": _chunk_params, "pause-bulk": _no_params,
-               "resume-bulk": _no_params, "revert": _revert_params}  # fmt: skip
+NORMALIZERS = {
+    "retry": _retry_params,
+    "fallback-bucket": _fallback_params,
+    "chunk-size": _chunk_params,
+    "pause-bulk": _no_params,
+    "resume-bulk": _no_params,
+    "revert": _revert_params,
+}
 
 
 # Reading the platform ---------------------------------------------------------------
@@ -335,29 +342,43 @@ def _plan_bulk(platform: Platform, *, pause: bool) -> Draft:
     paused = flag is not None and bool(flag.value)
     if pause and flag is not None and paused:
         when = contract.format_time(flag.set_at)
-        raise PreconditionFailed(f"bulk exports are already paused (by {flag.set_by} at {when}); "
-                                 "nothing to do")  # fmt: skip
+        raise PreconditionFailed(
+            f"bulk exports are already paused (by {flag.set_by} at {when}); nothing to do"
+        )
     if not pause and not paused:
         raise PreconditionFailed("bulk exports are not paused; nothing to do")
     ids, tenants, buckets = _reach(_queued(platform, "bulk"))
     queued = f"{count(len(ids), 'queued bulk export')} of {count(len(tenants), 'tenant')}"
-    summary = (f"Pause new bulk exports: {queued} wait in the queue; running ones finish."
-               if pause else f"Resume bulk exports: {queued} may start.")  # fmt: skip
+    summary = (
+        f"Pause new bulk exports: {queued} wait in the queue; running ones finish."
+        if pause
+        else f"Resume bulk exports: {queued} may start."
+    )
     changes = [Change("bulk_pause", BULK_PAUSE_FLAG, flag_state(flag), True if pause else None)]
     command = f"exportctl {'pause' if pause else 'resume'} bulk"
     return Draft(summary, changes, ids, tenants, buckets, [command])
 
 
-PLANNERS = {"retry": plan_retry, "fallback-bucket": plan_fallback,
-            "chunk-size": plan_chunk_size, "pause-bulk": plan_pause,
-            "resume-bulk": plan_resume}  # fmt: skip
+PLANNERS = {
+    "retry": plan_retry,
+    "fallback-bucket": plan_fallback,
+    "chunk-size": plan_chunk_size,
+    "pause-bulk": plan_pause,
+    "resume-bulk": plan_resume,
+}
 
 
 # Appliers ---------------------------------------------------------------------------
 def apply_change(
-    platform: Platform, action: str, draft: Draft, params: dict[str, Any], *, actor: str,
-    reason: str, progress: Progress,
-) -> None:  # fmt: skip
+    platform: Platform,
+    action: str,
+    draft: Draft,
+    params: dict[str, Any],
+    *,
+    actor: str,
+    reason: str,
+    progress: Progress,
+) -> None:
     """Carry out ``draft``; every change made is in ``progress`` even if this raises."""
     if action == "revert":
         from exportnb.revert import undo_changes
@@ -367,8 +388,9 @@ def apply_change(
         APPLIERS[action](platform, draft, params, {"actor": actor, "reason": reason}, progress)
 
 
-def _retry(platform: Platform, draft: Draft, params: dict[str, Any], by: dict[str, str],
-           progress: Progress) -> None:  # fmt: skip
+def _retry(
+    platform: Platform, draft: Draft, params: dict[str, Any], by: dict[str, str], progress: Progress
+) -> None:
     before = {c.target: c.old for c in draft.changes}
     result = platform.retry(
         job_ids=draft.jobs,
@@ -380,15 +402,17 @@ def _retry(platform: Platform, draft: Draft, params: dict[str, Any], by: dict[st
     progress.changes += [Change("retry", j, before.get(j), "queued") for j in result.queued]
 
 
-def _fallback(platform: Platform, draft: Draft, params: dict[str, Any], by: dict[str, str],
-              progress: Progress) -> None:  # fmt: skip
+def _fallback(
+    platform: Platform, draft: Draft, params: dict[str, Any], by: dict[str, str], progress: Progress
+) -> None:
     flag = platform.set_flag(FALLBACK_FLAG, params["bucket"], ttl=params["ttl"], **by)
     progress.response = flag
     progress.changes.append(Change("flag", FALLBACK_FLAG, draft.changes[0].old, flag_state(flag)))
 
 
-def _chunk_sizes(platform: Platform, draft: Draft, params: dict[str, Any], by: dict[str, str],
-                 progress: Progress) -> None:  # fmt: skip
+def _chunk_sizes(
+    platform: Platform, draft: Draft, params: dict[str, Any], by: dict[str, str], progress: Progress
+) -> None:
     progress.response = []
     for change in draft.changes:
         done = platform.set_chunk_size(change.target, params["chunk_size"], **by)
@@ -396,21 +420,28 @@ def _chunk_sizes(platform: Platform, draft: Draft, params: dict[str, Any], by: d
         progress.changes.append(Change("chunk_size", done.job_id, done.old, done.new))
 
 
-def _pause(platform: Platform, draft: Draft, params: dict[str, Any], by: dict[str, str],
-           progress: Progress) -> None:  # fmt: skip
+def _pause(
+    platform: Platform, draft: Draft, params: dict[str, Any], by: dict[str, str], progress: Progress
+) -> None:
     flag = platform.pause_bulk(**by)
     progress.response = flag
     progress.changes.append(Change("bulk_pause", BULK_PAUSE_FLAG, None, flag_state(flag)))
 
 
-def _resume(platform: Platform, draft: Draft, params: dict[str, Any], by: dict[str, str],
-            progress: Progress) -> None:  # fmt: skip
+def _resume(
+    platform: Platform, draft: Draft, params: dict[str, Any], by: dict[str, str], progress: Progress
+) -> None:
     platform.resume_bulk(**by)
     progress.changes.append(Change("bulk_pause", BULK_PAUSE_FLAG, draft.changes[0].old, None))
 
 
-APPLIERS = {"retry": _retry, "fallback-bucket": _fallback, "chunk-size": _chunk_sizes,
-            "pause-bulk": _pause, "resume-bulk": _resume}  # fmt: skip
+APPLIERS = {
+    "retry": _retry,
+    "fallback-bucket": _fallback,
+    "chunk-size": _chunk_sizes,
+    "pause-bulk": _pause,
+    "resume-bulk": _resume,
+}
 
 
 def failure(exc: ExportnbError) -> dict[str, Any]:

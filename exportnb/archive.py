@@ -305,8 +305,11 @@ class S3Archive(Archive):
         check_files(record_id, files)
         for name in FILES:
             if not self._put_once(self.key(record_id, name), files[name], CONTENT_TYPES[name]):
-                raise StorageError(f"record {record_id} already exists in {self.url} ({name})",
-                                   code="PreconditionFailed", status=412)  # fmt: skip
+                raise StorageError(
+                    f"record {record_id} already exists in {self.url} ({name})",
+                    code="PreconditionFailed",
+                    status=412,
+                )
         chain.append(self, record_id, files[METADATA])
         return self.location(record_id)
 
@@ -316,8 +319,9 @@ class S3Archive(Archive):
 
         lock = self.retention.put_arguments() if self.retention else {}
         try:
-            storage.put_object(self.s3, self.bucket, key, body, IfNoneMatch="*",
-                               ContentType=content_type, **lock)  # fmt: skip
+            storage.put_object(
+                self.s3, self.bucket, key, body, IfNoneMatch="*", ContentType=content_type, **lock
+            )
         except StorageError as exc:
             if exc.status == 412 or exc.code == "PreconditionFailed":
                 return False
@@ -343,8 +347,9 @@ class S3Archive(Archive):
         """Keys under ``start``, relative to the prefix; ``hidden``: those a delete hides."""
         from exportnb import storage
 
-        operation, field = ("list_object_versions", "DeleteMarkers") if hidden else (
-            "list_objects_v2", "Contents")  # fmt: skip
+        operation, field = (
+            ("list_object_versions", "DeleteMarkers") if hidden else ("list_objects_v2", "Contents")
+        )
         found = []
         try:
             for page in self.s3.get_paginator(operation).paginate(Bucket=self.bucket, Prefix=start):
@@ -372,8 +377,9 @@ class S3Archive(Archive):
         return self._get(key, f"no chain entry {seq} in {self.url}")
 
     def write_chain(self, seq: int, data: bytes) -> bool:
-        return self._put_once(self.key(chain.FOLDER, chain.entry_name(seq)), data,
-                              CONTENT_TYPES[METADATA])  # fmt: skip
+        return self._put_once(
+            self.key(chain.FOLDER, chain.entry_name(seq)), data, CONTENT_TYPES[METADATA]
+        )
 
     def deleted(self) -> list[str]:
         return sorted(self._keys(self._root(), hidden=True))

@@ -360,9 +360,13 @@ def delivery_rule(found: list[Finding], context: AssessmentContext) -> list[Prop
     concurrency = _retry_concurrency(found, context)
     return [
         Proposal("re-export", {"job_ids": job_ids, "concurrency": concurrency}, export, codes),
-        Proposal("notify-tenants", {"tenants": tenants, "job_ids": job_ids, "files": files},
-                 notify, codes),
-    ]  # fmt: skip
+        Proposal(
+            "notify-tenants",
+            {"tenants": tenants, "job_ids": job_ids, "files": files},
+            notify,
+            codes,
+        ),
+    ]
 
 
 def network_rule(found: list[Finding], context: AssessmentContext) -> list[Proposal]:

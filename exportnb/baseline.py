@@ -317,8 +317,12 @@ def binomial_tail(k: int, n: int, p: float) -> float:
         return 0.0
     log_p, log_q = math.log(p), math.log1p(-p)
     log_n = math.lgamma(n + 1)
-    return min(1.0, sum(
-        math.exp(log_n - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p
-                 + (n - i) * log_q)
-        for i in range(k, n + 1)
-    ))  # fmt: skip
+    return min(
+        1.0,
+        sum(
+            math.exp(
+                log_n - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
+            )
+            for i in range(k, n + 1)
+        ),
+    )

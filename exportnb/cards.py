@@ -90,37 +90,56 @@ class Desk:
     home: Path | None
 
     def plan(self, action: str, params: Mapping[str, Any]) -> mitigations.Plan:
-        return mitigations.plan(self.platform, self.incident, action, params,
-                                operator=self.operator, settings=self.settings,
-                                home=self.home)  # fmt: skip
+        return mitigations.plan(
+            self.platform,
+            self.incident,
+            action,
+            params,
+            operator=self.operator,
+            settings=self.settings,
+            home=self.home,
+        )
 
     def apply(self, plan: mitigations.Plan) -> mitigations.Outcome:
-        return mitigations.apply(self.platform, plan, operator=self.operator, mode=self.mode,
-                                 confirmed=True, settings=self.settings,
-                                 home=self.home)  # fmt: skip
+        return mitigations.apply(
+            self.platform,
+            plan,
+            operator=self.operator,
+            mode=self.mode,
+            confirmed=True,
+            settings=self.settings,
+            home=self.home,
+        )
 
     def decline(self, plan: mitigations.Plan) -> mitigations.Outcome:
-        return mitigations.decline(plan, operator=self.operator, platform=self.platform,
-                                   home=self.home)  # fmt: skip
+        return mitigations.decline(
+            plan, operator=self.operator, platform=self.platform, home=self.home
+        )
 
 
 # Small pieces ---------------------------------------------------------------------------
 def _input(field: Field, value: Any, settings: Settings) -> widgets.Widget:
-    options: dict[str, Any] = {"description": field.label, "tooltip": field.hint,
-                               "style": {"description_width": "initial"}}  # fmt: skip
+    options: dict[str, Any] = {
+        "description": field.label,
+        "tooltip": field.hint,
+        "style": {"description_width": "initial"},
+    }
     if field.kind == "ids":
         ids = value if isinstance(value, (list, tuple)) else ([value] if value else [])
-        return widgets.Textarea("\n".join(str(i) for i in ids), placeholder=field.hint,
-                                rows=3, **options)  # fmt: skip
+        return widgets.Textarea(
+            "\n".join(str(i) for i in ids), placeholder=field.hint, rows=3, **options
+        )
     if field.kind == "choice":
-        return widgets.Dropdown(options=list(field.choices), value=value or field.choices[0],
-                                **options)  # fmt: skip
+        return widgets.Dropdown(
+            options=list(field.choices), value=value or field.choices[0], **options
+        )
     if field.kind == "flag":
         return widgets.Checkbox(value=bool(value), indent=False, **options)
     if field.kind == "int":
         top = {"concurrency": settings.max_retry_concurrency, "limit": SCAN}.get(field.name)
-        return widgets.BoundedIntText(value=int(value or 1), min=1, max=top or MAX_ROUND,
-                                      layout={"width": "160px"}, **options)  # fmt: skip
+        return widgets.BoundedIntText(
+            value=int(value or 1), min=1, max=top or MAX_ROUND, layout={"width": "160px"}, **options
+        )
     return widgets.Text("" if value is None else str(value), placeholder=field.hint, **options)
 
 
@@ -147,9 +166,16 @@ def params_of(action: str, values: Mapping[str, Any]) -> dict[str, Any]:
 class ActionCard:
     """Inputs, Plan, Apply…, Confirm/Cancel, the result, and (after a retry) the watch."""
 
-    def __init__(self, desk: Desk, action: str, prefill: Mapping[str, Any],
-                 recommendation: Recommendation | None = None, *,
-                 watch_interval: float = 1.0, watch_timeout: float = 900.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        desk: Desk,
+        action: str,
+        prefill: Mapping[str, Any],
+        recommendation: Recommendation | None = None,
+        *,
+        watch_interval: float = 1.0,
+        watch_timeout: float = 900.0,
+    ) -> None:
         self.desk, self.action, self.recommendation = desk, action, recommendation
         self.watch_interval, self.watch_timeout = watch_interval, watch_timeout
         self.current: mitigations.Plan | None = None
@@ -191,10 +217,10 @@ class ActionCard:
         inputs = list(self.inputs.values())
         rows = [widgets.HTML(title), *([widgets.HBox(inputs)] if inputs else [])]
         buttons = widgets.HBox([self.plan_button, self.apply_button])
-        card = widgets.VBox([*rows, buttons, self.confirm_row, self.status, self.detail,
-                             self.watch_box],
-                            layout={"border": "1px solid #d0d7de", "padding": "6px",
-                                    "margin": "4px 0"})  # fmt: skip
+        card = widgets.VBox(
+            [*rows, buttons, self.confirm_row, self.status, self.detail, self.watch_box],
+            layout={"border": "1px solid #d0d7de", "padding": "6px", "margin": "4px 0"},
+        )
         card.add_class(f"exportnb-action-{self.action}")
         return card
 

@@ -45,8 +45,11 @@ _VOLUME, _VOLUME_TEXT = "#b0b0b0", "#666666"
 # column, colour, line style, width, opacity, z-order: p95 (what the SLO judges) is drawn
 # over p99, and p99 is a wide pale band, so it still shows where the two are equal (a
 # minute of few attempts)
-_PERCENTILES = (("p50", "#2ca02c", "-", 1.5, 1.0, 2.4), ("p95", "#ff7f0e", "-", 1.5, 1.0, 2.2),
-                ("p99", "#d62728", "-", 4.0, 0.35, 2.0))  # fmt: skip
+_PERCENTILES = (
+    ("p50", "#2ca02c", "-", 1.5, 1.0, 2.4),
+    ("p95", "#ff7f0e", "-", 1.5, 1.0, 2.2),
+    ("p99", "#d62728", "-", 4.0, 0.35, 2.0),
+)
 
 
 def success_rate_chart(
@@ -72,13 +75,25 @@ def success_rate_chart(
     has_rates = bool(len(rates)) and _finite(_rate_column(rates))
     if has_rates:
         percent = _rate_column(rates) * 100
-        ax.plot(minute_times(rates), percent, color=_RATE, marker=".", markersize=3, linewidth=1.5,
-                label="Success rate")  # fmt: skip
+        ax.plot(
+            minute_times(rates),
+            percent,
+            color=_RATE,
+            marker=".",
+            markersize=3,
+            linewidth=1.5,
+            label="Success rate",
+        )
         values += [float(percent.min())]
     else:
         _no_data(ax)
-    ax.axhline(threshold * 100, color=_THRESHOLD, linestyle=":", linewidth=1.5,
-               label=f"Threshold {threshold * 100:g}%")  # fmt: skip
+    ax.axhline(
+        threshold * 100,
+        color=_THRESHOLD,
+        linestyle=":",
+        linewidth=1.5,
+        label=f"Threshold {threshold * 100:g}%",
+    )
     _mark_events(ax, incident_start, mitigations, _span(rates if has_rates else baseline))
     ax.set_ylim(max(0.0, min(values) - 2.0), 100.5)
     volume = plot_attempts(ax, rates) if has_rates else None
@@ -101,15 +116,25 @@ def latency_chart(
     plotted = False
     for column, color, style, width, alpha, order in _PERCENTILES:
         if column in latency and len(latency) and _finite(latency[column].astype(float)):
-            ax.plot(minute_times(latency), latency[column].astype(float), color=color, marker=".",
-                    markersize=3, linewidth=width, alpha=alpha, linestyle=style, zorder=order,
-                    label=column)  # fmt: skip
+            ax.plot(
+                minute_times(latency),
+                latency[column].astype(float),
+                color=color,
+                marker=".",
+                markersize=3,
+                linewidth=width,
+                alpha=alpha,
+                linestyle=style,
+                zorder=order,
+                label=column,
+            )
             plotted = True
     if not plotted:
         _no_data(ax)
     ax.axhline(slo, color="#555555", linestyle="--", linewidth=1.2, label=f"SLO {slo:g} s")
-    ax.axhline(2 * slo, color=_THRESHOLD, linestyle=":", linewidth=1.5,
-               label=f"2× SLO {2 * slo:g} s")  # fmt: skip
+    ax.axhline(
+        2 * slo, color=_THRESHOLD, linestyle=":", linewidth=1.5, label=f"2× SLO {2 * slo:g} s"
+    )
     ax.set_ylim(bottom=0)
     time_axis(ax, LATENCY_LABEL)
     if not plotted:
@@ -136,8 +161,11 @@ def failures_chart(
             ax.set_xticks([])
             ax.set_yticks([])
             _no_data(ax, "no failed jobs")
-        fig.legend(handles=_code_handles(["none"], {"none": "#cccccc"}), title="Error code",
-                   loc="outside lower center")  # fmt: skip
+        fig.legend(
+            handles=_code_handles(["none"], {"none": "#cccccc"}),
+            title="Error code",
+            loc="outside lower center",
+        )
         return fig
     codes = _top_codes(frame)
     colors = _code_colors(codes)
@@ -145,8 +173,13 @@ def failures_chart(
         _stacked_panel(ax, frame, column, codes, colors)
         ax.set_title(heading, fontsize="medium")
         ax.set_xlabel(FAILED_LABEL)
-    fig.legend(handles=_code_handles(codes, colors), title="Error code",
-               loc="outside lower center", ncols=min(len(codes), 4), fontsize="small")  # fmt: skip
+    fig.legend(
+        handles=_code_handles(codes, colors),
+        title="Error code",
+        loc="outside lower center",
+        ncols=min(len(codes), 4),
+        fontsize="small",
+    )
     return fig
 
 
@@ -203,10 +236,12 @@ def _plot_baseline(ax: Axes, baseline: pd.DataFrame) -> list[float]:
     times = minute_times(baseline)
     low, high = baseline["low"].astype(float) * 100, baseline["high"].astype(float) * 100
     expected = baseline["expected"].astype(float) * 100
-    ax.fill_between(times, low, high, color=_BAND, alpha=0.45, linewidth=0,
-                    label="Baseline band (usual range)")  # fmt: skip
-    ax.plot(times, expected, color=_EXPECTED, linestyle="--", linewidth=1.2,
-            label="Baseline (expected)")  # fmt: skip
+    ax.fill_between(
+        times, low, high, color=_BAND, alpha=0.45, linewidth=0, label="Baseline band (usual range)"
+    )
+    ax.plot(
+        times, expected, color=_EXPECTED, linestyle="--", linewidth=1.2, label="Baseline (expected)"
+    )
     return [float(v) for v in (low.min(), expected.min()) if v == v]
 
 
@@ -238,11 +273,21 @@ def _mark_events(
     if incident_start is not None and not shown(incident_start):
         incident_start = None
     if incident_start is not None:
-        ax.axvline(date_number(incident_start), color=_START, linestyle="--", linewidth=1.2,
-                   label=f"Incident start {incident_start.astimezone(UTC):%H:%M}")  # fmt: skip
+        ax.axvline(
+            date_number(incident_start),
+            color=_START,
+            linestyle="--",
+            linewidth=1.2,
+            label=f"Incident start {incident_start.astimezone(UTC):%H:%M}",
+        )
     for at, label in mitigations:
-        ax.axvline(date_number(at), color=_MITIGATION, linestyle="-.", linewidth=1.2,
-                   label=f"{label} {at.astimezone(UTC):%H:%M}")  # fmt: skip
+        ax.axvline(
+            date_number(at),
+            color=_MITIGATION,
+            linestyle="-.",
+            linewidth=1.2,
+            label=f"{label} {at.astimezone(UTC):%H:%M}",
+        )
 
 
 def time_axis(ax: Axes, ylabel: str, *, extra: Sequence[Any] = ()) -> None:
@@ -257,8 +302,14 @@ def time_axis(ax: Axes, ylabel: str, *, extra: Sequence[Any] = ()) -> None:
     handles, labels = ax.get_legend_handles_labels()
     handles += list(extra)
     labels += [h.get_label() for h in extra]
-    ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.09 if extra else 1.01, 1.0),
-              fontsize="small", borderaxespad=0)  # fmt: skip
+    ax.legend(
+        handles,
+        labels,
+        loc="upper left",
+        bbox_to_anchor=(1.09 if extra else 1.01, 1.0),
+        fontsize="small",
+        borderaxespad=0,
+    )
 
 
 def plot_attempts(ax: Axes, rates: pd.DataFrame) -> Any | None:
@@ -270,8 +321,15 @@ def plot_attempts(ax: Axes, rates: pd.DataFrame) -> Any | None:
     if not bool((total > 0).any()):
         return None
     volume = ax.twinx()
-    bars = volume.bar(minute_times(rates), total, width=0.8 / MINUTES_PER_DAY, color=_VOLUME,
-                      alpha=0.45, label=ATTEMPTS_LABEL, zorder=0)  # fmt: skip
+    bars = volume.bar(
+        minute_times(rates),
+        total,
+        width=0.8 / MINUTES_PER_DAY,
+        color=_VOLUME,
+        alpha=0.45,
+        label=ATTEMPTS_LABEL,
+        zorder=0,
+    )
     volume.set_ylim(0, float(total.max()) * 3)
     volume.set_ylabel(ATTEMPTS_LABEL, color=_VOLUME_TEXT)
     volume.tick_params(axis="y", colors=_VOLUME_TEXT)
@@ -291,13 +349,24 @@ def _empty_time_axis(ax: Axes, events: Sequence[datetime | None]) -> None:
 
 
 def _no_data(ax: Axes, text: str = NO_DATA) -> None:
-    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center",
-            fontsize="large", color="#777777")  # fmt: skip
+    ax.text(
+        0.5,
+        0.5,
+        text,
+        transform=ax.transAxes,
+        ha="center",
+        va="center",
+        fontsize="large",
+        color="#777777",
+    )
 
 
 # Failures ---------------------------------------------------------------------------
-_PANELS = (("connector", "By connector"), ("bucket", "By storage (bucket)"),
-           ("error_code", "By error code"))  # fmt: skip
+_PANELS = (
+    ("connector", "By connector"),
+    ("bucket", "By storage (bucket)"),
+    ("error_code", "By error code"),
+)
 
 
 def _failure_frame(categories: pd.DataFrame) -> pd.DataFrame | None:
@@ -335,8 +404,9 @@ def _stacked_panel(
     from matplotlib.ticker import MaxNLocator
 
     grouped = frame.assign(panel=frame[column])
-    table = grouped.pivot_table(index="panel", columns="error_code", values="count",
-                                aggfunc="sum", fill_value=0)  # fmt: skip
+    table = grouped.pivot_table(
+        index="panel", columns="error_code", values="count", aggfunc="sum", fill_value=0
+    )
     table = table.loc[table.sum(axis=1).sort_values().index]  # largest at the top
     left = [0] * len(table)
     labels = [str(v) for v in table.index]

@@ -97,12 +97,30 @@ class ChecksumReport:
         import pandas as pd
 
         rows = [
-            (j.job_id, j.tenant, j.bucket, j.state, j.segments, j.ok, len(j.mismatched),
-             len(j.missing), j.error or j.detail)
+            (
+                j.job_id,
+                j.tenant,
+                j.bucket,
+                j.state,
+                j.segments,
+                j.ok,
+                len(j.mismatched),
+                len(j.missing),
+                j.error or j.detail,
+            )
             for j in self.jobs
-        ]  # fmt: skip
-        columns = ["job_id", "tenant", "bucket", "state", "segments", "ok", "mismatched",
-                   "missing", "detail"]  # fmt: skip
+        ]
+        columns = [
+            "job_id",
+            "tenant",
+            "bucket",
+            "state",
+            "segments",
+            "ok",
+            "mismatched",
+            "missing",
+            "detail",
+        ]
         return pd.DataFrame(rows, columns=columns)
 
 
@@ -248,19 +266,33 @@ def _job_check(delivery: _Delivery, outcomes: list[SegmentOutcome]) -> JobCheck:
     manifest = delivery.manifest
     if manifest is None:
         return JobCheck(
-            delivery.job_id, delivery.tenant, delivery.bucket, delivery.state or "error",
-            0, [], [], delivery.error, detail=delivery.detail,
-        )  # fmt: skip
+            delivery.job_id,
+            delivery.tenant,
+            delivery.bucket,
+            delivery.state or "error",
+            0,
+            [],
+            [],
+            delivery.error,
+            detail=delivery.detail,
+        )
     checks = [o for o in outcomes if isinstance(o, SegmentCheck)]
     failures = [o for o in outcomes if isinstance(o, StorageError)]
     mismatched = [c.key for c in checks if c.state == "mismatch"]
     missing = [c.key for c in checks if c.state == "missing"]
     ok = sum(1 for c in checks if c.state == "ok")
     return JobCheck(
-        delivery.job_id, delivery.tenant, manifest.bucket,
-        _state(mismatched, missing, failures), ok, mismatched, missing,
-        _error_text(failures), len(manifest.segments), manifest.key,
-    )  # fmt: skip
+        delivery.job_id,
+        delivery.tenant,
+        manifest.bucket,
+        _state(mismatched, missing, failures),
+        ok,
+        mismatched,
+        missing,
+        _error_text(failures),
+        len(manifest.segments),
+        manifest.key,
+    )
 
 
 def _state(mismatched: list[str], missing: list[str], failures: list[StorageError]) -> str:

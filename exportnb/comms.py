@@ -110,18 +110,32 @@ def status_update(
     sections = [
         Section("Status", _status_lines(detection, recovery), bullets=False),
         Section("Findings", _finding_lines(shown) or ["No findings."]),
-        Section("Mitigations in effect",
-                _flag_lines(_flags(flags, recovery)) + _chunk_lines(recovery) or ["None."]),
+        Section(
+            "Mitigations in effect",
+            _flag_lines(_flags(flags, recovery)) + _chunk_lines(recovery) or ["None."],
+        ),
         Section("Next steps", _next_steps(assessment) or ["None recommended."]),
-        Section("People", [f"Comms lead: {comms_lead or 'unassigned'}",
-                           f"Operator: {operator or 'unknown'}",
-                           f"Next update: {_clock(next_at)}"], bullets=False),
-    ]  # fmt: skip
+        Section(
+            "People",
+            [
+                f"Comms lead: {comms_lead or 'unassigned'}",
+                f"Operator: {operator or 'unknown'}",
+                f"Next update: {_clock(next_at)}",
+            ],
+            bullets=False,
+        ),
+    ]
     title = f"Export incident {incident}: status update {_clock(at)}"
     return StatusUpdate(
-        incident, at, next_at, markdown(title, headline, sections), text(title, headline, sections),
-        headline=headline, comms_lead=comms_lead, operator=operator,
-    )  # fmt: skip
+        incident,
+        at,
+        next_at,
+        markdown(title, headline, sections),
+        text(title, headline, sections),
+        headline=headline,
+        comms_lead=comms_lead,
+        operator=operator,
+    )
 
 
 def _incident_id(incident_id: str) -> str:
@@ -205,16 +219,21 @@ def _flag_lines(flags: Iterable[Flag]) -> list[str]:
 
 def _chunk_lines(recovery: Recovery | None) -> list[str]:
     changes = [c for c in recovery.chunk_changes if not c.reverted] if recovery else []
-    return [f"chunk size of {c.job_id}: {_size(c.old)} → {_size(c.current)}"
-            + (f" (by {c.changed_by})" if c.changed_by else "") for c in changes]  # fmt: skip
+    return [
+        f"chunk size of {c.job_id}: {_size(c.old)} → {_size(c.current)}"
+        + (f" (by {c.changed_by})" if c.changed_by else "")
+        for c in changes
+    ]
 
 
 def _next_steps(assessment: Assessment | None) -> list[str]:
     if assessment is None:
         return []
     ranked = sorted(assessment.recommendations, key=lambda r: r.priority)
-    lines = [f"{r.action}: {r.reason}" + (f" (`{r.command}`)" if r.command else "")
-             for r in ranked[:MAX_NEXT_STEPS]]  # fmt: skip
+    lines = [
+        f"{r.action}: {r.reason}" + (f" (`{r.command}`)" if r.command else "")
+        for r in ranked[:MAX_NEXT_STEPS]
+    ]
     if len(ranked) > MAX_NEXT_STEPS:
         lines.append(f"… and {len(ranked) - MAX_NEXT_STEPS} more")
     return lines
@@ -236,11 +255,13 @@ def audit_summary(
     changes: the audit trail shows them."""
     incident = _incident_id(incident_id)
     reports = [checksums, recovery.checksums if recovery is not None else None]
-    tenants = sorted({
-        *(job_state.tenants if job_state is not None else []),
-        *(t for r in reports if r is not None for t in r.affected_tenants),
-        *(recovery.tenants_to_notify if recovery is not None else []),
-    })  # fmt: skip
+    tenants = sorted(
+        {
+            *(job_state.tenants if job_state is not None else []),
+            *(t for r in reports if r is not None for t in r.affected_tenants),
+            *(recovery.tenants_to_notify if recovery is not None else []),
+        }
+    )
     files = list(dict.fromkeys(f for r in reports if r is not None for f in r.affected_files))
     changes = [e for e in actions if not e.action.startswith(JOURNAL_NOTE)]
     done = [corrective_action(entry) for entry in sorted(changes, key=lambda e: (e.at, e.id))]
@@ -265,8 +286,10 @@ def _outcome(job_state: JobState | None, recovery: Recovery | None) -> list[Sect
     lines: list[str] = []
     if job_state is not None:
         errors = ", ".join(f"{code} {n}" for code, n in list(job_state.by_error.items())[:5])
-        lines.append(f"Failed jobs {_clock(job_state.since)} to {_clock(job_state.until)}: "
-                     f"{job_state.total_failed}" + (f" ({errors})" if errors else ""))  # fmt: skip
+        lines.append(
+            f"Failed jobs {_clock(job_state.since)} to {_clock(job_state.until)}: "
+            f"{job_state.total_failed}" + (f" ({errors})" if errors else "")
+        )
     if recovery is not None:
         lines.append(f"Recovery: {recovery.verdict.replace('_', ' ')} — {recovery.reason}")
         lines.append(f"Configuration reverted: {'yes' if recovery.config_reverted else 'no'}")
@@ -290,8 +313,10 @@ def _what(entry: AuditEntry) -> str:
     if action in ("flag.unset", "flag.expire"):
         return f"{'unset' if action == 'flag.unset' else 'expired'} `{target}`"
     if action == "job.update" and "chunk_size" in new:
-        return (f"changed the chunk size of {target} from {_size(old.get('chunk_size'))} "
-                f"to {_size(new.get('chunk_size'))}")  # fmt: skip
+        return (
+            f"changed the chunk size of {target} from {_size(old.get('chunk_size'))} "
+            f"to {_size(new.get('chunk_size'))}"
+        )
     if action == "job.retry":
         return _retry(target, new)
     return f"{action} {target}" + (f": {entry.old!r} → {entry.new!r}" if entry.new else "")

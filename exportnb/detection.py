@@ -130,8 +130,15 @@ class Detection:
             },
             index=minute_index([p.minute for p in rolling]),
         )
-        return frame.astype({"total": "int64", "succeeded": "int64", "failed": "int64",
-                             "rate": "float64", "rolling_failure_rate": "float64"})  # fmt: skip
+        return frame.astype(
+            {
+                "total": "int64",
+                "succeeded": "int64",
+                "failed": "int64",
+                "rate": "float64",
+                "rolling_failure_rate": "float64",
+            }
+        )
 
     def latency_frame(self) -> pd.DataFrame:
         """The latency frame: one row per minute of the history (count 0, NaN when idle)."""
@@ -149,8 +156,9 @@ class Detection:
             },
             index=minute_index(minutes),
         )
-        return frame.astype({"count": "int64", "p50": "float64", "p95": "float64",
-                             "p99": "float64"})  # fmt: skip
+        return frame.astype(
+            {"count": "int64", "p50": "float64", "p95": "float64", "p99": "float64"}
+        )
 
 
 def detect(
@@ -180,16 +188,28 @@ def detect(
     latency = window_latency(platform, end - window_minutes * MINUTE, now)
     limit = 2 * latency_slo
     detection = Detection(
-        now=now, window_minutes=window_minutes, threshold=threshold, failure_rate=rate,
-        rolling=rolling, breached=breached, latency=latency, latency_limit=limit,
+        now=now,
+        window_minutes=window_minutes,
+        threshold=threshold,
+        failure_rate=rate,
+        rolling=rolling,
+        breached=breached,
+        latency=latency,
+        latency_limit=limit,
         latency_series=platform.latency(end - history_minutes * MINUTE, now, per_minute=True),
-        stuck=stuck_jobs(platform, now=now, running_sla=running_sla,
-                         stale_heartbeat=stale_heartbeat),
-        reported=look_up(platform, reported_jobs), attempts=last.window_total,
-        failed=last.window_failed, min_attempts=min_attempts, insufficient_data=insufficient,
+        stuck=stuck_jobs(
+            platform, now=now, running_sla=running_sla, stale_heartbeat=stale_heartbeat
+        ),
+        reported=look_up(platform, reported_jobs),
+        attempts=last.window_total,
+        failed=last.window_failed,
+        min_attempts=min_attempts,
+        insufficient_data=insufficient,
         latency_breached=latency.p95 is not None and latency.p95 > limit,
-        latency_slo=latency_slo, running_sla=running_sla, stale_heartbeat=stale_heartbeat,
-    )  # fmt: skip
+        latency_slo=latency_slo,
+        running_sla=running_sla,
+        stale_heartbeat=stale_heartbeat,
+    )
     return _with_findings(detection)
 
 
@@ -223,9 +243,16 @@ def rolling_points(counts: list[MinuteRate], window: int) -> list[RatePoint]:
             total -= counts[i - window].total
             failed -= counts[i - window].failed
         points.append(
-            RatePoint(row.minute, row.total, row.failed, failed / total if total else None,
-                      succeeded=row.succeeded, window_total=total, window_failed=failed)
-        )  # fmt: skip
+            RatePoint(
+                row.minute,
+                row.total,
+                row.failed,
+                failed / total if total else None,
+                succeeded=row.succeeded,
+                window_total=total,
+                window_failed=failed,
+            )
+        )
     return points
 
 
@@ -291,14 +318,21 @@ def _failure_finding(d: Detection) -> Finding | None:
     if not d.breached or d.failure_rate is None:
         return None
     return Finding(
-        FAILURE_RATE_HIGH, "critical",
+        FAILURE_RATE_HIGH,
+        "critical",
         f"Failure rate {d.failure_rate:.1%} over the last {d.window_minutes} min is above "
         f"the {d.threshold:.1%} threshold ({d.failed} of {d.attempts} attempts failed)",
         STEP,
-        {"rate": d.failure_rate, "threshold": d.threshold, "attempts": d.attempts,
-         "failed": d.failed, "window_minutes": d.window_minutes,
-         "since": format_time(d.window_start), "until": format_time(d.now)},
-    )  # fmt: skip
+        {
+            "rate": d.failure_rate,
+            "threshold": d.threshold,
+            "attempts": d.attempts,
+            "failed": d.failed,
+            "window_minutes": d.window_minutes,
+            "since": format_time(d.window_start),
+            "until": format_time(d.now),
+        },
+    )
 
 
 def _latency_finding(d: Detection) -> Finding | None:
@@ -306,13 +340,21 @@ def _latency_finding(d: Detection) -> Finding | None:
     if not d.latency_breached or lat.p95 is None:
         return None
     return Finding(
-        LATENCY_HIGH, "warning",
+        LATENCY_HIGH,
+        "warning",
         f"p95 export latency {lat.p95:.0f}s over the last {d.window_minutes} min is above "
         f"2× the SLO ({d.latency_limit:.0f}s)",
         STEP,
-        {"p50": lat.p50, "p95": lat.p95, "p99": lat.p99, "count": lat.count,
-         "limit": d.latency_limit, "slo": d.latency_slo, "window_minutes": d.window_minutes},
-    )  # fmt: skip
+        {
+            "p50": lat.p50,
+            "p95": lat.p95,
+            "p99": lat.p99,
+            "count": lat.count,
+            "limit": d.latency_limit,
+            "slo": d.latency_slo,
+            "window_minutes": d.window_minutes,
+        },
+    )
 
 
 def _stuck_finding(d: Detection) -> Finding | None:
@@ -320,18 +362,22 @@ def _stuck_finding(d: Detection) -> Finding | None:
         return None
     stale = [s for s in d.stuck if s.reason == "stale_heartbeat"]
     return Finding(
-        STUCK_JOBS, "warning",
+        STUCK_JOBS,
+        "warning",
         f"{len(d.stuck)} job(s) stuck in running ({len(stale)} with a heartbeat older than "
         f"{d.stale_heartbeat:.0f}s, {len(d.stuck) - len(stale)} running longer than "
         f"{d.running_sla:.0f}s)",
         STEP,
-        {"job_ids": [s.job.id for s in d.stuck],
-         "reasons": {s.job.id: s.reason for s in d.stuck},
-         "ages": {s.job.id: round(s.age_seconds, 1) for s in d.stuck},
-         "tenants": sorted({s.job.tenant for s in d.stuck}),
-         "connectors": sorted({s.job.connector for s in d.stuck}),
-         "running_sla": d.running_sla, "stale_heartbeat": d.stale_heartbeat},
-    )  # fmt: skip
+        {
+            "job_ids": [s.job.id for s in d.stuck],
+            "reasons": {s.job.id: s.reason for s in d.stuck},
+            "ages": {s.job.id: round(s.age_seconds, 1) for s in d.stuck},
+            "tenants": sorted({s.job.tenant for s in d.stuck}),
+            "connectors": sorted({s.job.connector for s in d.stuck}),
+            "running_sla": d.running_sla,
+            "stale_heartbeat": d.stale_heartbeat,
+        },
+    )
 
 
 def _unknown_finding(d: Detection) -> Finding | None:
@@ -339,9 +385,10 @@ def _unknown_finding(d: Detection) -> Finding | None:
     if not unknown:
         return None
     return Finding(
-        REPORTED_JOBS_UNKNOWN, "warning",
+        REPORTED_JOBS_UNKNOWN,
+        "warning",
         f"{len(unknown)} of {len(d.reported)} reported job ID(s) are not known to the "
         f"platform: {', '.join(unknown[:5])}{' …' if len(unknown) > 5 else ''}",
         STEP,
         {"job_ids": unknown, "reported": [r.job_id for r in d.reported]},
-    )  # fmt: skip
+    )

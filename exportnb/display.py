@@ -46,8 +46,7 @@ DIAGNOSTIC_STEPS = frozenset(
 )
 """Steps that judge the data: for them, "no findings" is news worth a line."""
 
-__all__ = ["RENDERERS", "bundle", "show", "show_chart", "show_parameters",
-           "show_recommendations"]  # fmt: skip
+__all__ = ["RENDERERS", "bundle", "show", "show_chart", "show_parameters", "show_recommendations"]
 
 
 # The display calls ----------------------------------------------------------------------

@@ -114,6 +114,13 @@ def finalize(
     found = runner.sandbox_defaults(home)
     env, defaults = found if found else ({}, {})
     return runner.run(
-        path, incident_id=incident, parameters=given, defaults=defaults, env=env,
-        archive=archive, operator=operator, progress=progress, hooks=hooks,
-    )  # fmt: skip
+        path,
+        incident_id=incident,
+        parameters=given,
+        defaults=defaults,
+        env=env,
+        archive=archive,
+        operator=operator,
+        progress=progress,
+        hooks=hooks,
+    )

@@ -65,8 +65,12 @@ class Finding:
 
 def record_bundle(step: str, result: Any) -> dict[str, Any]:
     """The JSON payload stored under :data:`RESULT_MIMETYPE` for one step's result."""
-    return {"schema": RESULT_SCHEMA, "step": step, "type": type(result).__name__,
-            "result": contract.encode(result)}  # fmt: skip
+    return {
+        "schema": RESULT_SCHEMA,
+        "step": step,
+        "type": type(result).__name__,
+        "result": contract.encode(result),
+    }
 
 
 def findings_of(*results: Any) -> list[Finding]:

@@ -29,10 +29,15 @@ from exportnb.findings import SEVERITIES
 MAX_NAMED = 5
 """How many findings of a severity, recommendations or mitigations the box names."""
 NAMED_SEVERITIES = ("critical", "warning")
-VERDICTS = {"recovered": "Recovered", "not_yet": "Not yet recovered",
-            "insufficient_data": "Not enough data to judge recovery"}  # fmt: skip
-_BOX = ("border:2px solid #1f77b4;border-radius:6px;padding:0.6em 1em;margin:1em 0 1.5em;"
-        "background:#f5f9fd;font-size:0.95em")  # fmt: skip
+VERDICTS = {
+    "recovered": "Recovered",
+    "not_yet": "Not yet recovered",
+    "insufficient_data": "Not enough data to judge recovery",
+}
+_BOX = (
+    "border:2px solid #1f77b4;border-radius:6px;padding:0.6em 1em;margin:1em 0 1.5em;"
+    "background:#f5f9fd;font-size:0.95em"
+)
 
 
 def glance_html(
@@ -46,8 +51,10 @@ def glance_html(
     if recovery is not None:
         verdict = str(recovery.get("verdict", ""))
         label = VERDICTS.get(verdict, verdict or "no verdict")
-        parts.append(f"<p><strong>Recovery:</strong> {escape(label)} — "
-                     f"{escape(str(recovery.get('reason', '')))}</p>")  # fmt: skip
+        parts.append(
+            f"<p><strong>Recovery:</strong> {escape(label)} — "
+            f"{escape(str(recovery.get('reason', '')))}</p>"
+        )
     parts.append(_findings(results))
     parts.append(_recommended(by_type.get("Assessment")))
     parts.append(_applied(by_type.get("Trail")))
@@ -87,8 +94,11 @@ def _findings(results: Sequence[Mapping[str, Any]]) -> str:
             if severity in seen and summary not in seen[severity]:
                 seen[severity].append(summary)
     counts = ", ".join(f"{len(seen[s])} {s}" for s in SEVERITIES)
-    named = [f"<li><strong>{s}</strong> {escape(text)}</li>"
-             for s in NAMED_SEVERITIES for text in seen[s][:MAX_NAMED]]  # fmt: skip
+    named = [
+        f"<li><strong>{s}</strong> {escape(text)}</li>"
+        for s in NAMED_SEVERITIES
+        for text in seen[s][:MAX_NAMED]
+    ]
     more = sum(max(0, len(seen[s]) - MAX_NAMED) for s in NAMED_SEVERITIES)
     if more:
         named.append(f"<li>… and {more} more below</li>")
@@ -98,8 +108,12 @@ def _findings(results: Sequence[Mapping[str, Any]]) -> str:
 
 def _recommended(assessment: Mapping[str, Any] | None) -> str:
     items = assessment.get("recommendations", []) if assessment else []
-    rows = [f"<li>{escape(str(r.get('action', '')))}: <code>{escape(str(r.get('command', '')))}"
-            "</code></li>" for r in items[:MAX_NAMED] if isinstance(r, Mapping)]  # fmt: skip
+    rows = [
+        f"<li>{escape(str(r.get('action', '')))}: <code>{escape(str(r.get('command', '')))}"
+        "</code></li>"
+        for r in items[:MAX_NAMED]
+        if isinstance(r, Mapping)
+    ]
     if not rows:
         return "<p><strong>Recommended:</strong> nothing</p>" if assessment else ""
     return f"<p><strong>Recommended:</strong></p><ul>{''.join(rows)}</ul>"
@@ -111,8 +125,11 @@ def _applied(trail: Mapping[str, Any] | None) -> str:
     done = [a for a in trail.get("applied", []) if isinstance(a, Mapping)]
     if not done:
         return "<p><strong>Mitigations applied:</strong> none yet</p>"
-    rows = [f"<li>{escape(str(a.get('action', '')))} by {escape(str(a.get('operator', '')))} "
-            f"at {escape(_when(a.get('at')))}</li>" for a in done[:MAX_NAMED]]  # fmt: skip
+    rows = [
+        f"<li>{escape(str(a.get('action', '')))} by {escape(str(a.get('operator', '')))} "
+        f"at {escape(_when(a.get('at')))}</li>"
+        for a in done[:MAX_NAMED]
+    ]
     return f"<p><strong>Mitigations applied:</strong></p><ul>{''.join(rows)}</ul>"
 
 

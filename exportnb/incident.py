@@ -126,16 +126,24 @@ class Incident:
         from exportnb.views import facts
 
         buckets = [self.export_bucket, *self.extra_buckets]
-        return facts([
-            ("Incident", self.id), ("Evaluated at", self.now),
-            ("Incident start (estimate)", self.incident_start),
-            ("Detection window", f"{self.window_minutes} min"), ("Mode", self.mode),
-            ("Platform", self.platform_name), ("Buckets", buckets),
-            ("Fallback bucket", self.fallback_bucket or "none configured"),
-            ("Export target", f"{self.target_host}:{self.target_port}"),
-            ("Thresholds", f"failure rate {self.failure_threshold:.1%}, latency SLO "
-                           f"{self.latency_slo:g} s, running SLA {self.running_sla:g} s"),
-        ])  # fmt: skip
+        return facts(
+            [
+                ("Incident", self.id),
+                ("Evaluated at", self.now),
+                ("Incident start (estimate)", self.incident_start),
+                ("Detection window", f"{self.window_minutes} min"),
+                ("Mode", self.mode),
+                ("Platform", self.platform_name),
+                ("Buckets", buckets),
+                ("Fallback bucket", self.fallback_bucket or "none configured"),
+                ("Export target", f"{self.target_host}:{self.target_port}"),
+                (
+                    "Thresholds",
+                    f"failure rate {self.failure_threshold:.1%}, latency SLO "
+                    f"{self.latency_slo:g} s, running SLA {self.running_sla:g} s",
+                ),
+            ]
+        )
 
     # Times ------------------------------------------------------------------------
     @property
@@ -161,11 +169,15 @@ class Incident:
         """Keyword arguments of :func:`exportnb.detection.detect` (after the platform)."""
         history = int((self.now - self.history_since).total_seconds() // 60)
         return {
-            "now": self.now, "window_minutes": self.window_minutes,
-            "threshold": self.failure_threshold, "latency_slo": self.latency_slo,
-            "running_sla": self.running_sla, "stale_heartbeat": self.stale_heartbeat,
-            "reported_jobs": list(self.reported_jobs), "history_minutes": history,
-        }  # fmt: skip
+            "now": self.now,
+            "window_minutes": self.window_minutes,
+            "threshold": self.failure_threshold,
+            "latency_slo": self.latency_slo,
+            "running_sla": self.running_sla,
+            "stale_heartbeat": self.stale_heartbeat,
+            "reported_jobs": list(self.reported_jobs),
+            "history_minutes": history,
+        }
 
     def job_state_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`exportnb.jobstate.job_state`: the incident so far."""
@@ -173,18 +185,28 @@ class Incident:
 
     def recovery_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`exportnb.recovery.verify_recovery` but the baseline."""
-        return {"now": self.now, "window_minutes": self.recovery_minutes,
-                "incident_start": self.incident_start}  # fmt: skip
+        return {
+            "now": self.now,
+            "window_minutes": self.recovery_minutes,
+            "incident_start": self.incident_start,
+        }
 
     def network_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`exportnb.network.network_path` after the host."""
-        return {"port": self.target_port, "count": self.probe_count,
-                "interval": self.probe_interval, "grace": self.probe_grace}  # fmt: skip
+        return {
+            "port": self.target_port,
+            "count": self.probe_count,
+            "interval": self.probe_interval,
+            "grace": self.probe_grace,
+        }
 
     def chart_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`exportnb.charts.success_rate_chart` but the frames."""
-        return {"threshold": self.success_threshold, "incident_start": self.incident_start,
-                "mitigations": self.mitigation_marks()}  # fmt: skip
+        return {
+            "threshold": self.success_threshold,
+            "incident_start": self.incident_start,
+            "mitigations": self.mitigation_marks(),
+        }
 
     def buckets_to_check(self, job_state: JobState | None = None) -> list[str]:
         """``$EXPORT_BUCKET``, the extra buckets, the buckets failures name, the fallback."""
@@ -218,15 +240,29 @@ class Incident:
         return list(chosen)
 
     def _choose_jobs(
-        self, job_state: JobState | None, detection: Detection | None,
-        failing: int, per_tenant: int, tenants: int, limit: int,
-    ) -> list[str]:  # fmt: skip
+        self,
+        job_state: JobState | None,
+        detection: Detection | None,
+        failing: int,
+        per_tenant: int,
+        tenants: int,
+        limit: int,
+    ) -> list[str]:
         failing_ids = list(job_state.failing_job_ids[:failing]) if job_state is not None else []
         involved = self.tenants_involved(job_state, detection)[:tenants]
-        delivered = [job.id for tenant in involved for job in self.platform.list_jobs(
-            JobQuery(status="succeeded", since=self.history_since, until=self.now,
-                     tenant=tenant, limit=per_tenant)
-        )]  # fmt: skip
+        delivered = [
+            job.id
+            for tenant in involved
+            for job in self.platform.list_jobs(
+                JobQuery(
+                    status="succeeded",
+                    since=self.history_since,
+                    until=self.now,
+                    tenant=tenant,
+                    limit=per_tenant,
+                )
+            )
+        ]
         return unique([*self.reported_jobs, *failing_ids, *delivered])[:limit]
 
     def tenants_involved(
@@ -249,13 +285,19 @@ class Incident:
     def assessment_context(self) -> AssessmentContext:
         from exportnb.assessment import AssessmentContext
 
-        return AssessmentContext(export_bucket=self.export_bucket,
-                                 fallback_bucket=self.fallback_bucket)  # fmt: skip
+        return AssessmentContext(
+            export_bucket=self.export_bucket, fallback_bucket=self.fallback_bucket
+        )
 
     def comms_options(self) -> dict[str, Any]:
         """Keyword arguments of :func:`exportnb.comms.status_update` about the incident."""
-        return {"incident_id": self.id, "now": self.now, "comms_lead": self.comms_lead,
-                "operator": self.operator, "flags": self.platform.list_flags()}  # fmt: skip
+        return {
+            "incident_id": self.id,
+            "now": self.now,
+            "comms_lead": self.comms_lead,
+            "operator": self.operator,
+            "flags": self.platform.list_flags(),
+        }
 
     def audit_entries(self, limit: int = 500) -> list[Any]:
         """What was done on the platform since the incident started."""
@@ -267,8 +309,11 @@ class Incident:
         from exportnb.comms import JOURNAL_NOTE
 
         entries = self.audit_entries()
-        return [(e.at, f"{e.action} {e.target}") for e in entries
-                if not e.action.startswith(JOURNAL_NOTE)]  # fmt: skip
+        return [
+            (e.at, f"{e.action} {e.target}")
+            for e in entries
+            if not e.action.startswith(JOURNAL_NOTE)
+        ]
 
     # Probes started early ---------------------------------------------------------
     def start_probes(self) -> Incident:
@@ -288,8 +333,9 @@ class Incident:
         jobs = early.start(job_state, lambda: ((self.platform,), self.job_state_options()))
         found = early.start(detect, lambda: ((self.platform,), self.detection_options()))
         early.start(storage_health, lambda: ((self.buckets_to_check(result_of(jobs)),), {}))
-        chosen = early.start(self._choose_jobs, lambda: (
-            (result_of(jobs), result_of(found), *CHECKSUM_CHOICE), {}))  # fmt: skip
+        chosen = early.start(
+            self._choose_jobs, lambda: ((result_of(jobs), result_of(found), *CHECKSUM_CHOICE), {})
+        )
         early.start(verify_jobs, lambda: ((self.platform, result_of(chosen)), {}))
         return self
 
@@ -302,16 +348,30 @@ class Incident:
         """The record of "Declare incident; assign comms lead"."""
         findings = []
         if not self.comms_lead:
-            findings.append(Finding(
-                COMMS_LEAD_UNASSIGNED, "warning",
-                "No comms lead assigned: name one (parameter comms_lead) before the first update",
-                "immediate_actions", {"operator": self.operator},
-            ))  # fmt: skip
+            findings.append(
+                Finding(
+                    COMMS_LEAD_UNASSIGNED,
+                    "warning",
+                    "No comms lead assigned: name one (parameter comms_lead) "
+                    "before the first update",
+                    "immediate_actions",
+                    {"operator": self.operator},
+                )
+            )
         return Declaration(
-            self.id, self.now, self.operator, self.comms_lead, self.mode, self.alert_summary,
-            self.platform_name, self.export_bucket, self.target_host, list(self.reported_jobs),
-            self.incident_start, findings,
-        )  # fmt: skip
+            self.id,
+            self.now,
+            self.operator,
+            self.comms_lead,
+            self.mode,
+            self.alert_summary,
+            self.platform_name,
+            self.export_bucket,
+            self.target_host,
+            list(self.reported_jobs),
+            self.incident_start,
+            findings,
+        )
 
 
 # Opening an incident ------------------------------------------------------------------
@@ -334,23 +394,42 @@ def open_incident(**parameters: Any) -> Incident:
         now, start, found = opened.now, opened.incident_start, opened.breach_found
     else:
         now, probes = values["now"], EarlyProbes()
-        start, found = incident_start(platform, now=now, window_minutes=values["window_minutes"],
-                                      threshold=values["failure_threshold"])  # fmt: skip
+        start, found = incident_start(
+            platform,
+            now=now,
+            window_minutes=values["window_minutes"],
+            threshold=values["failure_threshold"],
+        )
     return Incident(
-        id=values["incident_id"], operator=values["operator"] or current_actor(),
-        comms_lead=values["comms_lead"], mode=values["mode"], alert=values["alert"],
-        alert_summary=alert_summary(values["alert"]), reported_jobs=values["job_ids"], now=now,
-        window_minutes=values["window_minutes"], incident_start=start, breach_found=found,
-        failure_threshold=values["failure_threshold"], latency_slo=values["latency_slo"],
-        running_sla=values["running_sla"], stale_heartbeat=values["stale_heartbeat"],
-        baseline_days=values["baseline_days"], recovery_minutes=values["recovery_minutes"],
+        id=values["incident_id"],
+        operator=values["operator"] or current_actor(),
+        comms_lead=values["comms_lead"],
+        mode=values["mode"],
+        alert=values["alert"],
+        alert_summary=alert_summary(values["alert"]),
+        reported_jobs=values["job_ids"],
+        now=now,
+        window_minutes=values["window_minutes"],
+        incident_start=start,
+        breach_found=found,
+        failure_threshold=values["failure_threshold"],
+        latency_slo=values["latency_slo"],
+        running_sla=values["running_sla"],
+        stale_heartbeat=values["stale_heartbeat"],
+        baseline_days=values["baseline_days"],
+        recovery_minutes=values["recovery_minutes"],
         export_bucket=os.environ.get("EXPORT_BUCKET") or info.export_bucket,
         fallback_bucket=os.environ.get("EXPORT_FALLBACK_BUCKET") or _first(info.fallback_buckets),
-        extra_buckets=values["buckets"], target_host=target, target_port=values["target_port"],
-        platform_name=platform.name, platform=platform, probe_count=values["probe_count"],
-        probe_interval=values["probe_interval"], probe_grace=values["probe_grace"],
+        extra_buckets=values["buckets"],
+        target_host=target,
+        target_port=values["target_port"],
+        platform_name=platform.name,
+        platform=platform,
+        probe_count=values["probe_count"],
+        probe_interval=values["probe_interval"],
+        probe_grace=values["probe_grace"],
         probes=probes,
-    )  # fmt: skip
+    )
 
 
 # The incident's start ---------------------------------------------------------------
@@ -393,5 +472,16 @@ def _first(values: list[str]) -> str | None:
     return values[0] if values else None
 
 
-__all__ = ["MODES", "PARAMETERS", "Declaration", "EarlyProbes", "Incident", "alert_summary",
-           "open_incident", "parameters_of", "parse_alert", "parse_now", "validated"]  # fmt: skip
+__all__ = [
+    "MODES",
+    "PARAMETERS",
+    "Declaration",
+    "EarlyProbes",
+    "Incident",
+    "alert_summary",
+    "open_incident",
+    "parameters_of",
+    "parse_alert",
+    "parse_now",
+    "validated",
+]

@@ -68,8 +68,9 @@ def validated(parameters: Mapping[str, Any]) -> dict[str, Any]:
     """The parameters checked, over their defaults, with ``now`` and ``alert`` parsed."""
     unknown = sorted(set(parameters) - set(PARAMETERS))
     if unknown:
-        raise InvalidInput(f"unknown parameter(s): {', '.join(unknown)} "
-                           f"(known: {', '.join(PARAMETERS)})")  # fmt: skip
+        raise InvalidInput(
+            f"unknown parameter(s): {', '.join(unknown)} (known: {', '.join(PARAMETERS)})"
+        )
     values = {**PARAMETERS, **parameters}
     checked = {name: _check(name, values[name], PARAMETERS[name]) for name in PARAMETERS}
     check_incident_id(checked["incident_id"])  # the archive's rule: it names a folder
@@ -106,8 +107,9 @@ def _number(name: str, value: Any, *, integer: bool) -> int | float:
     if integer and not low <= value <= high:
         raise InvalidInput(f"{name} {value!r} is out of range: use {low:g} to {high:g}")
     if not integer and not low < value < high:
-        raise InvalidInput(f"{name} {value!r} is out of range: use more than {low:g} "
-                           f"and less than {high:g}")  # fmt: skip
+        raise InvalidInput(
+            f"{name} {value!r} is out of range: use more than {low:g} and less than {high:g}"
+        )
     return int(value) if integer else float(value)
 
 
@@ -146,13 +148,17 @@ def alert_summary(alert: Mapping[str, Any]) -> str:
         return "no alert: opened by hand"
     alerts = [a for a in alert.get("alerts", [alert]) if isinstance(a, dict)]
     common = alert.get("commonLabels") or {}
-    names = unique([str(a.get("labels", {}).get("alertname", "")) for a in alerts]
-                   + [str(common.get("alertname", ""))])  # fmt: skip
+    names = unique(
+        [str(a.get("labels", {}).get("alertname", "")) for a in alerts]
+        + [str(common.get("alertname", ""))]
+    )
     notes = alert.get("commonAnnotations") or (alerts[0].get("annotations") if alerts else {})
     summary = (notes or {}).get("summary") or (notes or {}).get("description") or ""
     starts = sorted(str(a["startsAt"]) for a in alerts if a.get("startsAt"))
-    parts = [str(alert.get("status") or (alerts[0].get("status") if alerts else "") or "alert"),
-             ", ".join(n for n in names if n) or "unnamed alert"]  # fmt: skip
+    parts = [
+        str(alert.get("status") or (alerts[0].get("status") if alerts else "") or "alert"),
+        ", ".join(n for n in names if n) or "unnamed alert",
+    ]
     line = " ".join(parts) + (f": {summary}" if summary else "")
     return line + (f" (since {starts[0]})" if starts else "")
 

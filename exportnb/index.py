@@ -406,5 +406,8 @@ def record_saved(store: Archive, record: Record, files: Mapping[str, bytes]) -> 
             if not index.search(store.url, Query(record_id=record.record_id)):
                 index.add(store.url, record, files[METADATA], None)
     except ExportnbError as exc:
-        log.warning("the archive index was not updated for %s: %s; `exportnb archive "
-                    "reindex` rebuilds it", record.record_id, exc.message)  # fmt: skip
+        log.warning(
+            "the archive index was not updated for %s: %s; `exportnb archive reindex` rebuilds it",
+            record.record_id,
+            exc.message,
+        )

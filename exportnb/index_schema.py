@@ -98,29 +98,65 @@ def record_row(archive: int, record: Record, digest: str, seq: int | None) -> tu
     """The ``records`` row of a record (for :data:`INSERT_RECORD`)."""
     counts = record.severity_counts()
     error = record.error.describe() if record.error else None
-    return (archive, record.record_id, record.incident_id, record.status,
-            record.started_at.timestamp(), record.ended_at.timestamp(), record.duration_seconds,
-            record.operator, error, record.location, digest, seq, counts["critical"],
-            counts["warning"], counts["info"])  # fmt: skip
+    return (
+        archive,
+        record.record_id,
+        record.incident_id,
+        record.status,
+        record.started_at.timestamp(),
+        record.ended_at.timestamp(),
+        record.duration_seconds,
+        record.operator,
+        error,
+        record.location,
+        digest,
+        seq,
+        counts["critical"],
+        counts["warning"],
+        counts["info"],
+    )
 
 
 def fact_rows(rid: int, facts: RecordFacts) -> list[tuple[str, list[tuple[Any, ...]]]]:
     """``(INSERT statement, rows)`` for each child table of record row ``rid``."""
-    listed = [(table, column, values) for table, column, values in (
-        ("record_jobs", "job_id", facts.job_ids), ("record_tenants", "tenant", facts.tenants),
-        ("record_buckets", "bucket", facts.buckets))]  # fmt: skip
+    listed = [
+        (table, column, values)
+        for table, column, values in (
+            ("record_jobs", "job_id", facts.job_ids),
+            ("record_tenants", "tenant", facts.tenants),
+            ("record_buckets", "bucket", facts.buckets),
+        )
+    ]
     found: list[tuple[str, list[tuple[Any, ...]]]] = [
         (f"INSERT INTO {table} (record, {column}) VALUES (?, ?)", [(rid, v) for v in values])
         for table, column, values in listed
     ]
-    found.append(("INSERT INTO findings (record, code, severity, step, summary) VALUES "
-                  "(?,?,?,?,?)", [(rid, f.code, f.severity, f.step, f.summary)
-                                  for f in facts.findings]))  # fmt: skip
-    found.append(("INSERT INTO mitigations (record, action, operator, at, key, params, seq, "
-                  "source, summary) VALUES (?,?,?,?,?,?,?,?,?)",
-                  [(rid, m.action, m.operator, m.at.timestamp() if m.at else None, m.key,
-                    json.dumps(m.params, sort_keys=True, default=str), m.seq, m.source,
-                    m.summary) for m in facts.mitigations]))  # fmt: skip
+    found.append(
+        (
+            "INSERT INTO findings (record, code, severity, step, summary) VALUES (?,?,?,?,?)",
+            [(rid, f.code, f.severity, f.step, f.summary) for f in facts.findings],
+        )
+    )
+    found.append(
+        (
+            "INSERT INTO mitigations (record, action, operator, at, key, params, seq, "
+            "source, summary) VALUES (?,?,?,?,?,?,?,?,?)",
+            [
+                (
+                    rid,
+                    m.action,
+                    m.operator,
+                    m.at.timestamp() if m.at else None,
+                    m.key,
+                    json.dumps(m.params, sort_keys=True, default=str),
+                    m.seq,
+                    m.source,
+                    m.summary,
+                )
+                for m in facts.mitigations
+            ],
+        )
+    )
     return found
 
 
@@ -344,6 +380,8 @@ def parse_time(text: str, *, now: datetime | None = None) -> datetime:
         try:
             return (now or datetime.now(UTC)) - timedelta(seconds=parse_ttl(text))
         except InvalidInput:
-            raise InvalidInput(f"{text!r} is neither a time (2024-05-01, 2024-05-01T12:00Z) "
-                               "nor a duration ago (30d, 12h)") from None  # fmt: skip
+            raise InvalidInput(
+                f"{text!r} is neither a time (2024-05-01, 2024-05-01T12:00Z) "
+                "nor a duration ago (30d, 12h)"
+            ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

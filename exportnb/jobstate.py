@@ -122,14 +122,27 @@ class JobState:
         """The categories frame, the largest category first."""
         import pandas as pd
 
-        columns = ["connector", "bucket", "error_code", "count", "first_seen", "last_seen",
-                   "tenants"]  # fmt: skip
+        columns = [
+            "connector",
+            "bucket",
+            "error_code",
+            "count",
+            "first_seen",
+            "last_seen",
+            "tenants",
+        ]
         rows = [
-            {"connector": c.connector, "bucket": c.bucket, "error_code": c.error_code,
-             "count": c.count, "first_seen": c.first_seen, "last_seen": c.last_seen,
-             "tenants": ", ".join(c.tenants)}
+            {
+                "connector": c.connector,
+                "bucket": c.bucket,
+                "error_code": c.error_code,
+                "count": c.count,
+                "first_seen": c.first_seen,
+                "last_seen": c.last_seen,
+                "tenants": ", ".join(c.tenants),
+            }
             for c in self.categories
-        ]  # fmt: skip
+        ]
         frame = pd.DataFrame(rows, columns=columns)
         for column in ("first_seen", "last_seen"):
             frame[column] = pd.to_datetime(frame[column], utc=True)
@@ -153,21 +166,31 @@ def job_state(
     _check_counts(limit=limit, scan_limit=scan_limit, sample_logs=sample_logs)
     if not 0 < concentration <= 1:
         raise InvalidInput(f"concentration must be a share above 0 and at most 1: {concentration}")
-    query = JobQuery(status="failed", since=start - timedelta(minutes=max(0, lookback_minutes)),
-                     until=end, limit=scan_limit)  # fmt: skip
+    query = JobQuery(
+        status="failed",
+        since=start - timedelta(minutes=max(0, lookback_minutes)),
+        until=end,
+        limit=scan_limit,
+    )
     listed = platform.list_jobs(query)
     failed = sorted((j for j in listed if start <= seen(j) <= end), key=seen, reverse=True)
     window = _window_jobs(platform, replace(query, status=None), start, end) if failed else []
     traffic = _traffic(window)
     state = JobState(
-        since=start, until=end, latest=failed[:limit], total_failed=len(failed),
-        truncated=len(listed) >= scan_limit, categories=categorize(failed),
-        by_connector=_counts(failed, "connector"), by_bucket=_counts(failed, "bucket"),
-        by_error=_counts(failed, "error_code"), samples=samples(platform, failed, sample_logs),
-        job_ids=[j.id for j in failed], tenants=sorted({j.tenant for j in failed}),
-    )  # fmt: skip
-    findings = concentrated(failed, share=concentration, min_failures=min_failures,
-                            traffic=traffic)  # fmt: skip
+        since=start,
+        until=end,
+        latest=failed[:limit],
+        total_failed=len(failed),
+        truncated=len(listed) >= scan_limit,
+        categories=categorize(failed),
+        by_connector=_counts(failed, "connector"),
+        by_bucket=_counts(failed, "bucket"),
+        by_error=_counts(failed, "error_code"),
+        samples=samples(platform, failed, sample_logs),
+        job_ids=[j.id for j in failed],
+        tenants=sorted({j.tenant for j in failed}),
+    )
+    findings = concentrated(failed, share=concentration, min_failures=min_failures, traffic=traffic)
     findings += chunk_timeouts(failed, window, min_failures=min_failures)
     return replace(state, findings=findings)
 
@@ -188,8 +211,9 @@ def _traffic(jobs: list[Job]) -> dict[str, Counter[str]]:
     """Jobs of the window counted per bucket and per connector."""
     if not jobs:
         return {}
-    return {dimension: Counter(_value(j, dimension) for j in jobs) for dimension in
-            TRAFFIC_DIMENSIONS}  # fmt: skip
+    return {
+        dimension: Counter(_value(j, dimension) for j in jobs) for dimension in TRAFFIC_DIMENSIONS
+    }
 
 
 def largest_chunk(job: Job) -> int:
@@ -224,17 +248,22 @@ def chunk_timeouts(failed: list[Job], window: list[Job], *, min_failures: int) -
     involved = [j for j in timeouts if largest_chunk(j) >= threshold]
     return [
         Finding(
-            CHUNK_TIMEOUTS, "critical",
+            CHUNK_TIMEOUTS,
+            "critical",
             f"{len(involved)} jobs with chunks of {format_size(threshold)} or more timed out "
             f"({hit_above:.0%} of such jobs; {hit_below:.0%} of smaller ones)",
             STEP,
-            {"threshold": threshold, "share_above": hit_above, "share_below": hit_below,
-             "chunk_sizes": sorted({j.chunk_size for j in involved}),
-             "buckets": sorted({j.bucket for j in involved}),
-             "tenants": sorted({j.tenant for j in involved}),
-             "job_ids": [j.id for j in involved[:MAX_EVIDENCE_JOBS]]},
+            {
+                "threshold": threshold,
+                "share_above": hit_above,
+                "share_below": hit_below,
+                "chunk_sizes": sorted({j.chunk_size for j in involved}),
+                "buckets": sorted({j.bucket for j in involved}),
+                "tenants": sorted({j.tenant for j in involved}),
+                "job_ids": [j.id for j in involved[:MAX_EVIDENCE_JOBS]],
+            },
         )
-    ]  # fmt: skip
+    ]
 
 
 def seen(job: Job) -> datetime:
@@ -258,10 +287,17 @@ def categorize(jobs: list[Job]) -> list[FailureCategory]:
         key = (job.connector, job.bucket, _value(job, "error_code"))
         groups.setdefault(key, []).append(job)
     categories = [
-        FailureCategory(connector, bucket, code, len(group), min(map(seen, group)),
-                        max(map(seen, group)), sorted({j.tenant for j in group}))
+        FailureCategory(
+            connector,
+            bucket,
+            code,
+            len(group),
+            min(map(seen, group)),
+            max(map(seen, group)),
+            sorted({j.tenant for j in group}),
+        )
         for (connector, bucket, code), group in groups.items()
-    ]  # fmt: skip
+    ]
     return sorted(categories, key=lambda c: (-c.count, c.connector, c.bucket, c.error_code))
 
 
@@ -291,10 +327,16 @@ def _sample(platform: Platform, job: Job) -> JobSample | None:
         return None
     latest = detail.job
     return JobSample(
-        job.id, latest.error_code, latest.error_message, detail.logs[-SAMPLE_LOG_LINES:],
-        tenant=latest.tenant, connector=latest.connector, bucket=latest.bucket,
-        chunk_size=latest.chunk_size, attempts=latest.attempts,
-    )  # fmt: skip
+        job.id,
+        latest.error_code,
+        latest.error_message,
+        detail.logs[-SAMPLE_LOG_LINES:],
+        tenant=latest.tenant,
+        connector=latest.connector,
+        bucket=latest.bucket,
+        chunk_size=latest.chunk_size,
+        attempts=latest.attempts,
+    )
 
 
 # Concentration ---------------------------------------------------------------------------
@@ -330,8 +372,10 @@ def _beyond_traffic(
     if not traffic or not total:
         return None  # no traffic known: judge the share of failures alone
     traffic_share = max(traffic[value], count) / max(total, failures)
-    return {"traffic_share": traffic_share,
-            "p_value": binomial_tail(count, failures, traffic_share)}  # fmt: skip
+    return {
+        "traffic_share": traffic_share,
+        "p_value": binomial_tail(count, failures, traffic_share),
+    }
 
 
 def _finding(
@@ -341,16 +385,25 @@ def _finding(
     label = dimension.replace("_", " ")
     versus = f", against {beyond['traffic_share']:.0%} of all jobs" if beyond else ""
     return Finding(
-        FAILURES_CONCENTRATED, "warning",
+        FAILURES_CONCENTRATED,
+        "warning",
         f"{share:.0%} of failed jobs ({len(involved)} of {total}) share {label} {value}{versus}",
         STEP,
-        {"dimension": dimension, "value": value, "share": share, "count": len(involved),
-         "total": total, **beyond, "buckets": sorted({j.bucket for j in involved}),
-         "chunk_sizes": sorted({j.chunk_size for j in involved}),
-         "chunk_size_counts": {str(size): n for size, n in
-                               sorted(Counter(j.chunk_size for j in involved).items())},
-         "connectors": sorted({j.connector for j in involved}),
-         "error_codes": sorted({_value(j, "error_code") for j in involved}),
-         "tenants": sorted({j.tenant for j in involved}),
-         "job_ids": [j.id for j in involved[:MAX_EVIDENCE_JOBS]]},
-    )  # fmt: skip
+        {
+            "dimension": dimension,
+            "value": value,
+            "share": share,
+            "count": len(involved),
+            "total": total,
+            **beyond,
+            "buckets": sorted({j.bucket for j in involved}),
+            "chunk_sizes": sorted({j.chunk_size for j in involved}),
+            "chunk_size_counts": {
+                str(size): n for size, n in sorted(Counter(j.chunk_size for j in involved).items())
+            },
+            "connectors": sorted({j.connector for j in involved}),
+            "error_codes": sorted({_value(j, "error_code") for j in involved}),
+            "tenants": sorted({j.tenant for j in involved}),
+            "job_ids": [j.id for j in involved[:MAX_EVIDENCE_JOBS]],
+        },
+    )

@@ -189,19 +189,36 @@ class Journal:
             raise InvalidInput(f"journal entry kind {kind!r}: use one of {', '.join(KINDS)}")
         with self.locked():
             before = self.entries()
-            data = self._entry_data(kind, before, action=action, key=key, operator=operator,
-                                    params=params, outcome=outcome, detail=detail)  # fmt: skip
+            data = self._entry_data(
+                kind,
+                before,
+                action=action,
+                key=key,
+                operator=operator,
+                params=params,
+                outcome=outcome,
+                detail=detail,
+            )
             data = json.loads(json.dumps(data, ensure_ascii=False, default=str))
             data["sha256"] = fingerprint(data)
             line = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
             self._write(line.encode("utf-8") + b"\n")
-            return entry_from({k: v for k, v in data.items() if k != "sha256"},
-                              sha256=data["sha256"])  # fmt: skip
+            return entry_from(
+                {k: v for k, v in data.items() if k != "sha256"}, sha256=data["sha256"]
+            )
 
     def _entry_data(
-        self, kind: str, before: list[JournalEntry], *, action: str, key: str, operator: str,
-        params: Mapping[str, Any] | None, outcome: str, detail: Mapping[str, Any] | None,
-    ) -> dict[str, Any]:  # fmt: skip
+        self,
+        kind: str,
+        before: list[JournalEntry],
+        *,
+        action: str,
+        key: str,
+        operator: str,
+        params: Mapping[str, Any] | None,
+        outcome: str,
+        detail: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
         return {
             "schema": SCHEMA,
             "seq": len(before) + 1,
@@ -238,12 +255,20 @@ def entry_from(data: dict[str, Any], *, sha256: str) -> JournalEntry:
     if not isinstance(data["params"], dict) or not isinstance(data["detail"], dict):
         raise TypeError("params and detail must be objects")
     return JournalEntry(
-        schema=data["schema"], seq=int(data["seq"]),
-        at=_time(data["at"]), incident=str(data["incident"]),
-        operator=str(data["operator"]), kind=data["kind"], action=str(data["action"]),
-        key=str(data["key"]), params=data["params"], outcome=str(data["outcome"]),
-        detail=data["detail"], prev=str(data["prev"]), sha256=sha256,
-    )  # fmt: skip
+        schema=data["schema"],
+        seq=int(data["seq"]),
+        at=_time(data["at"]),
+        incident=str(data["incident"]),
+        operator=str(data["operator"]),
+        kind=data["kind"],
+        action=str(data["action"]),
+        key=str(data["key"]),
+        params=data["params"],
+        outcome=str(data["outcome"]),
+        detail=data["detail"],
+        prev=str(data["prev"]),
+        sha256=sha256,
+    )
 
 
 def fingerprint(data: Mapping[str, Any]) -> str:

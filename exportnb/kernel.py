@@ -44,8 +44,11 @@ class Kernel:
         self._folder = tempfile.TemporaryDirectory(prefix="exportnb-run-")
         self.work = Path(self._folder.name)
         self.environment: dict[str, str] = {
-            **os.environ, **env, MODE_ENV: "auto", probes.ENV: str(self.work / "probes"),
-        }  # fmt: skip
+            **os.environ,
+            **env,
+            MODE_ENV: "auto",
+            probes.ENV: str(self.work / "probes"),
+        }
         self.log: IO[bytes] = (self.work / "kernel.log").open("w+b")
         self.manager: Any = None
         self.failure: Exception | None = None
@@ -64,9 +67,12 @@ class Kernel:
         extra = [HISTORY, f"--ext={__name__}"] if warm else [HISTORY]
         try:
             run_sync(manager.start_kernel)(
-                extra_arguments=extra, cwd=str(kernel.work), env=kernel.environment,
-                stdout=kernel.log, stderr=kernel.log,
-            )  # fmt: skip
+                extra_arguments=extra,
+                cwd=str(kernel.work),
+                env=kernel.environment,
+                stdout=kernel.log,
+                stderr=kernel.log,
+            )
         except Exception as exc:  # reported by the run that uses it, as a kernel not started
             kernel.failure = exc
         else:

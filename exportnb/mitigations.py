@@ -64,9 +64,23 @@ if TYPE_CHECKING:
     from exportnb.assessment import Assessment
 
 log = logging.getLogger(__name__)
-__all__ = ["RETRY_REPEAT_ERRORS", "Outcome", "Plan", "Result", "RetryJob", "RetryWatch",
-           "apply", "auto_apply", "decline", "describe", "idempotency_key", "plan",
-           "standing", "standing_changes", "watch_retry"]  # fmt: skip
+__all__ = [
+    "RETRY_REPEAT_ERRORS",
+    "Outcome",
+    "Plan",
+    "Result",
+    "RetryJob",
+    "RetryWatch",
+    "apply",
+    "auto_apply",
+    "decline",
+    "describe",
+    "idempotency_key",
+    "plan",
+    "standing",
+    "standing_changes",
+    "watch_retry",
+]
 STEP = "mitigations"
 APPLIED, FAILED_STATUS = "applied", "failed"
 STATUSES = (APPLIED, FAILED_STATUS, "already_applied", "not_allowed", "cancelled", "refused")
@@ -185,11 +199,19 @@ class _Desk:
     quiet: bool = False  # plans only: the same decision is in the journal already
 
     @classmethod
-    def of(cls, platform: Platform | None, incident: str, operator: str | None,
-           settings: Settings | None, home: Path | None, quiet: bool = False) -> _Desk:  # fmt: skip
+    def of(
+        cls,
+        platform: Platform | None,
+        incident: str,
+        operator: str | None,
+        settings: Settings | None,
+        home: Path | None,
+        quiet: bool = False,
+    ) -> _Desk:
         journal = Journal(check_incident_id(incident), home=home)
-        return cls(platform, journal, operator or current_actor(), settings or Settings.load(),
-                   quiet)  # fmt: skip
+        return cls(
+            platform, journal, operator or current_actor(), settings or Settings.load(), quiet
+        )
 
     def record(
         self, kind: str, plan: Plan, outcome: str, detail: Mapping[str, Any]
@@ -202,10 +224,12 @@ class _Desk:
         if self.platform is not None:
             incident = self.journal.incident
             note: dict[str, Any] = {
-                "actor": self.operator, "action": f"mitigation.{kind}",
-                "target": f"{incident}/{plan.action}", "detail": audit_note(entry),
+                "actor": self.operator,
+                "action": f"mitigation.{kind}",
+                "target": f"{incident}/{plan.action}",
+                "detail": audit_note(entry),
                 "reason": f"{incident} {plan.action} {plan.key[:12]}",
-            }  # fmt: skip
+            }
             try:
                 self.platform.note(**note)
             except ExportnbError as exc:
@@ -227,10 +251,16 @@ def audit_note(entry: JournalEntry) -> dict[str, Any]:
 
 
 def plan(
-    platform: Platform, incident: str, action: str, params: Mapping[str, Any] | None = None, *,
-    operator: str | None = None, settings: Settings | None = None, home: Path | None = None,
+    platform: Platform,
+    incident: str,
+    action: str,
+    params: Mapping[str, Any] | None = None,
+    *,
+    operator: str | None = None,
+    settings: Settings | None = None,
+    home: Path | None = None,
     journaled: bool = True,
-) -> Plan:  # fmt: skip
+) -> Plan:
     """What ``action`` would change now; journaled. InvalidInput/NotFound/PreconditionFailed
     (journaled as refused) when it cannot run; ``already_applied`` when its key has been.
     ``journaled=False`` only shows the plan (for a decision the journal holds already)."""
@@ -247,8 +277,11 @@ def plan(
         desk.record_plan(found, "already_applied", _plan_detail(found))
         return found
     try:
-        draft = plan_revert(platform, pending) if action == "revert" else \
-            PLANNERS[action](platform, canonical, desk.settings)  # fmt: skip
+        draft = (
+            plan_revert(platform, pending)
+            if action == "revert"
+            else PLANNERS[action](platform, canonical, desk.settings)
+        )
     except ExportnbError as exc:
         refused = Draft(exc.message, [], [], [], [], [])
         refusal = _plan_of(incident, action, canonical, key, refused, desk.operator)
@@ -259,21 +292,44 @@ def plan(
     return found
 
 
-def _plan_of(incident: str, action: str, params: dict[str, Any], key: str, draft: Draft,
-             operator: str, **extra: Any) -> Plan:  # fmt: skip
+def _plan_of(
+    incident: str,
+    action: str,
+    params: dict[str, Any],
+    key: str,
+    draft: Draft,
+    operator: str,
+    **extra: Any,
+) -> Plan:
     copied = {f.name: getattr(draft, f.name) for f in fields(draft)}
-    return Plan(incident=incident, action=action, params=params, key=key, **copied,
-                planned_at=datetime.now(UTC), planned_by=operator, **extra)  # fmt: skip
+    return Plan(
+        incident=incident,
+        action=action,
+        params=params,
+        key=key,
+        **copied,
+        planned_at=datetime.now(UTC),
+        planned_by=operator,
+        **extra,
+    )
 
 
-def _recorded_plan(incident: str, action: str, params: dict[str, Any], key: str,
-                   done: JournalEntry, operator: str) -> Plan:  # fmt: skip
+def _recorded_plan(
+    incident: str, action: str, params: dict[str, Any], key: str, done: JournalEntry, operator: str
+) -> Plan:
     result = _result_of(done, already=True)
     when = contract.readable_time(done.at)
-    draft = Draft(f"Already applied at {when} by {done.operator}: nothing to do.",
-                  result.changes, [], [], [], [])  # fmt: skip
-    return _plan_of(incident, action, params, key, draft, operator, already_applied=True,
-                    applied=result)  # fmt: skip
+    draft = Draft(
+        f"Already applied at {when} by {done.operator}: nothing to do.",
+        result.changes,
+        [],
+        [],
+        [],
+        [],
+    )
+    return _plan_of(
+        incident, action, params, key, draft, operator, already_applied=True, applied=result
+    )
 
 
 def _plan_detail(p: Plan) -> dict[str, Any]:
@@ -282,16 +338,24 @@ def _plan_detail(p: Plan) -> dict[str, Any]:
 
 # Applying ----------------------------------------------------------------------------
 def apply(
-    platform: Platform, plan: Plan, *, operator: str | None = None, mode: str = "interactive",
-    confirmed: bool = False, settings: Settings | None = None, home: Path | None = None,
-) -> Outcome:  # fmt: skip
+    platform: Platform,
+    plan: Plan,
+    *,
+    operator: str | None = None,
+    mode: str = "interactive",
+    confirmed: bool = False,
+    settings: Settings | None = None,
+    home: Path | None = None,
+) -> Outcome:
     """Apply a plan once. Interactive: only ``confirmed`` (else PreconditionFailed); auto:
     only what policy allows (else status ``not_allowed``, the plan shown instead)."""
     desk = _Desk.of(platform, plan.incident, operator, settings, home)
     decision = decide(plan.action, mode, confirmed=confirmed, settings=desk.settings)
     if not decision.allowed and decision.mode == "interactive":
-        raise PreconditionFailed(f"{plan.action} for {plan.incident} is not confirmed: show "
-                                 "the plan and confirm it first; nothing was changed")  # fmt: skip
+        raise PreconditionFailed(
+            f"{plan.action} for {plan.incident} is not confirmed: show "
+            "the plan and confirm it first; nothing was changed"
+        )
     with desk.journal.locked():
         done = desk.journal.applied(plan.key)
         if done is not None:
@@ -316,8 +380,10 @@ def _still_holds(desk: _Desk, platform: Platform, plan: Plan) -> Draft:
         if plan.action == "revert":
             pending = standing(desk.journal)
             if sorted(s.id for s in pending) != plan.params["changes"]:
-                raise PreconditionFailed("this incident's changes are not what the revert plan "
-                                         "showed any more; plan the revert again")  # fmt: skip
+                raise PreconditionFailed(
+                    "this incident's changes are not what the revert plan "
+                    "showed any more; plan the revert again"
+                )
             return plan_revert(platform, pending)
         if plan.action == "retry":  # the jobs the engineer saw, not the newest ones now
             canonical = {"job_ids": plan.jobs, "concurrency": canonical["concurrency"]}
@@ -327,32 +393,62 @@ def _still_holds(desk: _Desk, platform: Platform, plan: Plan) -> Draft:
         raise
 
 
-def _carry_out(desk: _Desk, platform: Platform, plan: Plan, fresh: Draft,
-               decision: Decision) -> Outcome:  # fmt: skip
-    intent = {"mode": decision.mode, "why": decision.reason, "summary": fresh.summary,
-              "changes": fresh.changes}  # fmt: skip
+def _carry_out(
+    desk: _Desk, platform: Platform, plan: Plan, fresh: Draft, decision: Decision
+) -> Outcome:
+    intent = {
+        "mode": decision.mode,
+        "why": decision.reason,
+        "summary": fresh.summary,
+        "changes": fresh.changes,
+    }
     desk.record("apply", plan, "applying", intent)
     progress, error = Progress(), None
     reason = f"{plan.incident} {plan.action} {plan.key[:12]}"
     try:
-        apply_change(platform, plan.action, fresh, plan.params, actor=desk.operator,
-                     reason=reason, progress=progress)  # fmt: skip
+        apply_change(
+            platform,
+            plan.action,
+            fresh,
+            plan.params,
+            actor=desk.operator,
+            reason=reason,
+            progress=progress,
+        )
     except ExportnbError as exc:
         error = exc
     for undo, how in progress.undone:
-        desk.record("revert", plan, how, {"reverts": undo.changes, "kind": undo.kind,
-                                          "target": undo.target, "from": undo.current,
-                                          "to": undo.restore, "why": undo.left})  # fmt: skip
-    detail = {"changes": progress.changes, "response": progress.response,
-              **(failure(error) if error else {})}  # fmt: skip
+        desk.record(
+            "revert",
+            plan,
+            how,
+            {
+                "reverts": undo.changes,
+                "kind": undo.kind,
+                "target": undo.target,
+                "from": undo.current,
+                "to": undo.restore,
+                "why": undo.left,
+            },
+        )
+    detail = {
+        "changes": progress.changes,
+        "response": progress.response,
+        **(failure(error) if error else {}),
+    }
     entry = desk.record("result", plan, FAILED if error else SUCCEEDED, detail)
     if error is not None:
         return _outcome(plan, FAILED_STATUS, f"Failed: {error.message}", _result_of(entry))
     return _outcome(plan, APPLIED, f"Applied: {fresh.summary}", _result_of(entry))
 
 
-def decline(plan: Plan, *, operator: str | None = None, platform: Platform | None = None,
-            home: Path | None = None) -> Outcome:  # fmt: skip
+def decline(
+    plan: Plan,
+    *,
+    operator: str | None = None,
+    platform: Platform | None = None,
+    home: Path | None = None,
+) -> Outcome:
     """The engineer said no: journal a ``skip`` (cancelled); nothing is changed."""
     desk = _Desk.of(platform, plan.incident, operator, None, home)
     desk.record("skip", plan, "cancelled", {})
@@ -360,9 +456,14 @@ def decline(plan: Plan, *, operator: str | None = None, platform: Platform | Non
 
 
 def auto_apply(
-    platform: Platform, incident: str, assessment: Assessment, *, operator: str | None = None,
-    settings: Settings | None = None, home: Path | None = None,
-) -> list[Outcome]:  # fmt: skip
+    platform: Platform,
+    incident: str,
+    assessment: Assessment,
+    *,
+    operator: str | None = None,
+    settings: Settings | None = None,
+    home: Path | None = None,
+) -> list[Outcome]:
     """For an automatic run: apply the recommended mitigations that ``[policy] auto_apply``
     allows, each once; plans only for the others. Recommendations that are not mitigations
     (re-export, notify-tenants, ...) are left to people and not listed."""
@@ -387,8 +488,9 @@ def auto_apply(
     return outcomes
 
 
-def _declined_before(journal: Journal, action: str, params: Mapping[str, Any],
-                     settings: Settings) -> bool:  # fmt: skip
+def _declined_before(
+    journal: Journal, action: str, params: Mapping[str, Any], settings: Settings
+) -> bool:
     """Policy refused this very action (same key) before: the journal says so once."""
     try:
         key = idempotency_key(journal.incident, action, normalize(action, params, settings))
@@ -421,9 +523,18 @@ def standing_changes(incident: str, *, home: Path | None = None) -> list[Standin
 def _result_of(entry: JournalEntry, *, already: bool = False) -> Result:
     detail = entry.detail
     changes = contract.decode(list[Change], detail.get("changes", []))
-    return Result(entry.ok, entry.at, entry.operator, changes, detail.get("response"),
-                  detail.get("error"), detail.get("error_type"), int(detail.get("exit_code", 0)),
-                  already_applied=already, seq=entry.seq)  # fmt: skip
+    return Result(
+        entry.ok,
+        entry.at,
+        entry.operator,
+        changes,
+        detail.get("response"),
+        detail.get("error"),
+        detail.get("error_type"),
+        int(detail.get("exit_code", 0)),
+        already_applied=already,
+        seq=entry.seq,
+    )
 
 
 def _outcome(plan: Plan, status: str, message: str, result: Result | None = None) -> Outcome:

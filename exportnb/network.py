@@ -155,8 +155,9 @@ def _check_pace(interval: float | None, grace: float) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvalidInput(f"{name} must be a number of seconds, not {value!r}")
         if not 0 < value <= MAX_PACE:
-            raise InvalidInput(f"{name} {value!r} is out of range: more than 0, at most "
-                               f"{MAX_PACE:g} seconds")  # fmt: skip
+            raise InvalidInput(
+                f"{name} {value!r} is out of range: more than 0, at most {MAX_PACE:g} seconds"
+            )
 
 
 def mtr_interval(asked: float | None) -> float:
@@ -232,9 +233,12 @@ def mtr_probe(host: str, address: str, pace: Pace) -> Probe:
     argv.append(address)
     try:
         done = subprocess.run(
-            argv, capture_output=True, text=True, check=False,
+            argv,
+            capture_output=True,
+            text=True,
+            check=False,
             timeout=count * interval + grace + 30,
-        )  # fmt: skip
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise PreconditionFailed(f"mtr could not run: {exc}") from exc
     if done.returncode != 0:
@@ -334,10 +338,15 @@ def _hop(index: int, hosts: list[str], sent: int, rtts: list[float]) -> Hop:
     sent = max(sent, received)
     loss = 100.0 * (sent - received) / sent if sent else 100.0
     return Hop(
-        index + 1, hosts[0] if hosts else "???", sent, received, round(loss, 1),
-        _rounded(percentile(rtts, 50)), _rounded(percentile(rtts, 95)),
+        index + 1,
+        hosts[0] if hosts else "???",
+        sent,
+        received,
+        round(loss, 1),
+        _rounded(percentile(rtts, 50)),
+        _rounded(percentile(rtts, 95)),
         _rounded(sum(rtts) / len(rtts) if rtts else None),
-    )  # fmt: skip
+    )
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -363,9 +372,19 @@ def _result(
     p50 = dest.p50_ms if dest else None
     p95 = dest.p95_ms if dest else None
     path = NetworkPath(
-        host, port, probe.method, probe.command, probe.hops, loss, p50, p95, [],
-        address, probe.argv, probe.error,
-    )  # fmt: skip
+        host,
+        port,
+        probe.method,
+        probe.command,
+        probe.hops,
+        loss,
+        p50,
+        p95,
+        [],
+        address,
+        probe.argv,
+        probe.error,
+    )
     return replace(path, findings=_findings(path, probe, loss_limit, p95_limit))
 
 
@@ -373,14 +392,24 @@ def _findings(
     path: NetworkPath, probe: Probe, loss_limit: float, p95_limit: float
 ) -> list[Finding]:
     dest = path.destination
-    base = {"host": path.host, "address": path.address, "port": path.port,
-            "method": path.method, "command": path.command}  # fmt: skip
+    base = {
+        "host": path.host,
+        "address": path.address,
+        "port": path.port,
+        "method": path.method,
+        "command": path.command,
+    }
     if dest is None or dest.received == 0:
         return [_unreachable(path, probe, base)]
     figures = {
-        **base, "sent": dest.sent, "received": dest.received, "loss_pct": dest.loss_pct,
-        "p50_ms": dest.p50_ms, "p95_ms": dest.p95_ms, "hops": _hop_evidence(path.hops),
-    }  # fmt: skip
+        **base,
+        "sent": dest.sent,
+        "received": dest.received,
+        "loss_pct": dest.loss_pct,
+        "p50_ms": dest.p50_ms,
+        "p95_ms": dest.p95_ms,
+        "hops": _hop_evidence(path.hops),
+    }
     found = []
     if dest.loss_pct > loss_limit:
         severity = "critical" if dest.loss_pct >= SEVERE_LOSS else "warning"
@@ -388,14 +417,18 @@ def _findings(
             f"{dest.loss_pct:g}% packet loss to {path.host} ({dest.received}/{dest.sent} "
             f"answered; threshold {loss_limit:g}%)"
         )
-        found.append(Finding(NETWORK_LOSS, severity, summary, STEP,
-                             {**figures, "threshold_pct": loss_limit}))  # fmt: skip
+        found.append(
+            Finding(NETWORK_LOSS, severity, summary, STEP, {**figures, "threshold_pct": loss_limit})
+        )
     if dest.p95_ms is not None and dest.p95_ms > p95_limit:
         summary = (
             f"p95 round trip to {path.host} is {dest.p95_ms:.1f} ms (threshold {p95_limit:g} ms)"
         )
-        found.append(Finding(NETWORK_LATENCY, "warning", summary, STEP,
-                             {**figures, "threshold_ms": p95_limit}))  # fmt: skip
+        found.append(
+            Finding(
+                NETWORK_LATENCY, "warning", summary, STEP, {**figures, "threshold_ms": p95_limit}
+            )
+        )
     return found
 
 
@@ -407,14 +440,16 @@ def _unreachable(path: NetworkPath, probe: Probe, base: dict[str, Any]) -> Findi
     else:
         reason = "no answer"
     detail = probe.error or (
-        f"no route to {path.address}" if reason == "no route" else
-        f"none of {path.destination.sent if path.destination else 0} probes answered"
-    )  # fmt: skip
+        f"no route to {path.address}"
+        if reason == "no route"
+        else f"none of {path.destination.sent if path.destination else 0} probes answered"
+    )
     summary = f"{path.host} is unreachable ({reason}): {detail}"
     evidence = {**base, "reason": reason, "detail": detail, "hops": _hop_evidence(path.hops)}
     return Finding(NETWORK_UNREACHABLE, "critical", summary, STEP, evidence)
 
 
 def _hop_evidence(hops: list[Hop]) -> list[dict[str, Any]]:
-    return [{"index": h.index, "host": h.host, "loss_pct": h.loss_pct, "p95_ms": h.p95_ms}
-            for h in hops]  # fmt: skip
+    return [
+        {"index": h.index, "host": h.host, "loss_pct": h.loss_pct, "p95_ms": h.p95_ms} for h in hops
+    ]

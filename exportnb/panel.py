@@ -56,11 +56,19 @@ class MitigationPanel:
     """Every mitigation as a card, the recommended first, and a Finalize button."""
 
     def __init__(
-        self, platform: Platform, incident: str, *, assessment: Assessment | None = None,
-        operator: str | None = None, mode: str = "interactive", settings: Settings | None = None,
-        home: Path | None = None, prefill: Mapping[str, Mapping[str, Any]] | None = None,
-        watch_interval: float = 1.0, watch_timeout: float = 900.0,
-    ) -> None:  # fmt: skip
+        self,
+        platform: Platform,
+        incident: str,
+        *,
+        assessment: Assessment | None = None,
+        operator: str | None = None,
+        mode: str = "interactive",
+        settings: Settings | None = None,
+        home: Path | None = None,
+        prefill: Mapping[str, Mapping[str, Any]] | None = None,
+        watch_interval: float = 1.0,
+        watch_timeout: float = 900.0,
+    ) -> None:
         settings = settings or Settings.load()
         self.desk = Desk(platform, incident, operator, mode, settings, home)
         recommended = _recommended(assessment)
@@ -87,11 +95,12 @@ class MitigationPanel:
         self.widget = self._layout(recommended)
 
     def _layout(self, recommended: Mapping[str, Any]) -> widgets.VBox:
-        lead = (f"<b>Mitigations for {escape(self.desk.incident)}</b>: plan, confirm, apply. "
-                f"Every step is journaled. Recommended first ({len(recommended)}).")  # fmt: skip
+        lead = (
+            f"<b>Mitigations for {escape(self.desk.incident)}</b>: plan, confirm, apply. "
+            f"Every step is journaled. Recommended first ({len(recommended)})."
+        )
         finish = widgets.HBox([self.finalize_button, self.finalize_status])
-        panel = widgets.VBox([widgets.HTML(lead), *(c.widget for c in self.cards.values()),
-                              finish])  # fmt: skip
+        panel = widgets.VBox([widgets.HTML(lead), *(c.widget for c in self.cards.values()), finish])
         panel.add_class("exportnb-panel")
         return panel
 
@@ -114,8 +123,7 @@ class MitigationPanel:
         from exportnb.record import HTML
 
         try:
-            record = finalize(self.desk.incident, home=self.desk.home,
-                              operator=self.desk.operator)  # fmt: skip
+            record = finalize(self.desk.incident, home=self.desk.home, operator=self.desk.operator)
             self.record = record
             tone = "ok" if record.status == "succeeded" else "bad"
             self.finalize_status.value = message(
@@ -134,8 +142,11 @@ def _recommended(assessment: Assessment | None) -> dict[str, Recommendation]:
     return {r.action: r for r in ranked if r.action in MITIGATIONS}
 
 
-def _prefill(action: str, recommended: Mapping[str, Recommendation],
-             given: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:  # fmt: skip
+def _prefill(
+    action: str,
+    recommended: Mapping[str, Recommendation],
+    given: Mapping[str, Mapping[str, Any]] | None,
+) -> dict[str, Any]:
     values = {**DEFAULTS.get(action, {}), "round": 1, **(given or {}).get(action, {})}
     if action in recommended:
         values |= dict(recommended[action].params)
@@ -159,5 +170,10 @@ def mitigation_panel(incident: Incident, assessment: Assessment | None = None) -
     prefill = {"fallback-bucket": {"bucket": incident.fallback_bucket}}
     if not incident.fallback_bucket:
         prefill = {}
-    return MitigationPanel(incident.platform, incident.id, assessment=assessment,
-                           operator=incident.operator, prefill=prefill)  # fmt: skip
+    return MitigationPanel(
+        incident.platform,
+        incident.id,
+        assessment=assessment,
+        operator=incident.operator,
+        prefill=prefill,
+    )

@@ -85,10 +85,14 @@ def declared(notebook: Path) -> dict[str, Declared]:
     except (PapermillException, ValueError, OSError, KeyError, TypeError) as exc:
         raise InvalidInput(f"cannot read the parameters of {notebook}: {exc}") from exc
     params = {
-        name: Declared(name, str(p.get("default", "")), str(p.get("inferred_type_name")),
-                       str(p.get("help") or ""))
+        name: Declared(
+            name,
+            str(p.get("default", "")),
+            str(p.get("inferred_type_name")),
+            str(p.get("help") or ""),
+        )
         for name, p in found.items()
-    }  # fmt: skip
+    }
     if key is not None and key == _content_key(notebook):  # unchanged while papermill read it
         _keep(key, params)
     return params
@@ -173,9 +177,12 @@ def check_fits(name: str, value: Any, spec: Declared) -> None:
     if not is_literal or default is None:
         return
     kinds: list[tuple[type | tuple[type, ...], str]] = [
-        (bool, "true or false"), ((int, float), "a number"), (list, "a list"),
-        (dict, "an object"), (str, "a string"),
-    ]  # fmt: skip
+        (bool, "true or false"),
+        ((int, float), "a number"),
+        (list, "a list"),
+        (dict, "an object"),
+        (str, "a string"),
+    ]
     for kind, words in kinds:
         if isinstance(default, kind):
             number = kind == (int, float)

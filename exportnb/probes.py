@@ -139,8 +139,11 @@ def call_key(
     function: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
 ) -> CallKey:
     """The call, comparable across processes: a platform stands for itself by its name."""
-    return (name_of(function), tuple(_comparable(a) for a in args),
-            {k: _comparable(v) for k, v in kwargs.items()})  # fmt: skip
+    return (
+        name_of(function),
+        tuple(_comparable(a) for a in args),
+        {k: _comparable(v) for k, v in kwargs.items()},
+    )
 
 
 def _comparable(value: Any) -> Any:
@@ -287,9 +290,14 @@ class ProbeProcess:
             fcntl.flock(lock, fcntl.LOCK_EX)  # held by the process from its first instant
             process = subprocess.Popen(
                 [sys.executable, "-m", "exportnb.probes", str(folder), str(lock.fileno())],
-                env=environment, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                pass_fds=(lock.fileno(),), start_new_session=True, cwd=folder,
-            )  # fmt: skip
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                pass_fds=(lock.fileno(),),
+                start_new_session=True,
+                cwd=folder,
+            )
         return cls(folder, process)
 
     @property
@@ -317,8 +325,13 @@ def main(argv: list[str]) -> int:
         incident = open_incident(**given).start_probes()
         early = incident.probes
         assert isinstance(early, EarlyProbes)
-        opened = Opened({**PARAMETERS, **given}, incident.now, incident.incident_start,
-                        incident.breach_found, tuple(early.started()))  # fmt: skip
+        opened = Opened(
+            {**PARAMETERS, **given},
+            incident.now,
+            incident.incident_start,
+            incident.breach_found,
+            tuple(early.started()),
+        )
         _write(folder / OPENED, opened)
         for function, future in early.finished():
             _write(folder / f"{name_of(function)}.pickle", Handed.of(function, future))

@@ -135,10 +135,16 @@ class Record:
 
     def summary(self) -> RecordSummary:
         return RecordSummary(
-            self.record_id, self.incident_id, self.status, self.started_at,
-            self.duration_seconds, self.operator, self.severity_counts(),
-            self.error.describe() if self.error else None, self.location,
-        )  # fmt: skip
+            self.record_id,
+            self.incident_id,
+            self.status,
+            self.started_at,
+            self.duration_seconds,
+            self.operator,
+            self.severity_counts(),
+            self.error.describe() if self.error else None,
+            self.location,
+        )
 
 
 @dataclass(frozen=True)
@@ -248,8 +254,10 @@ class HTMLRenderer:
         self._warmed: set[str] = set()
         self._exporter = HTMLExporter(template_name="lab", exclude_input=hide_input)
         self._highlight = _Highlighter()
-        self._exporter.filters = {"highlight_code": self._highlight,
-                                  "clean_html": functools.lru_cache(512)(clean_html)}  # fmt: skip
+        self._exporter.filters = {
+            "highlight_code": self._highlight,
+            "clean_html": functools.lru_cache(512)(clean_html),
+        }
 
     @classmethod
     def of(cls, hide_input: bool = False) -> HTMLRenderer:
@@ -330,22 +338,30 @@ def assemble(
     results = results_of(nb)
     html = with_glance(
         render_html(nb, title=f"{incident_id}: {notebook.stem}", hide_input=hide_input),
-        glance_html(incident_id=incident_id, failed_at=error.describe() if error else None,
-                    results=results),
-    )  # fmt: skip
+        glance_html(
+            incident_id=incident_id, failed_at=error.describe() if error else None, results=results
+        ),
+    )
     digest = sha256(body)
     record_id = f"{incident_id}/{outcome.started_at.strftime('%Y%m%dT%H%M%SZ')}-{digest[:8]}"
     record = Record(
-        record_id=record_id, incident_id=incident_id,
+        record_id=record_id,
+        incident_id=incident_id,
         status="failed" if error else "succeeded",
-        started_at=outcome.started_at, ended_at=outcome.ended_at,
+        started_at=outcome.started_at,
+        ended_at=outcome.ended_at,
         duration_seconds=round((outcome.ended_at - outcome.started_at).total_seconds(), 3),
-        operator=redactor.text(operator), notebook=str(notebook), job_ids=list(job_ids),
-        parameters=safe, error=error,
+        operator=redactor.text(operator),
+        notebook=str(notebook),
+        job_ids=list(job_ids),
+        parameters=safe,
+        error=error,
         files={NOTEBOOK: RecordFile(digest, len(body)), HTML: RecordFile(sha256(html), len(html))},
-        versions=versions(), results=results, redactions=dict(redactor.counts),
+        versions=versions(),
+        results=results,
+        redactions=dict(redactor.counts),
         location=locate(record_id),
-    )  # fmt: skip
+    )
     return record, {NOTEBOOK: body, HTML: html, METADATA: record.to_json()}
 
 
@@ -361,7 +377,9 @@ def redacted_notebook(nb: Any, safe_parameters: Mapping[str, Any], redactor: Red
     for cell in clean.cells:
         if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
             cell.source = translate_parameters(
-                kernel.get("name", "python3"), kernel.get("language", "python"),
-                dict(safe_parameters), "Parameters",
-            )  # fmt: skip
+                kernel.get("name", "python3"),
+                kernel.get("language", "python"),
+                dict(safe_parameters),
+                "Parameters",
+            )
     return clean

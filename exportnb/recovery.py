@@ -142,14 +142,27 @@ def verify_recovery(
     reverted = fallback is None and not paused and all(c.reverted for c in changes)
     re_exported = re_exports(platform, [*retried_jobs(audit), *affected])
     recovery = Recovery(
-        verdict=verdict.verdict, reason=verdict.reason, success_rate=verdict.rate,
-        baseline_rate=verdict.expected, attempts=verdict.attempts, checksums=checksums,
-        fallback=fallback, bulk_paused=paused, chunk_changes=changes, config_reverted=reverted,
-        tenants_to_notify=_tenants(checksums, re_exported), now=now,
-        window_minutes=window_minutes, tolerance=tolerance, min_attempts=min_attempts,
-        failed=sum(m.failed for m in minutes), minutes=minutes, dips=verdict.dips,
-        re_exported=[job_id for job_id, _ in re_exported], bulk_pause=bulk,
-    )  # fmt: skip
+        verdict=verdict.verdict,
+        reason=verdict.reason,
+        success_rate=verdict.rate,
+        baseline_rate=verdict.expected,
+        attempts=verdict.attempts,
+        checksums=checksums,
+        fallback=fallback,
+        bulk_paused=paused,
+        chunk_changes=changes,
+        config_reverted=reverted,
+        tenants_to_notify=_tenants(checksums, re_exported),
+        now=now,
+        window_minutes=window_minutes,
+        tolerance=tolerance,
+        min_attempts=min_attempts,
+        failed=sum(m.failed for m in minutes),
+        minutes=minutes,
+        dips=verdict.dips,
+        re_exported=[job_id for job_id, _ in re_exported],
+        bulk_pause=bulk,
+    )
     return _with_findings(recovery)
 
 
@@ -193,9 +206,14 @@ def _rate_verdict(
 
 
 def _judge(
-    rate: float | None, expected: float | None, attempts: int, dips: list[datetime],
-    tolerance: float, min_attempts: int, window: int,
-) -> tuple[str, str]:  # fmt: skip
+    rate: float | None,
+    expected: float | None,
+    attempts: int,
+    dips: list[datetime],
+    tolerance: float,
+    min_attempts: int,
+    window: int,
+) -> tuple[str, str]:
     if expected is None:
         return "insufficient_data", "no baseline: the platform has no history for these minutes"
     if rate is None or attempts < min_attempts:
@@ -302,8 +320,9 @@ def _change(job_id: str, updates: list[tuple[AuditEntry, int, int]]) -> ChunkCha
     first, original, _ = updates[0]
     current = updates[-1][2]
     changed = [new for _, _, new in updates if new != original] or [current]
-    return ChunkChange(job_id, original, changed[-1], current == original, current,
-                       first.at, first.actor)  # fmt: skip
+    return ChunkChange(
+        job_id, original, changed[-1], current == original, current, first.at, first.actor
+    )
 
 
 # Findings ----------------------------------------------------------------------------------
@@ -316,12 +335,21 @@ def _rate_finding(r: Recovery) -> Finding | None:
     if r.verdict == "recovered":
         return None
     return Finding(
-        RECOVERY_NOT_CONFIRMED, "warning" if r.verdict == "not_yet" else "info",
-        f"Recovery not confirmed ({r.verdict.replace('_', ' ')}): {r.reason}", STEP,
-        {"verdict": r.verdict, "success_rate": r.success_rate, "baseline_rate": r.baseline_rate,
-         "tolerance": r.tolerance, "attempts": r.attempts, "failed": r.failed,
-         "window_minutes": r.window_minutes, "dips": [format_time(m) for m in r.dips]},
-    )  # fmt: skip
+        RECOVERY_NOT_CONFIRMED,
+        "warning" if r.verdict == "not_yet" else "info",
+        f"Recovery not confirmed ({r.verdict.replace('_', ' ')}): {r.reason}",
+        STEP,
+        {
+            "verdict": r.verdict,
+            "success_rate": r.success_rate,
+            "baseline_rate": r.baseline_rate,
+            "tolerance": r.tolerance,
+            "attempts": r.attempts,
+            "failed": r.failed,
+            "window_minutes": r.window_minutes,
+            "dips": [format_time(m) for m in r.dips],
+        },
+    )
 
 
 def _checksum_finding(r: Recovery) -> Finding | None:
@@ -330,13 +358,17 @@ def _checksum_finding(r: Recovery) -> Finding | None:
     if not pending:
         return None
     return Finding(
-        CHECKSUMS_UNVERIFIED, "warning",
+        CHECKSUMS_UNVERIFIED,
+        "warning",
         f"{len(pending)} affected job(s) still fail checksum verification: "
         + ", ".join(j.job_id for j in pending[:5]),
         STEP,
-        {"job_ids": [j.job_id for j in pending], "states": {j.job_id: j.state for j in pending},
-         "tenants": sorted({j.tenant for j in pending if j.tenant})},
-    )  # fmt: skip
+        {
+            "job_ids": [j.job_id for j in pending],
+            "states": {j.job_id: j.state for j in pending},
+            "tenants": sorted({j.tenant for j in pending if j.tenant}),
+        },
+    )
 
 
 def _config_findings(r: Recovery) -> list[Finding | None]:
@@ -346,29 +378,41 @@ def _config_findings(r: Recovery) -> list[Finding | None]:
         _flag_finding(fallback, "the fallback bucket is still on") if fallback else None,
         _flag_finding(pause, "bulk exports are still paused") if pause else None,
         Finding(
-            CONFIG_NOT_REVERTED, "warning",
+            CONFIG_NOT_REVERTED,
+            "warning",
             f"{len(open_changes)} chunk-size change(s) not reverted: "
-            + ", ".join(f"{c.job_id} ({format_size(c.old)} → {format_size(c.current)})"
-                        for c in open_changes[:5]),
+            + ", ".join(
+                f"{c.job_id} ({format_size(c.old)} → {format_size(c.current)})"
+                for c in open_changes[:5]
+            ),
             STEP,
-            {"item": "chunk_size", "job_ids": [c.job_id for c in open_changes],
-             "changes": {c.job_id: {"old": c.old, "current": c.current} for c in open_changes}},
-        ) if open_changes else None,
-    ]  # fmt: skip
+            {
+                "item": "chunk_size",
+                "job_ids": [c.job_id for c in open_changes],
+                "changes": {c.job_id: {"old": c.old, "current": c.current} for c in open_changes},
+            },
+        )
+        if open_changes
+        else None,
+    ]
 
 
 def _flag_finding(flag: Flag, what: str) -> Finding:
     expiry = f", expires {_clock(flag.expires_at)}" if flag.expires_at else ", no expiry"
     value = flag.value if isinstance(flag.value, str) else json.dumps(flag.value)
     return Finding(
-        CONFIG_NOT_REVERTED, "warning",
-        f"Configuration not reverted: {what} ({flag.key} = {value}, set by "
-        f"{flag.set_by}{expiry})",
+        CONFIG_NOT_REVERTED,
+        "warning",
+        f"Configuration not reverted: {what} ({flag.key} = {value}, set by {flag.set_by}{expiry})",
         STEP,
-        {"item": flag.key, "value": flag.value, "set_by": flag.set_by,
-         "set_at": format_time(flag.set_at),
-         "expires_at": format_time(flag.expires_at) if flag.expires_at else None},
-    )  # fmt: skip
+        {
+            "item": flag.key,
+            "value": flag.value,
+            "set_by": flag.set_by,
+            "set_at": format_time(flag.set_at),
+            "expires_at": format_time(flag.expires_at) if flag.expires_at else None,
+        },
+    )
 
 
 def _clock(value: datetime) -> str:
@@ -379,10 +423,14 @@ def _notify_finding(r: Recovery) -> Finding | None:
     if not r.tenants_to_notify:
         return None
     return Finding(
-        TENANTS_TO_NOTIFY, "info",
+        TENANTS_TO_NOTIFY,
+        "info",
         f"Notify {len(r.tenants_to_notify)} tenant(s) of re-exports or failed checksums: "
         + ", ".join(r.tenants_to_notify),
         STEP,
-        {"tenants": r.tenants_to_notify, "re_exported": r.re_exported,
-         "checksum_failed": r.checksums.failed_job_ids if r.checksums else []},
-    )  # fmt: skip
+        {
+            "tenants": r.tenants_to_notify,
+            "re_exported": r.re_exported,
+            "checksum_failed": r.checksums.failed_job_ids if r.checksums else [],
+        },
+    )

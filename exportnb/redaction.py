@@ -50,11 +50,26 @@ from exportnb.errors import ConfigError
 
 MIN_SECRET_LENGTH = 6
 DEFAULT_SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-SECRET_FIELDS = frozenset((
-    "secret", "secretkey", "secretaccesskey", "awssecretaccesskey", "clientsecret", "password",
-    "passwd", "token", "accesstoken", "sessiontoken", "awssessiontoken", "refreshtoken",
-    "idtoken", "apikey", "authorization", "privatekey",
-))  # fmt: skip
+SECRET_FIELDS = frozenset(
+    (
+        "secret",
+        "secretkey",
+        "secretaccesskey",
+        "awssecretaccesskey",
+        "clientsecret",
+        "password",
+        "passwd",
+        "token",
+        "accesstoken",
+        "sessiontoken",
+        "awssessiontoken",
+        "refreshtoken",
+        "idtoken",
+        "apikey",
+        "authorization",
+        "privatekey",
+    )
+)
 """JSON keys (compared lower-case, without ``_`` and ``-``) whose string values are secrets:
 in a JSON output the key and its value are apart, where no pattern sees them together."""
 SECRET_NAME = re.compile(r"token|passw|secret|credential|key(?:s?$|_)", re.IGNORECASE)
@@ -92,22 +107,50 @@ def _looks_basic(token: str) -> bool:
 
 # (kind, pattern, group to replace, optional check of the matched group)
 PATTERNS: list[tuple[str, re.Pattern[str], int, Callable[[str], bool] | None]] = [
-    ("authorization", re.compile(
-        rf"\b(?:Proxy-)?Authorization{_ASSIGN}({_VALUE_START}(?:[^\r\n\"'`<>,;}}&\\]*"
-        rf"{_VALUE_END})?)", re.IGNORECASE), 1, None),
+    (
+        "authorization",
+        re.compile(
+            rf"\b(?:Proxy-)?Authorization{_ASSIGN}({_VALUE_START}(?:[^\r\n\"'`<>,;}}&\\]*"
+            rf"{_VALUE_END})?)",
+            re.IGNORECASE,
+        ),
+        1,
+        None,
+    ),
     ("bearer-token", re.compile(r"\bBearer\s+(?!\[REDACTED)([A-Za-z0-9\-._~+/]+=*)"), 1, None),
-    ("basic-auth", re.compile(r"\bBasic\s+([A-Za-z0-9+/]{4,}={0,2})(?![A-Za-z0-9+/=])"), 1,
-     _looks_basic),
-    ("url-password", re.compile(
-        r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@?#\"'<>]*:(?!\[REDACTED|\{)([^\s/@?#\"'<>]+)@"), 1,
-     None),
-    ("aws-secret-key", re.compile(
-        rf"(?:aws_?secret_?access_?key|secret_?access_?key|secret_?key|secret){_SEP}"
-        r"([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])", re.IGNORECASE), 1, None),
-    ("aws-access-key", re.compile(
-        r"\b((?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA|ASCA)[A-Z0-9]{16})\b"),
-     1, None),
-]  # fmt: skip
+    (
+        "basic-auth",
+        re.compile(r"\bBasic\s+([A-Za-z0-9+/]{4,}={0,2})(?![A-Za-z0-9+/=])"),
+        1,
+        _looks_basic,
+    ),
+    (
+        "url-password",
+        re.compile(
+            r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s:/@?#\"'<>]*:(?!\[REDACTED|\{)([^\s/@?#\"'<>]+)@"
+        ),
+        1,
+        None,
+    ),
+    (
+        "aws-secret-key",
+        re.compile(
+            rf"(?:aws_?secret_?access_?key|secret_?access_?key|secret_?key|secret){_SEP}"
+            r"([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])",
+            re.IGNORECASE,
+        ),
+        1,
+        None,
+    ),
+    (
+        "aws-access-key",
+        re.compile(
+            r"\b((?:AKIA|ASIA|ABIA|ACCA|AGPA|AIDA|AIPA|ANPA|ANVA|APKA|AROA|ASCA)[A-Z0-9]{16})\b"
+        ),
+        1,
+        None,
+    ),
+]
 CODE_SAFE = frozenset(kind for kind, *_ in PATTERNS) - {"authorization"}
 """Kinds searched in cell sources: those whose matches cannot be code (an archived notebook
 must stay runnable; ``headers = {"Authorization": f"Bearer {token}"}`` is not a secret)."""
@@ -115,8 +158,13 @@ must stay runnable; ``headers = {"Authorization": f"Bearer {token}"}`` is not a 
 
 def _variants(value: str) -> set[str]:
     """The spellings of a secret as it may appear in outputs: raw, HTML-, JSON-, repr-escaped."""
-    return {value, html.escape(value), json.dumps(value)[1:-1], repr(value)[1:-1],
-            value.encode("unicode_escape").decode().replace('"', r"\"")}  # fmt: skip
+    return {
+        value,
+        html.escape(value),
+        json.dumps(value)[1:-1],
+        repr(value)[1:-1],
+        value.encode("unicode_escape").decode().replace('"', r"\""),
+    }
 
 
 class Redactor:

@@ -123,8 +123,10 @@ def bulk_pause(platform: Platform) -> BulkPause:
         plan = f"Already paused by {flag.set_by if flag else '?'}: nothing to do."
         findings: list[Finding] = []
     else:
-        plan = (f"`{PAUSE_BULK_COMMAND}` would hold back {queued} queued bulk export(s); "
-                f"{running} running one(s) would finish.")  # fmt: skip
+        plan = (
+            f"`{PAUSE_BULK_COMMAND}` would hold back {queued} queued bulk export(s); "
+            f"{running} running one(s) would finish."
+        )
         summary = f"Bulk exports are not paused ({queued} queued, {running} running)"
         evidence = {"queued": queued, "running": running}
         findings = [Finding(BULK_EXPORTS_RUNNING, "info", summary, "immediate_actions", evidence)]
@@ -159,14 +161,18 @@ def respond(incident: Incident, assessment: Assessment) -> MitigationPlan:
         return mitigation_plan(assessment, mode=mode)
     done = auto_apply(incident.platform, incident.id, assessment, operator=incident.operator)
     outcomes = [AutoOutcome(o.action, o.status, o.message, o.key) for o in done]
-    return mitigation_plan(assessment, mode=mode, outcomes=outcomes,
-                           findings=[f for o in done for f in o.findings])  # fmt: skip
+    return mitigation_plan(
+        assessment, mode=mode, outcomes=outcomes, findings=[f for o in done for f in o.findings]
+    )
 
 
 def mitigation_plan(
-    assessment: Assessment, *, mode: str, outcomes: Sequence[AutoOutcome] = (),
+    assessment: Assessment,
+    *,
+    mode: str,
+    outcomes: Sequence[AutoOutcome] = (),
     findings: Sequence[Finding] = (),
-) -> MitigationPlan:  # fmt: skip
+) -> MitigationPlan:
     """The assessment's recommendations as runbook commands with their plans, and the
     ``outcomes`` of what policy applied (:func:`respond`)."""
     steps = [
@@ -185,8 +191,14 @@ def mitigation_plan(
     note = NOTHING_APPLIED.get(mode, NOTHING_APPLIED["auto"])
     if applied:
         note = f"Applied by policy ([policy] auto_apply): {', '.join(applied)}. " + note
-    return MitigationPlan(mode=mode, steps=steps, applied=applied, note=note,
-                          outcomes=list(outcomes), findings=list(findings))  # fmt: skip
+    return MitigationPlan(
+        mode=mode,
+        steps=steps,
+        applied=applied,
+        note=note,
+        outcomes=list(outcomes),
+        findings=list(findings),
+    )
 
 
 def plan_of(action: str, params: dict[str, Any]) -> str:

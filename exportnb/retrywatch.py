@@ -37,12 +37,14 @@ def preformatted(text: str) -> str:
 class RetryWatcher:
     """Live progress of retried jobs: polls :func:`~exportnb.retries.watch_retry` in a thread."""
 
-    def __init__(self, platform: Platform, job_ids: Sequence[str],
-                 attempts_before: Mapping[str, int]) -> None:  # fmt: skip
+    def __init__(
+        self, platform: Platform, job_ids: Sequence[str], attempts_before: Mapping[str, int]
+    ) -> None:
         self.platform, self.job_ids = platform, list(job_ids)
         self.attempts_before = dict(attempts_before)
-        self.progress = widgets.IntProgress(value=0, min=0, max=max(len(self.job_ids), 1),
-                                            description="Finished")  # fmt: skip
+        self.progress = widgets.IntProgress(
+            value=0, min=0, max=max(len(self.job_ids), 1), description="Finished"
+        )
         self.label, self.table = widgets.HTML(), widgets.HTML()
         self.widget = widgets.VBox([self.progress, self.label, self.table])
         self.widget.add_class("exportnb-retry-watch")
@@ -52,12 +54,12 @@ class RetryWatcher:
 
     def refresh(self) -> RetryWatch:
         """Look at the jobs once and update the widgets."""
-        watch = watch_retry(self.platform, self.job_ids,
-                                        attempts_before=self.attempts_before)  # fmt: skip
+        watch = watch_retry(self.platform, self.job_ids, attempts_before=self.attempts_before)
         self.last = watch
         self.progress.value = sum(1 for j in watch.jobs if j.status in FINISHED)
-        self.progress.bar_style = "danger" if watch.repeat_errors else (
-            "success" if watch.done else "info")  # fmt: skip
+        self.progress.bar_style = (
+            "danger" if watch.repeat_errors else ("success" if watch.done else "info")
+        )
         counts = " · ".join(f"{status} {n}" for status, n in watch.counts.items())
         text = counts + (" — done" if watch.done else " — watching")
         if watch.repeat_errors:

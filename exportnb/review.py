@@ -67,10 +67,24 @@ REVIEW_SCHEMA = "exportnb.review/v1"
 TOP_FINDINGS = 10
 """Findings a portfolio ranks."""
 
-__all__ = ["Event", "FindingCount", "IncidentReview", "IncidentSummary", "Mitigation",
-           "Portfolio", "RatePoint", "RecordVersion", "Times", "Verdict", "across_incidents",
-           "incident_review", "last_days", "latest_incident", "portfolio_of",
-           "review_of"]  # fmt: skip
+__all__ = [
+    "Event",
+    "FindingCount",
+    "IncidentReview",
+    "IncidentSummary",
+    "Mitigation",
+    "Portfolio",
+    "RatePoint",
+    "RecordVersion",
+    "Times",
+    "Verdict",
+    "across_incidents",
+    "incident_review",
+    "last_days",
+    "latest_incident",
+    "portfolio_of",
+    "review_of",
+]
 
 
 @dataclass(frozen=True)
@@ -137,8 +151,18 @@ class IncidentReview:
         import pandas as pd
 
         columns = ["minute", "total", "succeeded", "failed", "rate", "baseline", "record_id"]
-        rows = [(p.minute, p.succeeded + p.failed, p.succeeded, p.failed, p.rate, p.baseline,
-                 p.record_id) for p in self.rates]  # fmt: skip
+        rows = [
+            (
+                p.minute,
+                p.succeeded + p.failed,
+                p.succeeded,
+                p.failed,
+                p.rate,
+                p.baseline,
+                p.record_id,
+            )
+            for p in self.rates
+        ]
         frame = pd.DataFrame(rows, columns=columns)
         frame["minute"] = pd.to_datetime(frame["minute"], utc=True)
         frame[["rate", "baseline"]] = frame[["rate", "baseline"]].astype(float)
@@ -175,8 +199,10 @@ def latest_incident(archive: str | archives.Archive | None) -> str:
     store = archives.open_archive(archive or None)
     ids = store.record_ids()
     if not ids:
-        raise NotFound(f"the archive {store.url} holds no records yet: run an incident "
-                       "notebook first (`exportnb demo` on the sandbox)")  # fmt: skip
+        raise NotFound(
+            f"the archive {store.url} holds no records yet: run an incident "
+            "notebook first (`exportnb demo` on the sandbox)"
+        )
     return ids[-1].split("/", 1)[0]
 
 
@@ -191,16 +217,23 @@ def review_of(records: Iterable[Record], *, archive: str = "") -> IncidentReview
     line = timeline_of(ordered)
     last = ordered[-1]
     return IncidentReview(
-        incident_id=last.incident_id, archive=archive, records=_versions(ordered),
-        timeline=line.events, mitigations=line.mitigations, verdicts=line.verdicts,
-        rates=_rates(ordered), threshold=_threshold(ordered),
+        incident_id=last.incident_id,
+        archive=archive,
+        records=_versions(ordered),
+        timeline=line.events,
+        mitigations=line.mitigations,
+        verdicts=line.verdicts,
+        rates=_rates(ordered),
+        threshold=_threshold(ordered),
         tenants=_union(ordered, ("AuditSummary", "tenants"), ("JobState", "tenants")),
         files=_union(ordered, ("AuditSummary", "files")),
         corrective_actions=_union(ordered, ("AuditSummary", "corrective_actions")),
         follow_ups=_follow_ups(ordered, {m.action for m in line.mitigations}),
-        findings=_distinct_findings(ordered), times=line.times, alert=line.alert,
+        findings=_distinct_findings(ordered),
+        times=line.times,
+        alert=line.alert,
         journal_ok=line.journal_ok,
-    )  # fmt: skip
+    )
 
 
 def _records(store: archives.Archive, incident: str) -> list[Record]:
@@ -208,10 +241,21 @@ def _records(store: archives.Archive, incident: str) -> list[Record]:
 
 
 def _versions(records: list[Record]) -> list[RecordVersion]:
-    return [RecordVersion(n, r.record_id, r.status, r.started_at, r.ended_at, r.operator,
-                          r.severity_counts(), next((v.verdict for v in verdicts_of(r)), None),
-                          r.error.describe() if r.error else None, r.location)
-            for n, r in enumerate(records, start=1)]  # fmt: skip
+    return [
+        RecordVersion(
+            n,
+            r.record_id,
+            r.status,
+            r.started_at,
+            r.ended_at,
+            r.operator,
+            r.severity_counts(),
+            next((v.verdict for v in verdicts_of(r)), None),
+            r.error.describe() if r.error else None,
+            r.location,
+        )
+        for n, r in enumerate(records, start=1)
+    ]
 
 
 def _rates(records: list[Record]) -> list[RatePoint]:
@@ -224,15 +268,23 @@ def _rates(records: list[Record]) -> list[RatePoint]:
         for point in series:
             minute = read_time(point.get("minute")) if isinstance(point, dict) else None
             if minute is not None:
-                points[minute] = RatePoint(minute, int(point.get("succeeded") or 0),
-                                           int(point.get("failed") or 0), baseline,
-                                           record.record_id)  # fmt: skip
+                points[minute] = RatePoint(
+                    minute,
+                    int(point.get("succeeded") or 0),
+                    int(point.get("failed") or 0),
+                    baseline,
+                    record.record_id,
+                )
     return [points[m] for m in sorted(points)]
 
 
 def _threshold(records: list[Record]) -> float | None:
-    found = [t for r in records for d in results(r, "Detection")
-             if (t := number(d.get("threshold"))) is not None]  # fmt: skip
+    found = [
+        t
+        for r in records
+        for d in results(r, "Detection")
+        if (t := number(d.get("threshold"))) is not None
+    ]
     return 1.0 - found[-1] if found else None
 
 
@@ -365,24 +417,42 @@ def across_incidents(
     return portfolio_of(reviews, since=since, until=until, archive=store.url)
 
 
-def portfolio_of(reviews: list[IncidentReview], *, since: datetime, until: datetime,
-                 archive: str = "") -> Portfolio:  # fmt: skip
+def portfolio_of(
+    reviews: list[IncidentReview], *, since: datetime, until: datetime, archive: str = ""
+) -> Portfolio:
     """Counts, mean times and the most common findings of these reviews."""
     rows = sorted((_summary(r) for r in reviews), key=lambda s: s.first_record_at)
     resolved = sum(1 for s in rows if s.resolved)
-    return Portfolio(since, until, archive, rows, sum(s.records for s in rows), resolved,
-                     len(rows) - resolved, _mean(s.to_detect for s in rows),
-                     _mean(s.to_mitigate for s in rows), _mean(s.to_recover for s in rows),
-                     _common_findings(reviews))  # fmt: skip
+    return Portfolio(
+        since,
+        until,
+        archive,
+        rows,
+        sum(s.records for s in rows),
+        resolved,
+        len(rows) - resolved,
+        _mean(s.to_detect for s in rows),
+        _mean(s.to_mitigate for s in rows),
+        _mean(s.to_recover for s in rows),
+        _common_findings(reviews),
+    )
 
 
 def _summary(review: IncidentReview) -> IncidentSummary:
     t = review.times
     return IncidentSummary(
-        review.incident_id, t.started_at, review.records[0].started_at, len(review.records),
-        review.resolved, review.records[-1].verdict, len(review.mitigations), t.to_detect,
-        t.to_mitigate, t.to_recover, [f.code for f in review.findings],
-    )  # fmt: skip
+        review.incident_id,
+        t.started_at,
+        review.records[0].started_at,
+        len(review.records),
+        review.resolved,
+        review.records[-1].verdict,
+        len(review.mitigations),
+        t.to_detect,
+        t.to_mitigate,
+        t.to_recover,
+        [f.code for f in review.findings],
+    )
 
 
 def _common_findings(reviews: list[IncidentReview]) -> list[FindingCount]:

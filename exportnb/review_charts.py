@@ -55,13 +55,23 @@ def incident_rate_chart(review: IncidentReview, *, title: str | None = None) -> 
     frame = review.frame()
     lows = _plot_rates(ax, frame)
     if review.threshold is not None:
-        ax.axhline(review.threshold * 100, color=_THRESHOLD, linestyle=":", linewidth=1.5,
-                   label=f"Threshold {review.threshold * 100:g}%")  # fmt: skip
+        ax.axhline(
+            review.threshold * 100,
+            color=_THRESHOLD,
+            linestyle=":",
+            linewidth=1.5,
+            label=f"Threshold {review.threshold * 100:g}%",
+        )
         lows.append(review.threshold * 100)
     for at, kind, label in markers(review):
         color, style = _MARKERS[kind]
-        ax.axvline(date_number(at), color=color, linestyle=style, linewidth=1.2,
-                   label=f"{label} {at.astimezone(UTC):%H:%M}")  # fmt: skip
+        ax.axvline(
+            date_number(at),
+            color=color,
+            linestyle=style,
+            linewidth=1.2,
+            label=f"{label} {at.astimezone(UTC):%H:%M}",
+        )
     ax.set_ylim(max(0.0, min(lows, default=0.0) - 2.0), 100.5)
     volume = plot_attempts(ax, frame) if lows else None
     time_axis(ax, RATE_LABEL, extra=[volume] if volume is not None else [])
@@ -83,15 +93,29 @@ def _plot_rates(ax: Axes, frame: Any) -> list[float]:
     times = minute_times(frame)
     rate = frame["rate"].astype(float) * 100 if len(frame) else None
     if rate is None or not rate.notna().any():
-        ax.text(0.5, 0.5, NO_DATA, transform=ax.transAxes, ha="center", va="center",
-                fontsize="large", color="#777777")  # fmt: skip
+        ax.text(
+            0.5,
+            0.5,
+            NO_DATA,
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize="large",
+            color="#777777",
+        )
         return lows
-    ax.plot(times, rate, color=_RATE, marker=".", markersize=3, linewidth=1.5,
-            label="Success rate")  # fmt: skip
+    ax.plot(times, rate, color=_RATE, marker=".", markersize=3, linewidth=1.5, label="Success rate")
     lows.append(float(rate.min()))
     baseline = frame["baseline"].astype(float) * 100
     if baseline.notna().any():
-        ax.step(times, baseline, where="post", color=_BASELINE, linestyle="--", linewidth=1.2,
-                label="Baseline (expected)")  # fmt: skip
+        ax.step(
+            times,
+            baseline,
+            where="post",
+            color=_BASELINE,
+            linestyle="--",
+            linewidth=1.2,
+            label="Baseline (expected)",
+        )
         lows.append(float(baseline.min()))
     return lows

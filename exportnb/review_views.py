@@ -48,8 +48,9 @@ def bundle(part: str, value: Any) -> dict[str, Any]:
     if part in ("summary", "portfolio"):
         from exportnb.display import json_safe
 
-        data[REVIEW_MIMETYPE] = json_safe({"schema": value.schema, "type": type(value).__name__,
-                                           "result": contract.encode(value)})  # fmt: skip
+        data[REVIEW_MIMETYPE] = json_safe(
+            {"schema": value.schema, "type": type(value).__name__, "result": contract.encode(value)}
+        )
     return data
 
 
@@ -73,41 +74,76 @@ def review_data(nb: Any) -> dict[str, Any]:
 
 # The parts ------------------------------------------------------------------------------------
 def records_view(review: IncidentReview) -> dict[str, Any]:
-    rows = [[r.version, r.record_id, r.status, r.started_at, _duration(r.ended_at, r.started_at),
-             r.operator, _severities(r.findings), (r.verdict or "—").replace("_", " "),
-             r.error or "—"] for r in review.records]  # fmt: skip
-    columns = ["version", "record", "status", "started", "ran for", "operator", "findings",
-               "recovery verdict", "error"]  # fmt: skip
+    rows = [
+        [
+            r.version,
+            r.record_id,
+            r.status,
+            r.started_at,
+            _duration(r.ended_at, r.started_at),
+            r.operator,
+            _severities(r.findings),
+            (r.verdict or "—").replace("_", " "),
+            r.error or "—",
+        ]
+        for r in review.records
+    ]
+    columns = [
+        "version",
+        "record",
+        "status",
+        "started",
+        "ran for",
+        "operator",
+        "findings",
+        "recovery verdict",
+        "error",
+    ]
     title = f"Records of {review.incident_id} ({len(rows)}), oldest first"
-    text = "\n".join(f"  v{r.version} {r.record_id} {r.status} {cell(r.started_at)}"
-                     for r in review.records)  # fmt: skip
+    text = "\n".join(
+        f"  v{r.version} {r.record_id} {r.status} {cell(r.started_at)}" for r in review.records
+    )
     return _html(title, table(columns, rows) + _journal_note(review), text)
 
 
 def timeline_view(review: IncidentReview) -> dict[str, Any]:
     rows = [[e.at, e.kind, e.who or "—", e.summary] for e in review.timeline]
     text = "\n".join(f"  {cell(e.at)} {e.kind:<10} {e.summary}" for e in review.timeline)
-    return _html(f"Timeline of {review.incident_id} (UTC)",
-                 table(["time", "event", "who", "what"], rows), text)  # fmt: skip
+    return _html(
+        f"Timeline of {review.incident_id} (UTC)",
+        table(["time", "event", "who", "what"], rows),
+        text,
+    )
 
 
 def impact_view(review: IncidentReview) -> dict[str, Any]:
-    body = (_list_html(f"Affected tenants ({len(review.tenants)})", review.tenants)
-            + _list_html(f"Affected files ({len(review.files)})", review.files))  # fmt: skip
+    body = _list_html(f"Affected tenants ({len(review.tenants)})", review.tenants) + _list_html(
+        f"Affected files ({len(review.files)})", review.files
+    )
     text = f"  {len(review.tenants)} tenants, {len(review.files)} files"
     return _html("Affected tenants and files", body, text)
 
 
 def actions_view(review: IncidentReview) -> dict[str, Any]:
-    mitigations = [f"{cell(m.at)} {m.operator or 'unknown'}: {m.label} ({m.source})"
-                   for m in review.mitigations]  # fmt: skip
-    body = (_list_html(f"Mitigations applied ({len(mitigations)})", mitigations)
-            + _list_html(f"Corrective actions in the audit log ({len(review.corrective_actions)})",
-                         [_cut(a) for a in review.corrective_actions])
-            + _list_html(f"Follow-ups the latest assessment recommends, not applied "
-                         f"({len(review.follow_ups)})", review.follow_ups))  # fmt: skip
-    text = (f"  {len(mitigations)} mitigations, {len(review.corrective_actions)} corrective "
-            f"actions, {len(review.follow_ups)} follow-ups")  # fmt: skip
+    mitigations = [
+        f"{cell(m.at)} {m.operator or 'unknown'}: {m.label} ({m.source})"
+        for m in review.mitigations
+    ]
+    body = (
+        _list_html(f"Mitigations applied ({len(mitigations)})", mitigations)
+        + _list_html(
+            f"Corrective actions in the audit log ({len(review.corrective_actions)})",
+            [_cut(a) for a in review.corrective_actions],
+        )
+        + _list_html(
+            f"Follow-ups the latest assessment recommends, not applied ({len(review.follow_ups)})",
+            review.follow_ups,
+        )
+    )
+    text = (
+        f"  {len(mitigations)} mitigations, {len(review.corrective_actions)} corrective "
+        f"actions, {len(review.follow_ups)} follow-ups"
+    )
     return _html("Corrective actions", body, text)
 
 
@@ -119,29 +155,59 @@ def times_view(review: IncidentReview) -> dict[str, Any]:
 
 
 def summary_view(review: IncidentReview) -> dict[str, Any]:
-    return {"text/markdown": summary_markdown(review),
-            "text/plain": f"Postmortem summary of {review.incident_id}"}  # fmt: skip
+    return {
+        "text/markdown": summary_markdown(review),
+        "text/plain": f"Postmortem summary of {review.incident_id}",
+    }
 
 
 def portfolio_view(p: Portfolio) -> dict[str, Any]:
-    pairs = [("Window", f"{cell(p.since)} → {cell(p.until)}"), ("Incidents", len(p.incidents)),
-             ("Records", p.records), ("Resolved / open", f"{p.resolved} / {p.open}"),
-             ("Mean time to detect (MTTD)", _seconds(p.mttd)),
-             ("Mean time to mitigate", _seconds(p.mttm)),
-             ("Mean time to recover (MTTR)", _seconds(p.mttr))]  # fmt: skip
-    common = [[MARKERS.get(f.severity, "•") + " " + f.severity, f.code, f.incidents, f.example]
-              for f in p.findings]  # fmt: skip
-    rows = [[i.incident_id, i.started_at, i.records, i.verdict or "—", i.mitigations,
-             _seconds(i.to_detect), _seconds(i.to_mitigate), _seconds(i.to_recover)]
-            for i in p.incidents]  # fmt: skip
-    columns = ["incident", "failures began", "records", "latest verdict", "mitigations",
-               "to detect", "to mitigate", "to recover"]  # fmt: skip
-    body = (facts(pairs)
-            + table(["severity", "finding", "incidents", "for example"], common,
-                    caption="Most common findings")
-            + table(columns, rows, caption="Incidents"))  # fmt: skip
-    text = (f"  {len(p.incidents)} incidents ({p.resolved} resolved), MTTR "
-            f"{_seconds(p.mttr)}")  # fmt: skip
+    pairs = [
+        ("Window", f"{cell(p.since)} → {cell(p.until)}"),
+        ("Incidents", len(p.incidents)),
+        ("Records", p.records),
+        ("Resolved / open", f"{p.resolved} / {p.open}"),
+        ("Mean time to detect (MTTD)", _seconds(p.mttd)),
+        ("Mean time to mitigate", _seconds(p.mttm)),
+        ("Mean time to recover (MTTR)", _seconds(p.mttr)),
+    ]
+    common = [
+        [MARKERS.get(f.severity, "•") + " " + f.severity, f.code, f.incidents, f.example]
+        for f in p.findings
+    ]
+    rows = [
+        [
+            i.incident_id,
+            i.started_at,
+            i.records,
+            i.verdict or "—",
+            i.mitigations,
+            _seconds(i.to_detect),
+            _seconds(i.to_mitigate),
+            _seconds(i.to_recover),
+        ]
+        for i in p.incidents
+    ]
+    columns = [
+        "incident",
+        "failures began",
+        "records",
+        "latest verdict",
+        "mitigations",
+        "to detect",
+        "to mitigate",
+        "to recover",
+    ]
+    body = (
+        facts(pairs)
+        + table(
+            ["severity", "finding", "incidents", "for example"],
+            common,
+            caption="Most common findings",
+        )
+        + table(columns, rows, caption="Incidents")
+    )
+    text = f"  {len(p.incidents)} incidents ({p.resolved} resolved), MTTR {_seconds(p.mttr)}"
     return _html("Across incidents", body, text)
 
 
@@ -162,20 +228,29 @@ def summary_markdown(review: IncidentReview) -> str:
     sections = [
         f"# Postmortem: export incident {review.incident_id}",
         _status_markdown(review),
-        "## Timeline (UTC)\n\n" + _md_table(["Time", "Event", "Who", "What"], [
-            [_clock(e.at), e.kind, e.who, e.summary] for e in review.timeline]),
-        "## Times\n\n" + _md_table(["", "At", "After the failures began"], [
-            [what, _clock(at), after] for what, at, after in time_rows(review)]),
+        "## Timeline (UTC)\n\n"
+        + _md_table(
+            ["Time", "Event", "Who", "What"],
+            [[_clock(e.at), e.kind, e.who, e.summary] for e in review.timeline],
+        ),
+        "## Times\n\n"
+        + _md_table(
+            ["", "At", "After the failures began"],
+            [[what, _clock(at), after] for what, at, after in time_rows(review)],
+        ),
         "## Findings\n\n" + findings_markdown(review.findings),
-        "## Mitigations applied\n\n" + _md_list([
-            f"{_clock(m.at)} — {m.label}, by {m.operator or 'unknown'} ({m.source})"
-            for m in review.mitigations]),
-        f"## Affected tenants ({len(review.tenants)})\n\n" + (", ".join(review.tenants)
-                                                              or "None."),
+        "## Mitigations applied\n\n"
+        + _md_list(
+            [
+                f"{_clock(m.at)} — {m.label}, by {m.operator or 'unknown'} ({m.source})"
+                for m in review.mitigations
+            ]
+        ),
+        f"## Affected tenants ({len(review.tenants)})\n\n" + (", ".join(review.tenants) or "None."),
         f"## Affected files ({len(review.files)})\n\n" + _md_list(review.files),
         "## Corrective actions\n\n" + _md_list([_cut(a) for a in review.corrective_actions]),
         "## Follow-ups\n\n" + _md_list(review.follow_ups),
-    ]  # fmt: skip
+    ]
     return "\n\n".join(sections) + "\n"
 
 
@@ -201,10 +276,12 @@ def _status_markdown(review: IncidentReview) -> str:
 def time_rows(review: IncidentReview) -> list[tuple[str, datetime | None, str]]:
     """``(what, at, after the failures began)`` for each time of :class:`Times`."""
     t = review.times
-    return [("Failures began", t.started_at, "—"),
-            ("Detected", t.detected_at, _seconds(t.to_detect)),
-            ("Mitigated (first mitigation)", t.mitigated_at, _seconds(t.to_mitigate)),
-            ("Recovered", t.recovered_at, _seconds(t.to_recover))]  # fmt: skip
+    return [
+        ("Failures began", t.started_at, "—"),
+        ("Detected", t.detected_at, _seconds(t.to_detect)),
+        ("Mitigated (first mitigation)", t.mitigated_at, _seconds(t.to_mitigate)),
+        ("Recovered", t.recovered_at, _seconds(t.to_recover)),
+    ]
 
 
 # Pieces ---------------------------------------------------------------------------------------
@@ -230,8 +307,10 @@ def _list_html(title: str, items: list[str]) -> str:
 
 def _journal_note(review: IncidentReview) -> str:
     if review.journal_ok is None:
-        return "<p><em>No record carries the mitigation journal: mitigations are read from " \
-               "the platform state the recovery step saw.</em></p>\n"  # fmt: skip
+        return (
+            "<p><em>No record carries the mitigation journal: mitigations are read from "
+            "the platform state the recovery step saw.</em></p>\n"
+        )
     if review.journal_ok:
         return "<p>✅ The mitigation journal's hash chain was intact in every record.</p>\n"
     return "<p>🔴 A record found the mitigation journal's hash chain broken.</p>\n"
@@ -252,7 +331,8 @@ def _md_list(items: list[str]) -> str:
         return "None."
     more = len(items) - MAX_LISTED
     return "\n".join(f"- {i}" for i in items[:MAX_LISTED]) + (
-        f"\n- … and {more} more (the records hold them all)" if more > 0 else "")  # fmt: skip
+        f"\n- … and {more} more (the records hold them all)" if more > 0 else ""
+    )
 
 
 def _clock(at: datetime | None) -> str:

@@ -118,9 +118,15 @@ def plan(
         given.pop("incident_id", None)  # it names the record all the same
     checked = validate(given, known)
     jobs = checked.get("job_ids") if isinstance(checked.get("job_ids"), list) else job_ids
-    return Plan(path, str(incident), [str(j) for j in jobs or []], checked, operator,
-                redaction.redactor(checked, {**os.environ, **(env or {})}),
-                frozenset(known))  # fmt: skip
+    return Plan(
+        path,
+        str(incident),
+        [str(j) for j in jobs or []],
+        checked,
+        operator,
+        redaction.redactor(checked, {**os.environ, **(env or {})}),
+        frozenset(known),
+    )
 
 
 def _merged(parameters: Mapping[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]:
@@ -166,9 +172,15 @@ def run(
         if cell_timeout is not None and cell_timeout <= 0:
             raise InvalidInput("the cell timeout must be a positive number of seconds")
         the_plan = plan(
-            notebook, incident_id=incident_id, job_ids=job_ids, alert=alert,
-            parameters=parameters, defaults=defaults, operator=operator, env=env,
-        )  # fmt: skip
+            notebook,
+            incident_id=incident_id,
+            job_ids=job_ids,
+            alert=alert,
+            parameters=parameters,
+            defaults=defaults,
+            operator=operator,
+            env=env,
+        )
         store = archives.open_archive(archive)
         store.check()
         if hooks.on_start:
@@ -177,18 +189,34 @@ def run(
         if kernel is not None:
             kernel.stop()
         raise
-    warm = threading.Thread(target=warm_html, args=(the_plan.notebook,), name="warm-html",
-                            kwargs={"hide_input": hide_input}, daemon=True)  # fmt: skip
+    warm = threading.Thread(
+        target=warm_html,
+        args=(the_plan.notebook,),
+        name="warm-html",
+        kwargs={"hide_input": hide_input},
+        daemon=True,
+    )
     outcome = execute(
-        the_plan, cell_timeout=cell_timeout, start_timeout=start_timeout, progress=progress,
-        env=env, on_cell_complete=hooks.on_cell_complete, kernel=kernel, on_executing=warm.start,
-    )  # fmt: skip
+        the_plan,
+        cell_timeout=cell_timeout,
+        start_timeout=start_timeout,
+        progress=progress,
+        env=env,
+        on_cell_complete=hooks.on_cell_complete,
+        kernel=kernel,
+        on_executing=warm.start,
+    )
     record, files = assemble(
-        outcome, incident_id=the_plan.incident_id, job_ids=the_plan.job_ids,
-        parameters=the_plan.parameters, notebook=the_plan.notebook,
-        operator=the_plan.operator, redactor=the_plan.redactor, hide_input=hide_input,
+        outcome,
+        incident_id=the_plan.incident_id,
+        job_ids=the_plan.job_ids,
+        parameters=the_plan.parameters,
+        notebook=the_plan.notebook,
+        operator=the_plan.operator,
+        redactor=the_plan.redactor,
+        hide_input=hide_input,
         locate=store.location,
-    )  # fmt: skip
+    )
     save(store, record, files)
     if hooks.on_record:
         hooks.on_record(record)
@@ -210,8 +238,9 @@ def save(store: archives.Archive, record: Record, files: Mapping[str, bytes]) ->
             where = keep.write(record.record_id, files)
         except ExportnbError:
             raise exc from None
-        raise StorageError(f"{exc.message}; the record is kept in {where}", code=exc.code,
-                           status=exc.status) from exc  # fmt: skip
+        raise StorageError(
+            f"{exc.message}; the record is kept in {where}", code=exc.code, status=exc.status
+        ) from exc
     from exportnb import index
 
     index.record_saved(store, record, files)  # never raises: the index can be rebuilt
@@ -258,13 +287,19 @@ def execute(
     with kernel or Kernel.start(KERNEL, env) as running:
         early = None
         if early_probes and probes.applies_to(the_plan.declared):
-            early = probes.ProbeProcess.launch(running.work / "probes", the_plan.parameters,
-                                               running.environment)  # fmt: skip
+            early = probes.ProbeProcess.launch(
+                running.work / "probes", the_plan.parameters, running.environment
+            )
         try:
-            return _execute(the_plan, running, cell_timeout=cell_timeout,
-                            start_timeout=start_timeout, progress=progress,
-                            on_cell_complete=on_cell_complete,
-                            on_executing=on_executing)  # fmt: skip
+            return _execute(
+                the_plan,
+                running,
+                cell_timeout=cell_timeout,
+                start_timeout=start_timeout,
+                progress=progress,
+                on_cell_complete=on_cell_complete,
+                on_executing=on_executing,
+            )
         finally:
             if early is not None:
                 early.stop()
@@ -284,8 +319,9 @@ def _execute(
     from papermill.engines import NotebookExecutionManager
 
     nb = load(the_plan)
-    manager = NotebookExecutionManager(nb, output_path=None, progress_bar=progress,
-                                       log_output=False, autosave_cell_every=0)  # fmt: skip
+    manager = NotebookExecutionManager(
+        nb, output_path=None, progress_bar=progress, log_output=False, autosave_cell_every=0
+    )
     started: list[int] = []
 
     def done(cell: Any, cell_index: int, **_: Any) -> None:
@@ -294,11 +330,15 @@ def _execute(
 
     began = datetime.now(UTC)
     client = PapermillNotebookClient(
-        manager, km=kernel.manager, kernel_name=kernel.name, timeout=cell_timeout,
-        startup_timeout=start_timeout, resources={"metadata": {"path": str(kernel.work)}},
+        manager,
+        km=kernel.manager,
+        kernel_name=kernel.name,
+        timeout=cell_timeout,
+        startup_timeout=start_timeout,
+        resources={"metadata": {"path": str(kernel.work)}},
         on_cell_start=lambda cell, cell_index, **_: started.append(cell_index),
         on_cell_complete=done,
-    )  # fmt: skip
+    )
     manager.notebook_start()
     try:
         if kernel.failure is not None:
@@ -341,8 +381,11 @@ def _crashed(
     else:
         ename, evalue = type(exc).__name__, str(exc)
     cell = nb.cells[started[-1]]
-    cell.outputs.append(nbformat.v4.new_output(
-        "error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"]))  # fmt: skip
+    cell.outputs.append(
+        nbformat.v4.new_output(
+            "error", ename=ename, evalue=evalue, traceback=[f"{ename}: {evalue}"]
+        )
+    )
     manager.cell_exception(cell, cell_index=started[-1])
 
 
@@ -397,8 +440,11 @@ def sandbox_defaults(home: Path | None = None) -> tuple[dict[str, str], dict[str
     state = read_state(home)
     if state is None or not state.alive:
         return None
-    defaults = {"job_ids": list(state.reported_jobs), "target_host": state.target_host,
-                "target_port": state.target_port}  # fmt: skip
+    defaults = {
+        "job_ids": list(state.reported_jobs),
+        "target_host": state.target_host,
+        "target_port": state.target_port,
+    }
     return sandbox_environment(home), defaults
 
 
@@ -437,9 +483,13 @@ def prepare(notebook: str | Path | None = None, **given: Any) -> tuple[Path, boo
     try:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         papermill.execute_notebook(
-            str(the_plan.notebook), str(target), parameters=the_plan.parameters,
-            prepare_only=True, kernel_name=KERNEL, progress_bar=False,
-        )  # fmt: skip
+            str(the_plan.notebook),
+            str(target),
+            parameters=the_plan.parameters,
+            prepare_only=True,
+            kernel_name=KERNEL,
+            progress_bar=False,
+        )
     except (OSError, papermill.PapermillException) as exc:
         raise PreconditionFailed(f"cannot prepare {target}: {exc}") from exc
     return target, True

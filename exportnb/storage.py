@@ -27,10 +27,19 @@ from exportnb.errors import StorageError
 from exportnb.platform.model import Manifest, Segment, SegmentCheck, Verification
 
 MANIFEST_SCHEMA = "exportnb.manifest/v1"
-AWS_ENVIRONMENT = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                   "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION",
-                   "AWS_DEFAULT_REGION", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
-                   "AWS_CA_BUNDLE")  # fmt: skip
+AWS_ENVIRONMENT = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CA_BUNDLE",
+)
 """The variables boto3's configuration comes from: a change makes new sessions and clients."""
 _SESSIONS: dict[tuple[str | None, ...], Any] = {}
 _CLIENTS: dict[tuple[Any, ...], Any] = {}
@@ -90,11 +99,13 @@ def _new_client(
     )
     if credentials and session.get_credentials() is None:
         return session.client(
-            "s3", endpoint_url=endpoint_url, config=config,
+            "s3",
+            endpoint_url=endpoint_url,
+            config=config,
             aws_access_key_id=credentials["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=credentials["AWS_SECRET_ACCESS_KEY"],
             region_name=session.region_name or credentials.get("AWS_DEFAULT_REGION"),
-        )  # fmt: skip
+        )
     return session.client("s3", endpoint_url=endpoint_url, config=config)
 
 
@@ -134,9 +145,13 @@ def put_object(s3: Any, bucket: str, key: str, body: bytes, **extra: Any) -> str
     checksum = sha256_b64(body)
     try:
         s3.put_object(
-            Bucket=bucket, Key=key, Body=body, ChecksumAlgorithm="SHA256",
-            ChecksumSHA256=checksum, **extra,
-        )  # fmt: skip
+            Bucket=bucket,
+            Key=key,
+            Body=body,
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=checksum,
+            **extra,
+        )
     except Exception as exc:
         if _is_storage_exception(exc):
             raise storage_error(exc, f"PutObject s3://{bucket}/{key}") from exc

@@ -43,14 +43,28 @@ from exportnb.findings import (
 STEP = "storage_health"
 MAX_PARALLEL = 16
 THROTTLE_CODES = frozenset(
-    {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
-     "TooManyRequests", "TooManyRequestsException", "RequestThrottled"}
-)  # fmt: skip
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "TooManyRequests",
+        "TooManyRequestsException",
+        "RequestThrottled",
+    }
+)
 THROTTLE_STATUSES = frozenset({429, 503})
 PERMISSION_CODES = frozenset(
-    {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AllAccessDisabled",
-     "AccountProblem", "ExpiredToken", "InvalidToken"}
-)  # fmt: skip
+    {
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AllAccessDisabled",
+        "AccountProblem",
+        "ExpiredToken",
+        "InvalidToken",
+    }
+)
 MISSING_CODES = frozenset({"NoSuchBucket", "NotFound"})
 
 
@@ -108,9 +122,12 @@ def storage_health(
         raise InvalidInput(f"timeout must be greater than zero, not {timeout!r}")
     if s3 is None:
         s3 = storage.client(
-            endpoint, max_attempts=0, connect_timeout=timeout, read_timeout=timeout,
+            endpoint,
+            max_attempts=0,
+            connect_timeout=timeout,
+            read_timeout=timeout,
             pool=min(len(names), MAX_PARALLEL),
-        )  # fmt: skip
+        )
     with ThreadPoolExecutor(max_workers=min(len(names), MAX_PARALLEL)) as pool:
         checks = list(pool.map(lambda name: check_bucket(s3, name), names))
     used = endpoint or getattr(getattr(s3, "meta", None), "endpoint_url", None)

@@ -140,8 +140,11 @@ def timeline_of(records: list[Record]) -> Timeline:
 # Reading results ----------------------------------------------------------------------
 def results(record: Record, kind: str) -> list[dict[str, Any]]:
     """The recorded results of one type (``"Recovery"``, ``"Trail"``...)."""
-    return [b["result"] for b in record.results
-            if b.get("type") == kind and isinstance(b.get("result"), dict)]  # fmt: skip
+    return [
+        b["result"]
+        for b in record.results
+        if b.get("type") == kind and isinstance(b.get("result"), dict)
+    ]
 
 
 def read_time(value: Any) -> datetime | None:
@@ -194,21 +197,35 @@ def alerts_of(record: Record) -> list[AlertSeen]:
     starts = [t for a in items if (t := read_time(a.get("startsAt")))]
     ends = [t for a in items if (t := read_time(a.get("endsAt")))]
     status = str(alert.get("status") or (items[0].get("status") if items else "") or "firing")
-    return [AlertSeen(status, min(starts, default=None), max(ends, default=None),
-                      alert_summary(alert), record)]  # fmt: skip
+    return [
+        AlertSeen(
+            status, min(starts, default=None), max(ends, default=None), alert_summary(alert), record
+        )
+    ]
 
 
 def verdicts_of(record: Record) -> list[Verdict]:
-    return [Verdict(read_time(r.get("now")) or record.started_at, str(r.get("verdict", "")),
-                    str(r.get("reason", "")), number(r.get("success_rate")),
-                    number(r.get("baseline_rate")), record.record_id)
-            for r in results(record, "Recovery")]  # fmt: skip
+    return [
+        Verdict(
+            read_time(r.get("now")) or record.started_at,
+            str(r.get("verdict", "")),
+            str(r.get("reason", "")),
+            number(r.get("success_rate")),
+            number(r.get("baseline_rate")),
+            record.record_id,
+        )
+        for r in results(record, "Recovery")
+    ]
 
 
 def _began(records: list[Record], alerts: list[AlertSeen]) -> tuple[datetime, str]:
     """When the failures began, and how that is known."""
-    found = [(t, BEGAN_FROM["declaration"]) for r in records for d in results(r, "Declaration")
-             if (t := read_time(d.get("incident_start")))]  # fmt: skip
+    found = [
+        (t, BEGAN_FROM["declaration"])
+        for r in records
+        for d in results(r, "Declaration")
+        if (t := read_time(d.get("incident_start")))
+    ]
     found += [(a.starts_at, BEGAN_FROM["alert"]) for a in alerts if a.starts_at]
     return min(found, default=(records[0].started_at, BEGAN_FROM["record"]))
 
@@ -239,9 +256,18 @@ def _applied(records: list[Record]) -> list[Mitigation]:
             if done.at is None:
                 continue
             name = done.key or f"{done.source}:{done.action}:{done.seq}"
-            found.setdefault(name, Mitigation(done.at, done.operator, done.action,
-                                              dict(done.params), done.source, done.key,
-                                              record.record_id))  # fmt: skip
+            found.setdefault(
+                name,
+                Mitigation(
+                    done.at,
+                    done.operator,
+                    done.action,
+                    dict(done.params),
+                    done.source,
+                    done.key,
+                    record.record_id,
+                ),
+            )
     return list(found.values())
 
 
@@ -257,8 +283,10 @@ def _seen_on_platform(records: list[Record], began: datetime) -> list[Mitigation
 
 def _flags_set(recovery: Mapping[str, Any], began: datetime) -> list[Mitigation]:
     found = []
-    for flag, action in ((recovery.get("fallback"), "fallback-bucket"),
-                         (recovery.get("bulk_pause"), "pause-bulk")):  # fmt: skip
+    for flag, action in (
+        (recovery.get("fallback"), "fallback-bucket"),
+        (recovery.get("bulk_pause"), "pause-bulk"),
+    ):
         at = read_time(flag.get("set_at")) if isinstance(flag, dict) else None
         if isinstance(flag, dict) and at is not None and at >= began:
             params = {"bucket": flag.get("value")} if action == "fallback-bucket" else {}
@@ -272,16 +300,21 @@ def _chunk_changes(recovery: Mapping[str, Any], began: datetime) -> list[Mitigat
         at = read_time(change.get("changed_at")) if isinstance(change, dict) else None
         if at is not None and at >= began:
             params = {"job_ids": [change.get("job_id")], "chunk_size": change.get("new")}
-            found.append(Mitigation(at, str(change.get("changed_by", "")), "chunk-size",
-                                    params, "platform"))  # fmt: skip
+            found.append(
+                Mitigation(at, str(change.get("changed_by", "")), "chunk-size", params, "platform")
+            )
     return found
 
 
 def _journal_ok(records: list[Record]) -> bool | None:
     from exportnb.facts import JOURNAL_TYPES
 
-    flags = [bool(r.get("chain_ok")) for rec in records for kind in JOURNAL_TYPES
-             for r in results(rec, kind)]  # fmt: skip
+    flags = [
+        bool(r.get("chain_ok"))
+        for rec in records
+        for kind in JOURNAL_TYPES
+        for r in results(rec, kind)
+    ]
     return all(flags) if flags else None
 
 
@@ -297,8 +330,13 @@ def params_text(params: Mapping[str, Any]) -> str:
 
 
 # Times and events ---------------------------------------------------------------------------
-def _times(records: list[Record], alerts: list[AlertSeen], verdicts: list[Verdict],
-           mitigations: list[Mitigation], began: datetime) -> Times:  # fmt: skip
+def _times(
+    records: list[Record],
+    alerts: list[AlertSeen],
+    verdicts: list[Verdict],
+    mitigations: list[Mitigation],
+    began: datetime,
+) -> Times:
     detected = min([a.starts_at for a in alerts if a.starts_at] + [records[0].started_at])
     mitigated = mitigations[0].at if mitigations else None
     resolved = [v.at for v in verdicts if v.verdict == RECOVERED]
@@ -308,27 +346,47 @@ def _times(records: list[Record], alerts: list[AlertSeen], verdicts: list[Verdic
     def since(when: datetime | None) -> float | None:
         return None if when is None else (when - began).total_seconds()
 
-    return Times(began, detected, mitigated, recovered, since(detected), since(mitigated),
-                 since(recovered))  # fmt: skip
+    return Times(
+        began, detected, mitigated, recovered, since(detected), since(mitigated), since(recovered)
+    )
 
 
-def _events(records: list[Record], alerts: list[AlertSeen], verdicts: list[Verdict],
-            mitigations: list[Mitigation], times: Times,
-            began: tuple[datetime, str]) -> list[Event]:  # fmt: skip
+def _events(
+    records: list[Record],
+    alerts: list[AlertSeen],
+    verdicts: list[Verdict],
+    mitigations: list[Mitigation],
+    times: Times,
+    began: tuple[datetime, str],
+) -> list[Event]:
     events = [Event(began[0], "start", began[1])]
     firing = [a for a in alerts if a.starts_at]
     if firing:
         first = min(firing, key=lambda a: a.starts_at or began[0])
-        events.append(Event(first.starts_at or began[0], "alert", f"Alert fired: {first.name}",
-                            record_id=first.record.record_id))  # fmt: skip
+        events.append(
+            Event(
+                first.starts_at or began[0],
+                "alert",
+                f"Alert fired: {first.name}",
+                record_id=first.record.record_id,
+            )
+        )
     for n, r in enumerate(records, start=1):
         what = "First record" if n == 1 else f"Record v{n}"
-        events.append(Event(r.started_at, "record", f"{what}: {r.status}", r.operator,
-                            r.record_id))  # fmt: skip
-    events += [Event(m.at, "mitigation", f"Mitigation applied: {m.label}", m.operator,
-                     m.record_id) for m in mitigations]  # fmt: skip
-    events += [Event(v.at, "verdict", f"Recovery verdict: {v.verdict.replace('_', ' ')}",
-                     record_id=v.record_id) for v in verdicts]  # fmt: skip
+        events.append(Event(r.started_at, "record", f"{what}: {r.status}", r.operator, r.record_id))
+    events += [
+        Event(m.at, "mitigation", f"Mitigation applied: {m.label}", m.operator, m.record_id)
+        for m in mitigations
+    ]
+    events += [
+        Event(
+            v.at,
+            "verdict",
+            f"Recovery verdict: {v.verdict.replace('_', ' ')}",
+            record_id=v.record_id,
+        )
+        for v in verdicts
+    ]
     if times.recovered_at is not None:
         events.append(_resolution(times.recovered_at, alerts, verdicts))
     return sorted(events, key=lambda e: (e.at, EVENT_KINDS.index(e.kind)))
@@ -337,8 +395,16 @@ def _events(records: list[Record], alerts: list[AlertSeen], verdicts: list[Verdi
 def _resolution(at: datetime, alerts: list[AlertSeen], verdicts: list[Verdict]) -> Event:
     verdict = next((v for v in verdicts if v.verdict == RECOVERED and v.at == at), None)
     if verdict is not None:
-        return Event(at, "resolution", "Resolved: success rate back to baseline "
-                     f"({verdict.reason})", record_id=verdict.record_id)  # fmt: skip
+        return Event(
+            at,
+            "resolution",
+            f"Resolved: success rate back to baseline ({verdict.reason})",
+            record_id=verdict.record_id,
+        )
     alert = next(a for a in alerts if a.resolved_at == at)
-    return Event(at, "resolution", f"Resolved: the alert resolved ({alert.name})",
-                 record_id=alert.record.record_id)  # fmt: skip
+    return Event(
+        at,
+        "resolution",
+        f"Resolved: the alert resolved ({alert.name})",
+        record_id=alert.record.record_id,
+    )

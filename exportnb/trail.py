@@ -60,9 +60,19 @@ class Trail:
     def frame(self) -> Any:
         import pandas as pd
 
-        rows = [{"seq": e.seq, "at": e.at, "operator": e.operator, "kind": e.kind,
-                 "action": e.action, "outcome": e.outcome, "summary": summary_of(e),
-                 "key": e.key[:12]} for e in self.entries]  # fmt: skip
+        rows = [
+            {
+                "seq": e.seq,
+                "at": e.at,
+                "operator": e.operator,
+                "kind": e.kind,
+                "action": e.action,
+                "outcome": e.outcome,
+                "summary": summary_of(e),
+                "key": e.key[:12],
+            }
+            for e in self.entries
+        ]
         return pd.DataFrame(rows)
 
 
@@ -115,8 +125,16 @@ def render_trail(result: Trail) -> Body:
 
 
 def _row(entry: JournalEntry) -> list[str]:
-    return [str(entry.seq), cell(entry.at), entry.operator, entry.kind, entry.action,
-            entry.outcome, summary_of(entry), entry.key[:12]]  # fmt: skip
+    return [
+        str(entry.seq),
+        cell(entry.at),
+        entry.operator,
+        entry.kind,
+        entry.action,
+        entry.outcome,
+        summary_of(entry),
+        entry.key[:12],
+    ]
 
 
 def _table(rows: list[list[str]]) -> str:

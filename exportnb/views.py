@@ -157,22 +157,29 @@ def percent(value: float | None) -> str:
 
 
 def table(
-    columns: list[str], rows: list[list[Any]], *, caption: str = "", limit: int = MAX_ROWS,
+    columns: list[str],
+    rows: list[list[Any]],
+    *,
+    caption: str = "",
+    limit: int = MAX_ROWS,
     kept: str = " (all are in the record)",
-) -> str:  # fmt: skip
+) -> str:
     """A small HTML table of the first ``limit`` rows, saying how many are left out (and,
     ``kept``, where they are). Text columns read from the left, numbers from the right."""
     if not rows:
         return f"<p><em>{escape(caption or 'Nothing to show')}: none.</em></p>\n" if caption else ""
     shown = rows[:limit]
     left = [not _numeric([row[i] for row in shown if i < len(row)]) for i in range(len(columns))]
-    head = "".join(f"<th{LEFT if left[i] else ''}>{escape(c)}</th>"
-                   for i, c in enumerate(columns))  # fmt: skip
+    head = "".join(f"<th{LEFT if left[i] else ''}>{escape(c)}</th>" for i, c in enumerate(columns))
     body = "".join(
-        "<tr>" + "".join(f"<td{LEFT if i < len(left) and left[i] else ''}>{escape(cell(v))}</td>"
-                         for i, v in enumerate(row)) + "</tr>"
+        "<tr>"
+        + "".join(
+            f"<td{LEFT if i < len(left) and left[i] else ''}>{escape(cell(v))}</td>"
+            for i, v in enumerate(row)
+        )
+        + "</tr>"
         for row in shown
-    )  # fmt: skip
+    )
     more = len(rows) - limit
     note = f"<p><em>… and {more} more{kept}.</em></p>" if more > 0 else ""
     title = f"<caption>{escape(caption)}</caption>" if caption else ""
@@ -232,8 +239,11 @@ def render_fields(result: Any) -> Body:
 
 def records_table(records: list[Any], *, caption: str = "") -> str:
     """Dataclass records as a table, one column per scalar field."""
-    names = [f.name for f in dataclasses.fields(records[0]) if not _is_records(
-        getattr(records[0], f.name))]  # fmt: skip
+    names = [
+        f.name
+        for f in dataclasses.fields(records[0])
+        if not _is_records(getattr(records[0], f.name))
+    ]
     rows = [[getattr(r, n, None) for n in names] for r in records]
     return table([n.replace("_", " ") for n in names], rows, caption=caption)
 
@@ -251,46 +261,75 @@ def _is_records(value: Any) -> bool:
 def detection_view(d: Any) -> Body:
     lat = d.latency
     pairs = [
-        (f"Failure rate, last {d.window_minutes} min", f"{percent(d.failure_rate)} "
-         f"(threshold {percent(d.threshold)}; {d.failed} of {d.attempts} attempts failed)"),
+        (
+            f"Failure rate, last {d.window_minutes} min",
+            f"{percent(d.failure_rate)} "
+            f"(threshold {percent(d.threshold)}; {d.failed} of {d.attempts} attempts failed)",
+        ),
         ("Threshold breached", d.breached),
-        ("Latency p50 / p95 / p99", f"{cell(lat.p50)} / {cell(lat.p95)} / {cell(lat.p99)} s "
-         f"(limit {cell(d.latency_limit)} s = 2× SLO)"),
+        (
+            "Latency p50 / p95 / p99",
+            f"{cell(lat.p50)} / {cell(lat.p95)} / {cell(lat.p99)} s "
+            f"(limit {cell(d.latency_limit)} s = 2× SLO)",
+        ),
         ("Stuck jobs", len(d.stuck)),
         ("Reported jobs", f"{len(d.reported)} ({len(d.unknown_reported)} unknown)"),
-    ]  # fmt: skip
-    stuck = [[s.job.id, s.job.tenant, s.job.connector, s.reason, f"{s.age_seconds:.0f} s"]
-             for s in d.stuck]  # fmt: skip
+    ]
+    stuck = [
+        [s.job.id, s.job.tenant, s.job.connector, s.reason, f"{s.age_seconds:.0f} s"]
+        for s in d.stuck
+    ]
     reported = [[r.job_id, r.found, r.status, r.tenant, r.error_code] for r in d.reported]
-    html = (facts(pairs)
-            + table(["job", "tenant", "connector", "reason", "age"], stuck, caption="Stuck jobs")
-            + table(["job", "found", "status", "tenant", "error code"], reported,
-                    caption="Reported jobs"))  # fmt: skip
+    html = (
+        facts(pairs)
+        + table(["job", "tenant", "connector", "reason", "age"], stuck, caption="Stuck jobs")
+        + table(
+            ["job", "found", "status", "tenant", "error code"], reported, caption="Reported jobs"
+        )
+    )
     return Body(html, f"failure rate {percent(d.failure_rate)}; breached: {cell(d.breached)}")
 
 
 @renders("JobState")
 def job_state_view(s: Any) -> Body:
     more = " (more exist: the scan was truncated)" if s.truncated else ""
-    pairs = [("Window", f"{cell(s.since)} → {cell(s.until)}"),
-             ("Failed jobs", f"{s.total_failed}{more}"), ("By connector", s.by_connector),
-             ("By storage (bucket)", s.by_bucket), ("By error code", s.by_error)]  # fmt: skip
-    categories = [[c.connector, c.bucket, c.error_code, c.count, c.first_seen, c.last_seen,
-                   c.tenants] for c in s.categories]  # fmt: skip
-    latest = [[j.id, j.tenant, j.connector, j.bucket, j.error_code, j.finished_at]
-              for j in s.latest]  # fmt: skip
-    html = (facts(pairs)
-            + table(["connector", "bucket", "error code", "failed", "first seen", "last seen",
-                     "tenants"], categories, caption="Failures by connector and storage")
-            + table(["job", "tenant", "connector", "bucket", "error code", "finished"], latest,
-                    caption="Newest failed jobs"))  # fmt: skip
+    pairs = [
+        ("Window", f"{cell(s.since)} → {cell(s.until)}"),
+        ("Failed jobs", f"{s.total_failed}{more}"),
+        ("By connector", s.by_connector),
+        ("By storage (bucket)", s.by_bucket),
+        ("By error code", s.by_error),
+    ]
+    categories = [
+        [c.connector, c.bucket, c.error_code, c.count, c.first_seen, c.last_seen, c.tenants]
+        for c in s.categories
+    ]
+    latest = [
+        [j.id, j.tenant, j.connector, j.bucket, j.error_code, j.finished_at] for j in s.latest
+    ]
+    html = (
+        facts(pairs)
+        + table(
+            ["connector", "bucket", "error code", "failed", "first seen", "last seen", "tenants"],
+            categories,
+            caption="Failures by connector and storage",
+        )
+        + table(
+            ["job", "tenant", "connector", "bucket", "error code", "finished"],
+            latest,
+            caption="Newest failed jobs",
+        )
+    )
     return Body(html, f"{s.total_failed} failed jobs in {len(s.categories)} categories")
 
 
 @renders("FailureCapture")
 def capture_view(c: Any) -> Body:
-    pairs = [("Failing job IDs", c.failing_job_ids), ("Failed jobs", c.total_failed),
-             ("Reported by customers", c.reported_jobs)]  # fmt: skip
+    pairs = [
+        ("Failing job IDs", c.failing_job_ids),
+        ("Failed jobs", c.total_failed),
+        ("Reported by customers", c.reported_jobs),
+    ]
     samples = "".join(
         f"<p><code>{escape(s.job_id)}</code> {escape(cell(s.error_code))}: "
         f"{escape(cell(s.error_message))}</p>"
@@ -306,10 +345,15 @@ def capture_view(c: Any) -> Body:
 
 @renders("StorageHealth")
 def storage_view(h: Any) -> Body:
-    rows = [[c.bucket, c.verdict, c.status, c.code, c.region, f"{c.latency_ms:.0f} ms",
-             c.message] for c in h.checks]  # fmt: skip
-    html = table(["bucket", "verdict", "HTTP", "error code", "region", "latency", "message"],
-                 rows, caption="HeadBucket per bucket")  # fmt: skip
+    rows = [
+        [c.bucket, c.verdict, c.status, c.code, c.region, f"{c.latency_ms:.0f} ms", c.message]
+        for c in h.checks
+    ]
+    html = table(
+        ["bucket", "verdict", "HTTP", "error code", "region", "latency", "message"],
+        rows,
+        caption="HeadBucket per bucket",
+    )
     return Body(html, "; ".join(f"{c.bucket}: {c.verdict}" for c in h.checks))
 
 
@@ -318,23 +362,46 @@ def checksums_view(r: Any) -> Body:
     states: dict[str, int] = {}
     for job in r.jobs:
         states[job.state] = states.get(job.state, 0) + 1
-    pairs = [("Mode", r.mode), ("Jobs verified", states), ("Affected tenants",
-             r.affected_tenants), ("Affected files", len(r.affected_files))]  # fmt: skip
+    pairs = [
+        ("Mode", r.mode),
+        ("Jobs verified", states),
+        ("Affected tenants", r.affected_tenants),
+        ("Affected files", len(r.affected_files)),
+    ]
     # What needs a look first; jobs that delivered nothing are one line, not a row each.
-    checked = sorted((j for j in r.jobs if j.state != "no_manifest"),
-                     key=lambda j: CHECKSUM_ORDER.get(j.state, 0))  # fmt: skip
-    rows = [[j.job_id, j.tenant, j.bucket, j.state, j.ok, len(j.mismatched), len(j.missing),
-             j.error or getattr(j, "detail", "")] for j in checked]  # fmt: skip
+    checked = sorted(
+        (j for j in r.jobs if j.state != "no_manifest"),
+        key=lambda j: CHECKSUM_ORDER.get(j.state, 0),
+    )
+    rows = [
+        [
+            j.job_id,
+            j.tenant,
+            j.bucket,
+            j.state,
+            j.ok,
+            len(j.mismatched),
+            len(j.missing),
+            j.error or getattr(j, "detail", ""),
+        ]
+        for j in checked
+    ]
     undelivered = [j.job_id for j in r.jobs if j.state == "no_manifest"]
     html = facts(pairs)
     if rows:
-        html += table(["job", "tenant", "bucket", "state", "ok", "mismatched", "missing",
-                       "detail"], rows, caption="Jobs verified")  # fmt: skip
+        html += table(
+            ["job", "tenant", "bucket", "state", "ok", "mismatched", "missing", "detail"],
+            rows,
+            caption="Jobs verified",
+        )
     if undelivered:
-        html += paragraph(f"No manifest: never delivered data, so nothing to verify "
-                          f"({len(undelivered)} job(s)): {cell(undelivered)}.")  # fmt: skip
-    html += table(["file"], [[f] for f in r.affected_files],
-                  caption="Mismatched or missing segments")  # fmt: skip
+        html += paragraph(
+            f"No manifest: never delivered data, so nothing to verify "
+            f"({len(undelivered)} job(s)): {cell(undelivered)}."
+        )
+    html += table(
+        ["file"], [[f] for f in r.affected_files], caption="Mismatched or missing segments"
+    )
     return Body(html, f"{len(r.jobs)} jobs verified: {cell(states)}")
 
 
@@ -344,15 +411,23 @@ CHECKSUM_ORDER = {"failed": 0, "error": 1, "not_found": 2, "passed": 3}
 
 @renders("NetworkPath")
 def network_view(p: Any) -> Body:
-    pairs = [("Target", f"{p.host}:{p.port}"), ("Measured with", p.command),
-             ("Loss at the destination", f"{cell(p.loss_pct)}%"),
-             ("Round trip p50 / p95", f"{cell(p.p50_ms)} / {cell(p.p95_ms)} ms")]  # fmt: skip
+    pairs = [
+        ("Target", f"{p.host}:{p.port}"),
+        ("Measured with", p.command),
+        ("Loss at the destination", f"{cell(p.loss_pct)}%"),
+        ("Round trip p50 / p95", f"{cell(p.p50_ms)} / {cell(p.p95_ms)} ms"),
+    ]
     if getattr(p, "error", None):
         pairs.append(("Error", p.error))
-    hops = [[h.index, h.host, h.sent, h.received, f"{h.loss_pct:g}%", h.p50_ms, h.p95_ms,
-             h.avg_ms] for h in p.hops]  # fmt: skip
-    html = facts(pairs) + table(["hop", "host", "sent", "received", "loss", "p50 ms", "p95 ms",
-                                 "avg ms"], hops, caption="Hops")  # fmt: skip
+    hops = [
+        [h.index, h.host, h.sent, h.received, f"{h.loss_pct:g}%", h.p50_ms, h.p95_ms, h.avg_ms]
+        for h in p.hops
+    ]
+    html = facts(pairs) + table(
+        ["hop", "host", "sent", "received", "loss", "p50 ms", "p95 ms", "avg ms"],
+        hops,
+        caption="Hops",
+    )
     return Body(html, f"{p.host}: loss {cell(p.loss_pct)}%, p95 {cell(p.p95_ms)} ms")
 
 
@@ -373,10 +448,15 @@ def assessment_view(a: Any) -> Body:
 def plan_view(p: Any) -> Body:
     rows = [[s.priority, s.action, s.command or NO_COMMAND, s.plan, s.reason] for s in p.steps]
     applied = p.applied or "nothing"
-    html = (f"<p><strong>{escape(p.note)}</strong></p>\n"
-            + table(["priority", "action", "runbook command", "what it would change", "why"],
-                    rows, caption="Recommended mitigations")
-            + facts([("Mode", p.mode), ("Applied", applied)]))  # fmt: skip
+    html = (
+        f"<p><strong>{escape(p.note)}</strong></p>\n"
+        + table(
+            ["priority", "action", "runbook command", "what it would change", "why"],
+            rows,
+            caption="Recommended mitigations",
+        )
+        + facts([("Mode", p.mode), ("Applied", applied)])
+    )
     done = [[o.action, o.status.replace("_", " "), o.message] for o in p.outcomes]
     if done:
         html += table(["action", "outcome", "detail"], done, caption="Policy in this run")
@@ -386,21 +466,31 @@ def plan_view(p: Any) -> Body:
 @renders("BulkPause")
 def bulk_view(b: Any) -> Body:
     flag = b.flag
-    pairs = [("Bulk exports paused", b.paused),
-             ("Set by", f"{flag.set_by} at {cell(flag.set_at)}" if flag else None),
-             ("Queued / running bulk exports", f"{b.queued_bulk} / {b.running_bulk}"),
-             ("Plan", b.plan), ("Applied", b.applied)]  # fmt: skip
+    pairs = [
+        ("Bulk exports paused", b.paused),
+        ("Set by", f"{flag.set_by} at {cell(flag.set_at)}" if flag else None),
+        ("Queued / running bulk exports", f"{b.queued_bulk} / {b.running_bulk}"),
+        ("Plan", b.plan),
+        ("Applied", b.applied),
+    ]
     return Body(facts(pairs), f"bulk paused: {cell(b.paused)}", label="Pause new bulk exports")
 
 
 @renders("Declaration")
 def declaration_view(d: Any) -> Body:
-    pairs = [("Incident", d.incident_id), ("Declared at", d.declared_at),
-             ("Operator", d.operator), ("Comms lead", d.comms_lead or "unassigned"),
-             ("Mode", d.mode), ("Alert", d.alert_summary), ("Platform", d.platform),
-             ("Export bucket", d.export_bucket), ("Export target", d.target_host),
-             ("Reported jobs", d.reported_jobs),
-             ("Incident start (estimate)", d.incident_start)]  # fmt: skip
+    pairs = [
+        ("Incident", d.incident_id),
+        ("Declared at", d.declared_at),
+        ("Operator", d.operator),
+        ("Comms lead", d.comms_lead or "unassigned"),
+        ("Mode", d.mode),
+        ("Alert", d.alert_summary),
+        ("Platform", d.platform),
+        ("Export bucket", d.export_bucket),
+        ("Export target", d.target_host),
+        ("Reported jobs", d.reported_jobs),
+        ("Incident start (estimate)", d.incident_start),
+    ]
     summary = f"{d.incident_id}: comms lead {d.comms_lead or 'unassigned'}"
     return Body(facts(pairs), summary, label="Declare incident; assign comms lead")
 
@@ -409,17 +499,30 @@ def declaration_view(d: Any) -> Body:
 def recovery_view(r: Any) -> Body:
     fallback = f"{r.fallback.value} (set by {r.fallback.set_by})" if r.fallback else "off"
     checks = r.checksums
-    verified = (f"{len(checks.jobs)} jobs, {len(checks.failed_job_ids)} failing"
-                if checks is not None else "not re-verified")  # fmt: skip
-    pairs = [("Verdict", r.verdict), ("Why", r.reason),
-             ("Success rate / baseline", f"{percent(r.success_rate)} / "
-              f"{percent(r.baseline_rate)} over {r.attempts} attempts"),
-             ("Checksums re-verified", verified), ("Fallback bucket", fallback),
-             ("Bulk exports paused", r.bulk_paused), ("Configuration reverted",
-             _reverted(r)), ("Tenants to notify", r.tenants_to_notify)]  # fmt: skip
+    verified = (
+        f"{len(checks.jobs)} jobs, {len(checks.failed_job_ids)} failing"
+        if checks is not None
+        else "not re-verified"
+    )
+    pairs = [
+        ("Verdict", r.verdict),
+        ("Why", r.reason),
+        (
+            "Success rate / baseline",
+            f"{percent(r.success_rate)} / {percent(r.baseline_rate)} over {r.attempts} attempts",
+        ),
+        ("Checksums re-verified", verified),
+        ("Fallback bucket", fallback),
+        ("Bulk exports paused", r.bulk_paused),
+        ("Configuration reverted", _reverted(r)),
+        ("Tenants to notify", r.tenants_to_notify),
+    ]
     changes = [[c.job_id, c.old, c.new, c.reverted] for c in r.chunk_changes]
-    html = facts(pairs) + table(["job", "old chunk size", "new chunk size", "reverted"],
-                                changes, caption="Chunk size changes")  # fmt: skip
+    html = facts(pairs) + table(
+        ["job", "old chunk size", "new chunk size", "reverted"],
+        changes,
+        caption="Chunk size changes",
+    )
     return Body(html, f"{r.verdict}: {r.reason}")
 
 
@@ -445,8 +548,11 @@ def audit_view(a: Any) -> Body:
 
 @renders("Baseline")
 def baseline_view(b: Any) -> Body:
-    pairs = [("Window", f"{cell(b.since)} → {cell(b.until)}"), ("Days", b.days),
-             ("Days with data", b.days_with_data), ("Usual success rate",
-             percent(b.overall))]  # fmt: skip
+    pairs = [
+        ("Window", f"{cell(b.since)} → {cell(b.until)}"),
+        ("Days", b.days),
+        ("Days with data", b.days_with_data),
+        ("Usual success rate", percent(b.overall)),
+    ]
     summary = f"baseline {percent(b.overall)} over {b.days_with_data} days"
     return Body(facts(pairs), summary, label="Baseline")

@@ -143,11 +143,16 @@ def build() -> nbformat.NotebookNode:
         cell["id"] = f"cell-{index:02d}"
         cells.append(cell)
     notebook = new_notebook(cells=cells)
-    notebook.metadata.update({
-        "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)",
-                       "language": "python"},
-        "language_info": {"name": "python"},
-    })  # fmt: skip
+    notebook.metadata.update(
+        {
+            "kernelspec": {
+                "name": "python3",
+                "display_name": "Python 3 (ipykernel)",
+                "language": "python",
+            },
+            "language_info": {"name": "python"},
+        }
+    )
     nbformat.validate(notebook)
     return notebook
 
@@ -162,16 +167,26 @@ def alert(status: str, starts_at: datetime, ends_at: datetime | None = None) -> 
     """An Alertmanager webhook of the runbook's failure-rate alert."""
     from exportnb.contract import format_time
 
-    item = {"status": status, "labels": {"alertname": "ExportFailureRate", "severity": "page"},
-            "annotations": {"summary": "Export job failure rate above 2% over 10 minutes"},
-            "startsAt": format_time(starts_at),
-            "endsAt": format_time(ends_at) if ends_at else "0001-01-01T00:00:00Z"}  # fmt: skip
-    return {"version": "4", "status": status, "receiver": "exportnb", "alerts": [item],
-            "commonLabels": item["labels"], "commonAnnotations": item["annotations"]}  # fmt: skip
+    item = {
+        "status": status,
+        "labels": {"alertname": "ExportFailureRate", "severity": "page"},
+        "annotations": {"summary": "Export job failure rate above 2% over 10 minutes"},
+        "startsAt": format_time(starts_at),
+        "endsAt": format_time(ends_at) if ends_at else "0001-01-01T00:00:00Z",
+    }
+    return {
+        "version": "4",
+        "status": status,
+        "receiver": "exportnb",
+        "alerts": [item],
+        "commonLabels": item["labels"],
+        "commonAnnotations": item["annotations"],
+    }
 
 
-def drill(archive: str, *, incident_id: str = DRILL_INCIDENT,
-          operator: str = DRILL_OPERATOR) -> list[Any]:  # fmt: skip
+def drill(
+    archive: str, *, incident_id: str = DRILL_INCIDENT, operator: str = DRILL_OPERATOR
+) -> list[Any]:
     """Run an incident on the sandbox of $EXPORTNB_HOME into ``archive``: the incident
     notebook for a firing alert, the fallback bucket applied (journaled), the notebook
     again for the resolved alert. Returns the two records. The incident must be new there
@@ -189,13 +204,23 @@ def drill(archive: str, *, incident_id: str = DRILL_INCIDENT,
         raise PreconditionFailed(f"{incident_id} has a journal already: drill in a new home")
     env, defaults = found
     began = datetime.now(UTC) - ALERT_LEAD
-    given = {"parameters": {"comms_lead": "Dana Reyes"}, "operator": operator, "env": env,
-             "defaults": defaults, "archive": archive, "incident_id": incident_id}  # fmt: skip
+    given = {
+        "parameters": {"comms_lead": "Dana Reyes"},
+        "operator": operator,
+        "env": env,
+        "defaults": defaults,
+        "archive": archive,
+        "incident_id": incident_id,
+    }
     first = run(alert=alert("firing", began), **given)
     platform = SandboxPlatform()
-    planned = mitigations.plan(platform, incident_id, "fallback-bucket",
-                               {"bucket": env["EXPORT_FALLBACK_BUCKET"], "ttl": "30m"},
-                               operator=operator)  # fmt: skip
+    planned = mitigations.plan(
+        platform,
+        incident_id,
+        "fallback-bucket",
+        {"bucket": env["EXPORT_FALLBACK_BUCKET"], "ttl": "30m"},
+        operator=operator,
+    )
     outcome = mitigations.apply(platform, planned, confirmed=True, operator=operator)
     if outcome.status != "applied":
         raise PreconditionFailed(f"the drill's mitigation was not applied: {outcome.message}")

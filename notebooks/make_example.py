@@ -53,8 +53,13 @@ def main() -> int:
         return 5
     env, defaults = found
     with tempfile.TemporaryDirectory() as archive:
-        record = run(incident_id="INC-EXAMPLE", parameters=PARAMETERS, env=env,
-                     defaults=defaults, archive=archive)  # fmt: skip
+        record = run(
+            incident_id="INC-EXAMPLE",
+            parameters=PARAMETERS,
+            env=env,
+            defaults=defaults,
+            archive=archive,
+        )
         if record.status != "succeeded":
             print(f"Error: the example run failed: {record.error}")
             return 1

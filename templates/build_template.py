@@ -298,11 +298,16 @@ def build() -> nbformat.NotebookNode:
         cell["id"] = f"cell-{index:02d}"
         cells.append(cell)
     notebook = new_notebook(cells=cells)
-    notebook.metadata.update({
-        "kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)",
-                       "language": "python"},
-        "language_info": {"name": "python"},
-    })  # fmt: skip
+    notebook.metadata.update(
+        {
+            "kernelspec": {
+                "name": "python3",
+                "display_name": "Python 3 (ipykernel)",
+                "language": "python",
+            },
+            "language_info": {"name": "python"},
+        }
+    )
     nbformat.validate(notebook)
     return notebook
 

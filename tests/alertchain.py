@@ -144,10 +144,12 @@ def write_sandbox_targets(folder: Path, env: dict[str, str]) -> Path:
     targets.mkdir(parents=True, exist_ok=True)
     out = targets / "exportnb-sandbox.json"
     subprocess.run(
-        ["sh", str(SANDBOX_TARGETS), str(out)], env=with_exportnb(env), check=True,
+        ["sh", str(SANDBOX_TARGETS), str(out)],
+        env=with_exportnb(env),
+        check=True,
         capture_output=True,
         timeout=60,
-    )  # fmt: skip
+    )
     return out
 
 
@@ -251,9 +253,11 @@ def start_alertmanager(
 def post_alerts(alertmanager: Daemon, alerts: list[dict[str, Any]]) -> None:
     """Send alerts to Alertmanager's API, as Prometheus does."""
     request = urllib.request.Request(
-        f"{alertmanager.url}/api/v2/alerts", data=json.dumps(alerts).encode(), method="POST",
+        f"{alertmanager.url}/api/v2/alerts",
+        data=json.dumps(alerts).encode(),
+        method="POST",
         headers={"Content-Type": "application/json"},
-    )  # fmt: skip
+    )
     with urllib.request.urlopen(request, timeout=5.0) as response:
         assert response.status == 200, response.status
 

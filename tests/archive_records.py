@@ -30,8 +30,13 @@ def bundle(step: str, kind: str, result: dict[str, Any], cell: int = 1) -> dict[
 
 
 def finding(code: str, severity: str = "critical", step: str = "detection") -> dict[str, Any]:
-    return {"code": code, "severity": severity, "summary": f"{code} found", "step": step,
-            "evidence": {}}  # fmt: skip
+    return {
+        "code": code,
+        "severity": severity,
+        "summary": f"{code} found",
+        "step": step,
+        "evidence": {},
+    }
 
 
 def journal_bundle(home: Path, incident: str, applied: Sequence[tuple[str, str]]) -> dict:
@@ -41,9 +46,15 @@ def journal_bundle(home: Path, incident: str, applied: Sequence[tuple[str, str]]
         key = f"{incident}-{action}-key"
         if journal.applied(key) is None:
             journal.append("plan", action=action, key=key, operator=operator, outcome="planned")
-            journal.append("result", action=action, key=key, operator=operator,
-                           params={"bucket": "exports-fallback"}, outcome="succeeded",
-                           detail={"summary": f"{action} applied"})  # fmt: skip
+            journal.append(
+                "result",
+                action=action,
+                key=key,
+                operator=operator,
+                params={"bucket": "exports-fallback"},
+                outcome="succeeded",
+                detail={"summary": f"{action} applied"},
+            )
     entries = [contract.encode(e) for e in journal.entries()]
     return bundle("mitigations", "JournalReport", {"entries": entries, "chain_ok": True}, 9)
 
@@ -62,37 +73,82 @@ def make_record(
     extra: Sequence[dict[str, Any]] = (),
 ) -> tuple[Record, dict[str, bytes]]:
     """A record of ``incident`` started ``at``, and its files."""
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
-        f"incident_id = {incident!r}\nstarted = {at.isoformat()!r}")])  # fmt: skip
+    nb = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(f"incident_id = {incident!r}\nstarted = {at.isoformat()!r}")
+        ]
+    )
     body = nbformat.writes(nb).encode()
     html = f"<html><body><h1>{incident}</h1><p>{at.isoformat()}</p></body></html>".encode()
     digest = sha256(body)
-    latest = [{"id": j, "tenant": tenants[i % len(tenants)] if tenants else "",
-               "bucket": buckets[i % len(buckets)] if buckets else "", "status": "failed"}
-              for i, j in enumerate(job_ids)]  # fmt: skip
+    latest = [
+        {
+            "id": j,
+            "tenant": tenants[i % len(tenants)] if tenants else "",
+            "bucket": buckets[i % len(buckets)] if buckets else "",
+            "status": "failed",
+        }
+        for i, j in enumerate(job_ids)
+    ]
     results = [
         bundle("detection", "Detection", {"findings": [finding(c, s) for c, s in findings]}),
-        bundle("job_state", "JobState", {"job_ids": list(job_ids), "tenants": list(tenants),
-                                         "latest": latest, "findings": []}, 3),
-        bundle("checksums", "ChecksumReport", {"jobs": [
-            {"job_id": j, "tenant": x["tenant"], "bucket": x["bucket"]} for j, x in
-            zip(job_ids, latest, strict=True)], "findings": []}, 5),
-        bundle("communication", "AuditSummary", {"tenants": list(tenants), "files": [
-            f"s3://{b}/exports/{j}/part-0.bin" for j, b in zip(job_ids, buckets, strict=False)],
-            "corrective_actions": [], "findings": []}, 7),
-        bundle("mitigations", "MitigationPlan", {"mode": "auto", "steps": [],
-                                                 "applied": list(plan_applied), "findings": []}, 8),
+        bundle(
+            "job_state",
+            "JobState",
+            {"job_ids": list(job_ids), "tenants": list(tenants), "latest": latest, "findings": []},
+            3,
+        ),
+        bundle(
+            "checksums",
+            "ChecksumReport",
+            {
+                "jobs": [
+                    {"job_id": j, "tenant": x["tenant"], "bucket": x["bucket"]}
+                    for j, x in zip(job_ids, latest, strict=True)
+                ],
+                "findings": [],
+            },
+            5,
+        ),
+        bundle(
+            "communication",
+            "AuditSummary",
+            {
+                "tenants": list(tenants),
+                "files": [
+                    f"s3://{b}/exports/{j}/part-0.bin"
+                    for j, b in zip(job_ids, buckets, strict=False)
+                ],
+                "corrective_actions": [],
+                "findings": [],
+            },
+            7,
+        ),
+        bundle(
+            "mitigations",
+            "MitigationPlan",
+            {"mode": "auto", "steps": [], "applied": list(plan_applied), "findings": []},
+            8,
+        ),
         *extra,
-    ]  # fmt: skip
+    ]
     error = RecordError("ValueError", "boom", 2, "c-2", 2) if status == "failed" else None
     record = Record(
-        record_id=f"{incident}/{at:%Y%m%dT%H%M%SZ}-{digest[:8]}", incident_id=incident,
-        status=status, started_at=at, ended_at=at + timedelta(seconds=3), duration_seconds=3.0,
-        operator=operator, notebook="/templates/export_failure.ipynb", job_ids=list(job_ids),
-        parameters={"incident_id": incident}, error=error,
+        record_id=f"{incident}/{at:%Y%m%dT%H%M%SZ}-{digest[:8]}",
+        incident_id=incident,
+        status=status,
+        started_at=at,
+        ended_at=at + timedelta(seconds=3),
+        duration_seconds=3.0,
+        operator=operator,
+        notebook="/templates/export_failure.ipynb",
+        job_ids=list(job_ids),
+        parameters={"incident_id": incident},
+        error=error,
         files={NOTEBOOK: RecordFile(digest, len(body)), HTML: RecordFile(sha256(html), len(html))},
-        versions={"python": "3.11"}, results=results,
-    )  # fmt: skip
+        versions={"python": "3.11"},
+        results=results,
+    )
     return record, {NOTEBOOK: body, HTML: html, METADATA: record.to_json()}
 
 

@@ -58,11 +58,25 @@ class World:
         job_id = job_id or self.next_id()
         start = finished.timestamp() - duration
         self.store.create_job(
-            job_id=job_id, tenant=tenant, connector=connector, bucket=bucket, kind=kind,
-            chunk_size=chunk_size, size=size, created_at=start - 1,
-        )  # fmt: skip
-        self.attempt(job_id, finished, status, duration=duration, error_code=error_code,
-                     error_message=error_message, bucket=bucket, logs=logs)  # fmt: skip
+            job_id=job_id,
+            tenant=tenant,
+            connector=connector,
+            bucket=bucket,
+            kind=kind,
+            chunk_size=chunk_size,
+            size=size,
+            created_at=start - 1,
+        )
+        self.attempt(
+            job_id,
+            finished,
+            status,
+            duration=duration,
+            error_code=error_code,
+            error_message=error_message,
+            bucket=bucket,
+            logs=logs,
+        )
         return job_id
 
     def attempt(
@@ -84,12 +98,18 @@ class World:
         if status == "failed" and error_code is None:
             error_code, error_message = "InternalError", "500 InternalError"
         for n in range(logs):
-            self.store.add_log(job_id, claimed.attempts, "error", f"line {n}: {error_message}",
-                               start + n * 0.001)  # fmt: skip
+            self.store.add_log(
+                job_id, claimed.attempts, "error", f"line {n}: {error_message}", start + n * 0.001
+            )
         assert self.store.finish(
-            job_id, claimed.attempts, status=status, finished_at=finished.timestamp(),
-            bucket=bucket, error_code=error_code, error_message=error_message,
-        )  # fmt: skip
+            job_id,
+            claimed.attempts,
+            status=status,
+            finished_at=finished.timestamp(),
+            bucket=bucket,
+            error_code=error_code,
+            error_message=error_message,
+        )
 
     def many(
         self, finished: datetime, count: int, status: str = "succeeded", **kw: object
@@ -107,9 +127,15 @@ class World:
         """A job that started at ``started`` and last heart-beat at ``heartbeat``."""
         job_id = self.next_id()
         self.store.create_job(
-            job_id=job_id, tenant=tenant, connector=connector, bucket=PRIMARY,
-            kind="scheduled", chunk_size=64 * MB, size=200 * MB, created_at=started.timestamp(),
-        )  # fmt: skip
+            job_id=job_id,
+            tenant=tenant,
+            connector=connector,
+            bucket=PRIMARY,
+            kind="scheduled",
+            chunk_size=64 * MB,
+            size=200 * MB,
+            created_at=started.timestamp(),
+        )
         claimed = self.store.claim(now=started.timestamp(), bulk_paused=False)
         assert claimed is not None and claimed.id == job_id
         self.store.heartbeat(job_id, (heartbeat or started).timestamp())
@@ -123,15 +149,24 @@ def make_world(home: Path) -> World:
     with store.transaction() as db:
         db.executemany(
             "INSERT INTO buckets VALUES (?, ?, ?)",
-            [(PRIMARY, "primary", "us-east-1"), (SECONDARY, "secondary", "eu-west-1"),
-             (FALLBACK, "fallback", "us-west-2")],
-        )  # fmt: skip
+            [
+                (PRIMARY, "primary", "us-east-1"),
+                (SECONDARY, "secondary", "eu-west-1"),
+                (FALLBACK, "fallback", "us-west-2"),
+            ],
+        )
     SandboxState(
-        pid=os.getpid(), scenario="constructed", store=str(store.path),
-        s3_endpoint="http://127.0.0.1:9", metrics_url="http://127.0.0.1:9/metrics",
-        export_bucket=PRIMARY, fallback_bucket=FALLBACK, target_host="127.0.0.1",
-        target_port=9, started_at=NOW.timestamp(),
-    ).write(folder)  # fmt: skip
+        pid=os.getpid(),
+        scenario="constructed",
+        store=str(store.path),
+        s3_endpoint="http://127.0.0.1:9",
+        metrics_url="http://127.0.0.1:9/metrics",
+        export_bucket=PRIMARY,
+        fallback_bucket=FALLBACK,
+        target_host="127.0.0.1",
+        target_port=9,
+        started_at=NOW.timestamp(),
+    ).write(folder)
     return World(home, store, SandboxPlatform(home=home))
 
 

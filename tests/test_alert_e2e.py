@@ -63,17 +63,22 @@ def chain(tools, sandbox, tmp_path_factory) -> Iterator[dict[str, Daemon]]:
         daemons["exportnb serve"] = start_daemon(
             "exportnb serve",
             [str(_exportnb()), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            log=folder / "serve.log", url=f"http://127.0.0.1:{port}", ready="/healthz",
-            env={**sandbox.env, "EXPORTNB_WEBHOOK_TOKEN": TOKEN}, token=TOKEN,
-        )  # fmt: skip
+            log=folder / "serve.log",
+            url=f"http://127.0.0.1:{port}",
+            ready="/healthz",
+            env={**sandbox.env, "EXPORTNB_WEBHOOK_TOKEN": TOKEN},
+            token=TOKEN,
+        )
         manager = start_alertmanager(
             folder / "alertmanager", receiver=f"127.0.0.1:{port}", token=TOKEN
         )
         daemons["alertmanager"] = manager
         daemons["prometheus"] = start_prometheus(
-            folder / "prometheus", alertmanager=manager.url.removeprefix("http://"),
-            window=WINDOW, hold="2s",
-        )  # fmt: skip
+            folder / "prometheus",
+            alertmanager=manager.url.removeprefix("http://"),
+            window=WINDOW,
+            hold="2s",
+        )
         write_sandbox_targets(folder / "prometheus", sandbox.env)
         traffic = Traffic(sandbox.home, per_second=2.0).start()
         yield daemons
@@ -135,11 +140,18 @@ def inject_throttle(sandbox) -> int:
 
 
 def wait_until_judged(prometheus: Daemon) -> None:
-    until("Prometheus scrapes the sandbox", lambda: any(
-        t["health"] == "up" for t in prometheus_targets(prometheus)), 30)  # fmt: skip
-    until(f"Prometheus has the 10 attempts in {WINDOW} it needs to judge", lambda: (
-        prometheus_query(prometheus, f"sum(increase(exportnb_job_attempts_total[{WINDOW}]))"
-                         " >= 10")), 60)  # fmt: skip
+    until(
+        "Prometheus scrapes the sandbox",
+        lambda: any(t["health"] == "up" for t in prometheus_targets(prometheus)),
+        30,
+    )
+    until(
+        f"Prometheus has the 10 attempts in {WINDOW} it needs to judge",
+        lambda: prometheus_query(
+            prometheus, f"sum(increase(exportnb_job_attempts_total[{WINDOW}])) >= 10"
+        ),
+        60,
+    )
 
 
 def test_a_throttled_bucket_runs_the_notebook_on_alert_and_recovery_closes_the_incident(
@@ -156,18 +168,27 @@ def test_a_throttled_bucket_runs_the_notebook_on_alert_and_recovery_closes_the_i
         fault = inject_throttle(sandbox)
         until(f"{RULE} fires in Prometheus", lambda: RULE in firing(prometheus), 60)
         assert firing(prometheus) == {RULE}  # latency and stuck jobs stay healthy
-        until("Alertmanager holds the alert for the exportnb receiver", lambda: any(
-            a["labels"]["alertname"] == RULE and a["receivers"] == [{"name": "exportnb"}]
-            for a in alertmanager_alerts(manager)), 30)  # fmt: skip
-        (incident,) = until("Alertmanager's webhook opens an incident in exportnb", lambda: (
-            incidents(service)), 30)  # fmt: skip
+        until(
+            "Alertmanager holds the alert for the exportnb receiver",
+            lambda: any(
+                a["labels"]["alertname"] == RULE and a["receivers"] == [{"name": "exportnb"}]
+                for a in alertmanager_alerts(manager)
+            ),
+            30,
+        )
+        (incident,) = until(
+            "Alertmanager's webhook opens an incident in exportnb", lambda: incidents(service), 30
+        )
         assert 'runbook="export-failure"' in incident["group_key"]
         assert RULE in incident["alertnames"] and incident["status"] == "open"
         counts = notifications(manager)
         assert counts["sent"] >= 1 and counts["failed"] == 0  # the bearer token was accepted
 
-        opened = until("exportnb finishes the incident's first run", lambda: (
-            finished_run(service, incident["id"], "opened")), 120)  # fmt: skip
+        opened = until(
+            "exportnb finishes the incident's first run",
+            lambda: finished_run(service, incident["id"], "opened"),
+            120,
+        )
         record = archived_record(sandbox, opened)
         alert = record["parameters"]["alert"]
         assert alert["groupKey"] == incident["group_key"] and alert["status"] == "firing"
@@ -178,8 +199,11 @@ def test_a_throttled_bucket_runs_the_notebook_on_alert_and_recovery_closes_the_i
         sandbox.run(*exportnb_cmd("sandbox", "fault", "clear", str(fault)), check=True)
         fault = None
         until(f"{RULE} resolves in Prometheus", lambda: RULE not in firing(prometheus), 90)
-        final = until("the resolved notification's final run finishes", lambda: (
-            finished_run(service, incident["id"], "resolved")), 120)  # fmt: skip
+        final = until(
+            "the resolved notification's final run finishes",
+            lambda: finished_run(service, incident["id"], "resolved"),
+            120,
+        )
         alert = archived_record(sandbox, final)["parameters"]["alert"]
         assert alert["status"] == "resolved" and alert["groupKey"] == incident["group_key"]
         (closed,) = incidents(service)

@@ -29,24 +29,49 @@ BUCKET = "records-archive"
 def a_record(record_id: str = "INC-1/20240501T120000Z-0123abcd", **changes) -> Record:
     started = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     record = Record(
-        record_id=record_id, incident_id=record_id.split("/")[0], status="failed",
-        started_at=started, ended_at=started, duration_seconds=1.5, operator="alice",
-        notebook="/templates/export_failure.ipynb", job_ids=["job-1"],
-        parameters={"window_minutes": 10}, error=RecordError("ValueError", "boom", 5, "c-3", 3),
-        files={"notebook.ipynb": RecordFile("00" * 32, 2)}, versions={"python": "3.11"},
-        results=[{"cell_index": 4, "schema": 1, "step": "detection", "type": "Detection",
-                  "result": {"findings": [
-                      {"code": "failure_rate_high", "severity": "critical", "summary": "high",
-                       "step": "detection", "evidence": {}},
-                      {"code": "odd", "severity": "bogus", "summary": "ignored", "step": "x"},
-                  ]}}],
-    )  # fmt: skip
+        record_id=record_id,
+        incident_id=record_id.split("/")[0],
+        status="failed",
+        started_at=started,
+        ended_at=started,
+        duration_seconds=1.5,
+        operator="alice",
+        notebook="/templates/export_failure.ipynb",
+        job_ids=["job-1"],
+        parameters={"window_minutes": 10},
+        error=RecordError("ValueError", "boom", 5, "c-3", 3),
+        files={"notebook.ipynb": RecordFile("00" * 32, 2)},
+        versions={"python": "3.11"},
+        results=[
+            {
+                "cell_index": 4,
+                "schema": 1,
+                "step": "detection",
+                "type": "Detection",
+                "result": {
+                    "findings": [
+                        {
+                            "code": "failure_rate_high",
+                            "severity": "critical",
+                            "summary": "high",
+                            "step": "detection",
+                            "evidence": {},
+                        },
+                        {"code": "odd", "severity": "bogus", "summary": "ignored", "step": "x"},
+                    ]
+                },
+            }
+        ],
+    )
     return replace(record, **changes)
 
 
 def files_of(record: Record) -> dict[str, bytes]:
-    return {"notebook.ipynb": b"{}", "notebook.html": b"<html></html>",
-            "record.json": record.to_json()}  # fmt: skip
+    return {
+        "notebook.ipynb": b"{}",
+        "notebook.html": b"<html></html>",
+        "record.json": record.to_json(),
+    }
 
 
 pytestmark = pytest.mark.usefixtures("home")  # a fresh $EXPORTNB_HOME (conftest)
@@ -54,10 +79,20 @@ pytestmark = pytest.mark.usefixtures("home")  # a fresh $EXPORTNB_HOME (conftest
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
-    old = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
-                                           "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL")}  # fmt: skip
-    os.environ.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test-secret",
-                      AWS_DEFAULT_REGION="us-east-1")  # fmt: skip
+    old = {
+        k: os.environ.get(k)
+        for k in (
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_DEFAULT_REGION",
+            "AWS_ENDPOINT_URL",
+        )
+    }
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="test",
+        AWS_SECRET_ACCESS_KEY="test-secret",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
     with MotoServer() as server:
         os.environ["AWS_ENDPOINT_URL"] = server.url
         storage.client(server.url).create_bucket(Bucket=BUCKET)
@@ -185,8 +220,9 @@ def test_a_run_archived_on_s3_matches_its_sha256(s3_endpoint):
     assert hashlib.sha256(body).hexdigest() == record.files["notebook.ipynb"].sha256
     head = s3.head_object(Bucket=BUCKET, Key=prefix + "notebook.html")
     assert head["ContentType"].startswith("text/html")
-    result = CliRunner().invoke(main, ["archive", "show", record.record_id, "--archive", url,
-                                       "--json"])  # fmt: skip
+    result = CliRunner().invoke(
+        main, ["archive", "show", record.record_id, "--archive", url, "--json"]
+    )
     assert result.exit_code == 0, result.output
     shown = json.loads(result.stdout)
     assert shown["error"]["ename"] == "ValueError"
@@ -194,8 +230,16 @@ def test_a_run_archived_on_s3_matches_its_sha256(s3_endpoint):
 
 
 def test_a_missing_bucket_is_refused_before_running(s3_endpoint, home):
-    result = CliRunner().invoke(main, ["run", "--notebook", str(NOTEBOOKS / "succeeds.ipynb"),
-                                       "--archive", "s3://no-such-bucket/x"])  # fmt: skip
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "--notebook",
+            str(NOTEBOOKS / "succeeds.ipynb"),
+            "--archive",
+            "s3://no-such-bucket/x",
+        ],
+    )
     assert result.exit_code == 6 and result.stderr.startswith("Error: HeadBucket no-such-bucket")
 
 
@@ -220,16 +264,21 @@ def test_archive_commands(tmp_path):
     listed = cli.invoke(main, ["archive", "list", "--archive", store.url])
     assert listed.exit_code == 0 and record.record_id in listed.stdout
     assert "failed" in listed.stdout
-    as_json = json.loads(cli.invoke(main, ["archive", "list", "--archive", store.url,
-                                           "--json"]).stdout)  # fmt: skip
+    as_json = json.loads(
+        cli.invoke(main, ["archive", "list", "--archive", store.url, "--json"]).stdout
+    )
     assert as_json[0]["record_id"] == record.record_id and as_json[0]["findings"]["critical"] == 1
     shown = cli.invoke(main, ["archive", "show", record.record_id, "--archive", store.url])
     assert shown.exit_code == 0
-    for text in ("ValueError: boom", "critical detection: high (failure_rate_high)",
-                 str(Path(store.location(record.record_id)) / "notebook.html")):  # fmt: skip
+    for text in (
+        "ValueError: boom",
+        "critical detection: high (failure_rate_high)",
+        str(Path(store.location(record.record_id)) / "notebook.html"),
+    ):
         assert text in shown.stdout
-    missing = cli.invoke(main, ["archive", "show", "INC-1/20240501T120000Z-00000000",
-                                "--archive", store.url])  # fmt: skip
+    missing = cli.invoke(
+        main, ["archive", "show", "INC-1/20240501T120000Z-00000000", "--archive", store.url]
+    )
     assert missing.exit_code == 3 and missing.stderr.startswith("Error: no record")
     empty = cli.invoke(main, ["archive", "list", "--archive", str(tmp_path / "none")])
     assert empty.exit_code == 0 and empty.stdout == "No records.\n"
@@ -263,8 +312,10 @@ def test_records_on_a_locked_bucket_carry_the_configured_retention(locked, home)
     before = datetime.now(UTC)
     store = open_archive(f"s3://{bucket}/records")
     store.write(record.record_id, files_of(record))
-    keys = [f"records/{record.record_id}/{n}" for n in ("notebook.ipynb", "notebook.html",
-                                                        "record.json")]  # fmt: skip
+    keys = [
+        f"records/{record.record_id}/{n}"
+        for n in ("notebook.ipynb", "notebook.html", "record.json")
+    ]
     keys.append("records/.chain/0000000001.json")
     for key in keys:
         mode, until = retention_of(s3, bucket, key)
@@ -281,9 +332,13 @@ def test_records_on_a_locked_bucket_carry_the_configured_retention(locked, home)
 
 def test_the_buckets_default_rule_applies_when_nothing_is_configured(locked):
     s3, bucket = locked
-    s3.put_object_lock_configuration(Bucket=bucket, ObjectLockConfiguration={
-        "ObjectLockEnabled": "Enabled",
-        "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 5}}})  # fmt: skip
+    s3.put_object_lock_configuration(
+        Bucket=bucket,
+        ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 5}},
+        },
+    )
     store = open_archive(f"s3://{bucket}/records")
     assert store.retention == Retention("governance", 5)
     record = a_record()
@@ -298,12 +353,14 @@ def test_a_bucket_without_object_lock_gets_no_retention(s3_endpoint, tmp_path):
     store.write(record.record_id, files_of(record))
     assert store.retention is None
     head = storage.client(s3_endpoint).head_object(
-        Bucket=BUCKET, Key=store.key(record.record_id, "record.json"))  # fmt: skip
+        Bucket=BUCKET, Key=store.key(record.record_id, "record.json")
+    )
     assert "ObjectLockMode" not in head
 
 
-@pytest.mark.parametrize("table", ['object_lock_mode = "forever"', "object_lock_days = 0",
-                                   'object_lock_days = "7"'])  # fmt: skip
+@pytest.mark.parametrize(
+    "table", ['object_lock_mode = "forever"', "object_lock_days = 0", 'object_lock_days = "7"']
+)
 def test_object_lock_settings_are_checked(home, table):
     home.mkdir(parents=True)
     (home / "config.toml").write_text(f"[archive]\n{table}\n")
@@ -322,5 +379,7 @@ def test_a_record_deleted_from_a_versioned_bucket_is_named_by_verify(locked):
     store.write(record.record_id, files_of(record))
     s3.delete_object(Bucket=bucket, Key=store.key(record.record_id, "record.json"))
     found = {(p.kind, p.record_id, p.file) for p in integrity.verify(store).problems}
-    assert found == {("deleted", record.record_id, "record.json"),
-                     ("record_missing", record.record_id, None)}  # fmt: skip
+    assert found == {
+        ("deleted", record.record_id, "record.json"),
+        ("record_missing", record.record_id, None),
+    }

@@ -31,11 +31,21 @@ def records(store, home):
     mitigated = [journal_bundle(home, "INC-7", [("retry", "dana")])]
     made = [
         make_record("INC-7", at=T0, job_ids=["job-1"], tenants=["acme"], status="failed"),
-        make_record("INC-7", at=T0 + timedelta(minutes=20), job_ids=["job-1", "job-2"],
-                    tenants=["acme", "globex"], extra=mitigated),
-        make_record("INC-8", at=T0 + timedelta(days=3), job_ids=["job-9"], tenants=["wayne"],
-                    findings=[("throttling", "critical")]),
-    ]  # fmt: skip
+        make_record(
+            "INC-7",
+            at=T0 + timedelta(minutes=20),
+            job_ids=["job-1", "job-2"],
+            tenants=["acme", "globex"],
+            extra=mitigated,
+        ),
+        make_record(
+            "INC-8",
+            at=T0 + timedelta(days=3),
+            job_ids=["job-9"],
+            tenants=["wayne"],
+            findings=[("throttling", "critical")],
+        ),
+    ]
     return [save(store, record, files) for record, files in made]
 
 
@@ -56,26 +66,34 @@ def test_list_and_search(records):
     lines = listed.stdout.splitlines()
     assert lines[0].split()[:3] == ["RECORD", "VER", "STATUS"]
     assert [line.split()[:3] for line in lines[1:]] == [
-        [records[0].record_id, "1", "failed"], [records[1].record_id, "2", "succeeded"],
+        [records[0].record_id, "1", "failed"],
+        [records[1].record_id, "2", "succeeded"],
         [records[2].record_id, "1", "succeeded"],
-    ]  # fmt: skip
+    ]
     found = json.loads(run("search", "--job-id", "job-1", "--json").stdout)
     assert [r["record_id"] for r in found] == [records[0].record_id, records[1].record_id]
     assert found[1]["version"] == 2 and found[1]["chain_seq"] == 2
     for args, expected in (
-        (["--tenant", "globex"], [records[1]]), (["--status", "failed"], [records[0]]),
-        (["--finding", "throttling"], [records[2]]), (["--incident", "INC-8"], [records[2]]),
-        (["--since", "2024-05-02"], [records[2]]), (["--until", "2024-05-01T12:10Z"], [records[0]]),
-    ):  # fmt: skip
+        (["--tenant", "globex"], [records[1]]),
+        (["--status", "failed"], [records[0]]),
+        (["--finding", "throttling"], [records[2]]),
+        (["--incident", "INC-8"], [records[2]]),
+        (["--since", "2024-05-02"], [records[2]]),
+        (["--until", "2024-05-01T12:10Z"], [records[0]]),
+    ):
         out = json.loads(run("search", *args, "--json").stdout)
         assert [r["record_id"] for r in out] == [r.record_id for r in expected], args
     assert run("search", "--job-id", "job-none").stdout == "No records.\n"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--since", "someday"], "neither a time"), (["--incident", "../x"], "incident ID"),
-    (["--limit", "0"], "at least 1"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--since", "someday"], "neither a time"),
+        (["--incident", "../x"], "incident ID"),
+        (["--limit", "0"], "at least 1"),
+    ],
+)
 def test_bad_search_input_is_an_error_with_exit_code_2(records, args, message):
     result = run("search", *args)
     assert (
@@ -86,8 +104,12 @@ def test_bad_search_input_is_an_error_with_exit_code_2(records, args, message):
 def test_show_names_the_facts_and_mitigations(records):
     result = run("show", records[1].record_id)
     assert result.exit_code == 0
-    for text in ("jobs:      job-1 job-2", "tenants:   acme globex", "applied   retry by dana",
-                 f"{records[1].path('notebook.html')}"):  # fmt: skip
+    for text in (
+        "jobs:      job-1 job-2",
+        "tenants:   acme globex",
+        "applied   retry by dana",
+        f"{records[1].path('notebook.html')}",
+    ):
         assert text in result.stdout
     shown = json.loads(run("show", records[1].record_id, "--json").stdout)
     assert shown["facts"]["mitigations"][0]["operator"] == "dana"

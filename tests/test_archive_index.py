@@ -36,16 +36,34 @@ def world(store, home):
     at = [T0 + timedelta(hours=h) for h in range(4)]
     dana = [journal_bundle(home, "INC-1", [("fallback-bucket", "dana")])]
     made = [
-        make_record("INC-1", at=at[0], job_ids=["job-a", "job-b"], tenants=["acme", "globex"],
-                    status="failed"),
-        make_record("INC-1", at=at[1], job_ids=["job-b"], tenants=["globex"],
-                    findings=[("throttling", "critical"), ("failures_concentrated", "warning")],
-                    extra=dana),
-        make_record("INC-1", at=at[2], job_ids=["job-c"], tenants=["acme"], findings=[],
-                    extra=dana),
-        make_record("INC-2", at=at[3], job_ids=["job-z"], tenants=["wayne"],
-                    buckets=["exports-eu"], plan_applied=["pause-bulk"], operator="erin"),
-    ]  # fmt: skip
+        make_record(
+            "INC-1",
+            at=at[0],
+            job_ids=["job-a", "job-b"],
+            tenants=["acme", "globex"],
+            status="failed",
+        ),
+        make_record(
+            "INC-1",
+            at=at[1],
+            job_ids=["job-b"],
+            tenants=["globex"],
+            findings=[("throttling", "critical"), ("failures_concentrated", "warning")],
+            extra=dana,
+        ),
+        make_record(
+            "INC-1", at=at[2], job_ids=["job-c"], tenants=["acme"], findings=[], extra=dana
+        ),
+        make_record(
+            "INC-2",
+            at=at[3],
+            job_ids=["job-z"],
+            tenants=["wayne"],
+            buckets=["exports-eu"],
+            plan_applied=["pause-bulk"],
+            operator="erin",
+        ),
+    ]
     return [save(store, record, files) for record, files in made]
 
 
@@ -73,10 +91,20 @@ def test_applied_mitigations_come_from_the_journal_and_from_the_plan(world):
 
 def test_a_trail_bundle_and_odd_shapes_are_read_or_passed_over(home):
     entries = journal_bundle(home, "INC-5", [("retry", "fay")])["result"]["entries"]
-    odd = [bundle("job_state", "JobState", {"job_ids": "job-q", "tenants": [1, None, "ok"],
-                                            "latest": "nope", "by_bucket": {"b1": 3}}),
-           bundle("mitigations", "Trail", {"entries": [*entries, "junk", {"kind": "result"}]}),
-           {"step": "x", "type": "JobState", "result": ["not", "an", "object"]}]  # fmt: skip
+    odd = [
+        bundle(
+            "job_state",
+            "JobState",
+            {
+                "job_ids": "job-q",
+                "tenants": [1, None, "ok"],
+                "latest": "nope",
+                "by_bucket": {"b1": 3},
+            },
+        ),
+        bundle("mitigations", "Trail", {"entries": [*entries, "junk", {"kind": "result"}]}),
+        {"step": "x", "type": "JobState", "result": ["not", "an", "object"]},
+    ]
     record, _ = make_record("INC-5", job_ids=[], tenants=[], buckets=[], extra=odd)
     facts = RecordFacts.of(record)
     assert facts.job_ids == ["job-q"] and facts.tenants == ["ok"] and facts.buckets == ["b1"]
@@ -122,8 +150,12 @@ def test_mitigations_of_an_incident_count_once(store, world):
 
 
 def test_bad_queries_are_refused(store):
-    for bad in ({"incident": "../x"}, {"status": "running"}, {"limit": 0},
-                {"since": T0, "until": T0}):  # fmt: skip
+    for bad in (
+        {"incident": "../x"},
+        {"status": "running"},
+        {"limit": 0},
+        {"since": T0, "until": T0},
+    ):
         with pytest.raises(InvalidInput):
             index.search(store, **bad)
     with pytest.raises(NotFound):

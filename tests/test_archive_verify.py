@@ -226,8 +226,13 @@ def test_a_clean_verify_witnesses_records_archived_elsewhere(store, records, tmp
 def test_a_real_subprocess_exits_4_and_prints_no_traceback(store, records, home):
     flip_a_byte(Path(records[0].path("notebook.html")))
     env = {**os.environ, "EXPORTNB_HOME": str(home)}
-    done = subprocess.run(exportnb_cmd("archive", "verify", "--archive", store.url), env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        exportnb_cmd("archive", "verify", "--archive", store.url),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 4
     assert f"{records[0].record_id} notebook.html: file_changed" in done.stdout
     assert done.stderr.startswith("Error: 1 problem(s)") and "Traceback" not in done.stderr

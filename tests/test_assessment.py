@@ -40,56 +40,96 @@ class Result:
 
 def throttling(*buckets: str, region: str = "us-east-1") -> Finding:
     return Finding(
-        THROTTLING, "critical", f"S3 is throttling {', '.join(buckets)} in {region} (SlowDown)",
+        THROTTLING,
+        "critical",
+        f"S3 is throttling {', '.join(buckets)} in {region} (SlowDown)",
         "storage_health",
         {"buckets": list(buckets), "codes": ["SlowDown"], "regions": [region], "statuses": [503]},
-    )  # fmt: skip
+    )
 
 
-def concentrated(value: str, *, job_ids: list[str], chunk_sizes: list[int],
-                 buckets: list[str], tenants: list[str] = ()) -> Finding:  # fmt: skip
+def concentrated(
+    value: str,
+    *,
+    job_ids: list[str],
+    chunk_sizes: list[int],
+    buckets: list[str],
+    tenants: list[str] = (),
+) -> Finding:
     return Finding(
-        FAILURES_CONCENTRATED, "warning",
+        FAILURES_CONCENTRATED,
+        "warning",
         f"90% of failed jobs ({len(job_ids)} of {len(job_ids)}) share error code {value}",
         "job_state",
-        {"dimension": "error_code", "value": value, "share": 0.9, "count": len(job_ids),
-         "buckets": buckets, "chunk_sizes": chunk_sizes, "error_codes": [value],
-         "tenants": list(tenants), "job_ids": job_ids},
-    )  # fmt: skip
+        {
+            "dimension": "error_code",
+            "value": value,
+            "share": 0.9,
+            "count": len(job_ids),
+            "buckets": buckets,
+            "chunk_sizes": chunk_sizes,
+            "error_codes": [value],
+            "tenants": list(tenants),
+            "job_ids": job_ids,
+        },
+    )
 
 
 def failure_rate(rate: float = 0.12) -> Finding:
     return Finding(
-        FAILURE_RATE_HIGH, "critical", f"Failure rate {rate:.1%} is above the 2.0% threshold",
-        "detection", {"rate": rate, "threshold": 0.02},
-    )  # fmt: skip
+        FAILURE_RATE_HIGH,
+        "critical",
+        f"Failure rate {rate:.1%} is above the 2.0% threshold",
+        "detection",
+        {"rate": rate, "threshold": 0.02},
+    )
 
 
 def latency_high() -> Finding:
-    return Finding(LATENCY_HIGH, "warning", "p95 export latency 190s is above 2× the SLO",
-                   "detection", {"p95": 190.0, "limit": 120.0})  # fmt: skip
+    return Finding(
+        LATENCY_HIGH,
+        "warning",
+        "p95 export latency 190s is above 2× the SLO",
+        "detection",
+        {"p95": 190.0, "limit": 120.0},
+    )
 
 
 def stuck(reasons: dict[str, str]) -> Finding:
     return Finding(
-        STUCK_JOBS, "warning", f"{len(reasons)} job(s) stuck in running", "detection",
+        STUCK_JOBS,
+        "warning",
+        f"{len(reasons)} job(s) stuck in running",
+        "detection",
         {"job_ids": list(reasons), "reasons": reasons, "ages": dict.fromkeys(reasons, 99.0)},
-    )  # fmt: skip
+    )
 
 
 def bad_segments(code: str, job_ids: list[str], tenants: list[str], bucket: str) -> Finding:
     keys = [f"exports/{t}/{j}/part-00001.bin" for j, t in zip(job_ids, tenants, strict=True)]
     return Finding(
-        code, "critical", f"{len(keys)} segment(s) of {len(job_ids)} job(s) are bad",
+        code,
+        "critical",
+        f"{len(keys)} segment(s) of {len(job_ids)} job(s) are bad",
         "checksums",
-        {"job_ids": job_ids, "tenants": tenants, "keys": keys, "buckets": [bucket],
-         "files": [f"s3://{bucket}/{k}" for k in keys]},
-    )  # fmt: skip
+        {
+            "job_ids": job_ids,
+            "tenants": tenants,
+            "keys": keys,
+            "buckets": [bucket],
+            "files": [f"s3://{bucket}/{k}" for k in keys],
+        },
+    )
 
 
 def network(code: str, host: str) -> Finding:
-    return Finding(code, "critical", f"30% packet loss to {host}", "network_path",
-                   {"host": host, "loss_pct": 30.0, "p95_ms": 151.0})  # fmt: skip
+    return Finding(
+        code,
+        "critical",
+        f"30% packet loss to {host}",
+        "network_path",
+        {"host": host, "loss_pct": 30.0, "p95_ms": 151.0},
+    )
 
 
 def actions(assessment) -> list[str]:
@@ -114,8 +154,9 @@ def test_throttling_redirects_to_the_fallback_and_retries_at_the_safe_concurrenc
 
 @pytest.mark.parametrize("code", ["SlowDown", "503"])
 def test_failures_concentrated_on_slowdown_count_as_throttling(code):
-    finding = concentrated(code, job_ids=["j1", "j2"], chunk_sizes=[64 * MB],
-                           buckets=["exports-primary"])  # fmt: skip
+    finding = concentrated(
+        code, job_ids=["j1", "j2"], chunk_sizes=[64 * MB], buckets=["exports-primary"]
+    )
     result = assess(finding, context=CONTEXT)
     assert actions(result) == ["pause-bulk", "fallback-bucket", "retry"]  # load and failures
     assert result.recommendations[1].finding_codes == [FAILURES_CONCENTRATED]
@@ -170,8 +211,13 @@ def test_timeouts_on_small_chunks_are_not_a_chunk_size_problem():
 
 
 def test_a_chunk_timeouts_finding_works_the_same():
-    finding = Finding(CHUNK_TIMEOUTS, "warning", "3 uploads of 256MB chunks timed out",
-                      "job_state", {"job_ids": ["j-x"], "chunk_sizes": [256 * MB]})  # fmt: skip
+    finding = Finding(
+        CHUNK_TIMEOUTS,
+        "warning",
+        "3 uploads of 256MB chunks timed out",
+        "job_state",
+        {"job_ids": ["j-x"], "chunk_sizes": [256 * MB]},
+    )
     result = assess(finding, context=CONTEXT)
     assert actions(result) == ["chunk-size", "retry"]
     assert result.recommendations[0].params["job_ids"] == ["j-x"]
@@ -193,8 +239,11 @@ def test_bad_deliveries_are_re_exported_and_their_tenants_notified():
 
 
 def test_network_findings_escalate_once():
-    result = assess(network(NETWORK_LOSS, "10.214.9.2"), network(NETWORK_UNREACHABLE, "10.214.9.2"),
-                    context=CONTEXT)  # fmt: skip
+    result = assess(
+        network(NETWORK_LOSS, "10.214.9.2"),
+        network(NETWORK_UNREACHABLE, "10.214.9.2"),
+        context=CONTEXT,
+    )
     (escalate,) = result.recommendations
     assert escalate.action == "escalate-network" and escalate.params == {"hosts": ["10.214.9.2"]}
     assert "30% packet loss" in escalate.reason
@@ -244,21 +293,35 @@ def test_denied_storage_is_investigated_and_avoided():
 # Everything at once ------------------------------------------------------------------------
 def test_ordering_and_dedupe_when_everything_happens_at_once():
     throttled = throttling("exports-primary")
-    timeouts = concentrated("RequestTimeout", job_ids=["j-a"], chunk_sizes=[256 * MB],
-                            buckets=["exports-eu"])  # fmt: skip
+    timeouts = concentrated(
+        "RequestTimeout", job_ids=["j-a"], chunk_sizes=[256 * MB], buckets=["exports-eu"]
+    )
     findings = [
-        failure_rate(), throttled, timeouts,
+        failure_rate(),
+        throttled,
+        timeouts,
         stuck({"j-s": "stale_heartbeat", "j-a": "stale_heartbeat"}),
         bad_segments(CHECKSUM_MISMATCH, ["j-c"], ["wonka"], "exports-primary"),
         network(NETWORK_LOSS, "10.214.9.2"),
-        Finding(REPORTED_JOBS_UNKNOWN, "warning", "1 reported job unknown", "detection",
-                {"job_ids": ["nope"]}),
-    ]  # fmt: skip
+        Finding(
+            REPORTED_JOBS_UNKNOWN,
+            "warning",
+            "1 reported job unknown",
+            "detection",
+            {"job_ids": ["nope"]},
+        ),
+    ]
     result = assess(Result(findings), Result([throttled]), throttled, None, context=CONTEXT)
     assert actions(result) == [
-        "pause-bulk", "fallback-bucket", "chunk-size", "escalate-network",
-        "retry", "retry", "re-export", "notify-tenants",
-    ]  # fmt: skip
+        "pause-bulk",
+        "fallback-bucket",
+        "chunk-size",
+        "escalate-network",
+        "retry",
+        "retry",
+        "re-export",
+        "notify-tenants",
+    ]
     priorities = [r.priority for r in result.recommendations]
     assert priorities == sorted(priorities)
     status_retry, job_retry = result.of_action("retry")
@@ -282,10 +345,11 @@ def test_a_different_world_gets_the_analogous_recommendations():
     findings = [
         failure_rate(0.3),
         throttling("lake-drop-7", region="ap-south-1"),
-        concentrated("RequestTimeout", job_ids=["x-91"], chunk_sizes=[40 * MB],
-                     buckets=["lake-drop-7"]),
+        concentrated(
+            "RequestTimeout", job_ids=["x-91"], chunk_sizes=[40 * MB], buckets=["lake-drop-7"]
+        ),
         bad_segments(MISSING_SEGMENTS, ["x-17"], ["zeta-corp"], "lake-drop-7"),
-    ]  # fmt: skip
+    ]
     result = assess(*findings, context=context)
     by_action = {r.action: r for r in result.recommendations}
     assert by_action["fallback-bucket"].params == {"bucket": "lake-spare", "ttl": "30m"}
@@ -313,9 +377,13 @@ def test_the_assessment_encodes_to_json_and_frames():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"retry_concurrency": 0}, {"safe_concurrency": True}, {"chunk_size": -1},
-     {"fallback_bucket": " "}],
-)  # fmt: skip
+    [
+        {"retry_concurrency": 0},
+        {"safe_concurrency": True},
+        {"chunk_size": -1},
+        {"fallback_bucket": " "},
+    ],
+)
 def test_a_bad_context_is_refused(kwargs):
     with pytest.raises(InvalidInput):
         AssessmentContext(**{"export_bucket": "b", "fallback_bucket": "f", **kwargs})

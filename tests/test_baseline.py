@@ -52,8 +52,9 @@ def test_rates_with_no_jobs_in_the_window(world):
 def test_times_in_another_zone_are_the_same_instants(world):
     world.job(NOW - minutes(1), "failed")
     plus_two = timezone(timedelta(hours=2))
-    frame = success_rates(world.platform, (NOW - minutes(3)).astimezone(plus_two),
-                          NOW.astimezone(plus_two))  # fmt: skip
+    frame = success_rates(
+        world.platform, (NOW - minutes(3)).astimezone(plus_two), NOW.astimezone(plus_two)
+    )
     assert frame["failed"].sum() == 1 and str(frame.index.tz) == "UTC"
 
 

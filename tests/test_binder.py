@@ -16,8 +16,10 @@ from conftest import need
 ROOT = Path(__file__).resolve().parent.parent
 BINDER = ROOT / "binder"
 SCRIPT = ROOT / "scripts" / "test-binder.sh"
-BADGE = ("[![Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/OWNER/"
-         "exportnb/HEAD?labpath=notebooks/postmortem_review.ipynb)")  # fmt: skip
+BADGE = (
+    "[![Binder](https://mybinder.org/badge_logo.svg)](https://mybinder.org/v2/gh/OWNER/"
+    "exportnb/HEAD?labpath=notebooks/postmortem_review.ipynb)"
+)
 
 
 def executable(path: Path) -> bool:
@@ -47,8 +49,13 @@ def test_the_script_refuses_binder_steps_that_are_not_executable(tmp_path):
     scratch = tmp_path / "tmp"
     scratch.mkdir()
     env = {**os.environ, "TMPDIR": str(scratch)}
-    done = subprocess.run(["bash", str(copy / "scripts" / SCRIPT.name)], capture_output=True,
-                          text=True, timeout=60, env=env)  # fmt: skip
+    done = subprocess.run(
+        ["bash", str(copy / "scripts" / SCRIPT.name)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert done.returncode != 0
     assert "binder/postBuild and binder/start must be executable" in done.stderr
     assert not list(scratch.iterdir()), "the temporary folder is removed"
@@ -57,8 +64,13 @@ def test_the_script_refuses_binder_steps_that_are_not_executable(tmp_path):
 def test_the_binder_steps_run_in_a_fresh_environment_and_start_the_sandbox():
     need(sys.version_info[:2] == (3, 11), "binder/runtime.txt asks for Python 3.11")
     env = {k: v for k, v in os.environ.items() if k not in ("EXPORTNB_HOME", "VIRTUAL_ENV")}
-    done = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True, timeout=900,
-                          env={**env, "PYTHON": sys.executable})  # fmt: skip
+    done = subprocess.run(
+        ["bash", str(SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**env, "PYTHON": sys.executable},
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "postBuild: exportnb, version" in out and "/venv" in out.split("postBuild: ")[1]

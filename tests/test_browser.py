@@ -24,18 +24,25 @@ from exportnb.platform.model import BULK_PAUSE_FLAG, FALLBACK_FLAG
 
 CHROMIUM = os.environ.get("EXPORTNB_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     "--disable-dev-shm-usage",
-]  # fmt: skip
+]
 INCIDENT = "INC-browser-1"
 SLOW = 180_000  # ms: the first run of all cells starts a kernel and runs the diagnostics
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    need(Path(CHROMIUM).exists() or shutil.which("chromium") is not None,
-         f"chromium is not installed ({CHROMIUM}); make test installs it")  # fmt: skip
+    need(
+        Path(CHROMIUM).exists() or shutil.which("chromium") is not None,
+        f"chromium is not installed ({CHROMIUM}); make test installs it",
+    )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -44,8 +51,9 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     with sync_playwright() as driver:
         launched = driver.chromium.launch(
             executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
-            args=CHROMIUM_ARGS, headless=True,  # a new empty profile of Playwright's own
-        )  # fmt: skip
+            args=CHROMIUM_ARGS,
+            headless=True,  # a new empty profile of Playwright's own
+        )
         try:
             yield launched
         finally:
@@ -59,8 +67,11 @@ def lab(sandbox) -> Iterator[object]:
     found = runner.sandbox_defaults(sandbox.home)
     assert found is not None
     env, defaults = found
-    target, made = runner.prepare(incident_id=INCIDENT, defaults={**defaults,
-                                  "mode": "interactive"}, operator="browser-operator")  # fmt: skip
+    target, made = runner.prepare(
+        incident_id=INCIDENT,
+        defaults={**defaults, "mode": "interactive"},
+        operator="browser-operator",
+    )
     assert made
     started = Lab.start(target, env={**env, "EXPORTNB_OPERATOR": "browser-operator"})
     try:
@@ -138,6 +149,9 @@ def test_plan_confirm_apply_two_mitigations_and_finalize(sandbox, lab, browser, 
     assert record.parameters["mode"] == "auto"
     # finalizing applied nothing again
     assert sum(1 for e in read_journal(INCIDENT) if e.ok) == 2
-    sets = [e for e in sandbox.platform().flag_history(FALLBACK_FLAG)
-            if e.action == "flag.set" and INCIDENT in e.reason]  # fmt: skip
+    sets = [
+        e
+        for e in sandbox.platform().flag_history(FALLBACK_FLAG)
+        if e.action == "flag.set" and INCIDENT in e.reason
+    ]
     assert len(sets) == 1

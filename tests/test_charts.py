@@ -75,16 +75,24 @@ def test_success_rate_chart_draws_rate_baseline_threshold_and_markers():
     start = NOW - timedelta(minutes=19)
     fix = NOW - timedelta(minutes=5)
     fig = charts.success_rate_chart(
-        rates_frame(), baseline_frame(), threshold=0.98, incident_start=start,
+        rates_frame(),
+        baseline_frame(),
+        threshold=0.98,
+        incident_start=start,
         mitigations=[(fix, "fallback bucket")],
-    )  # fmt: skip
+    )
     ax = fig.axes[0]
     assert ax.get_title() == "Export success rate against the baseline"
     assert ax.get_ylabel() == "Success rate (%)" and ax.get_xlabel() == "Time (UTC)"
     assert legend_texts(ax) == [
-        "Baseline band (usual range)", "Baseline (expected)", "Success rate", "Threshold 98%",
-        "Incident start 14:11", "fallback bucket 14:25", "Attempts per minute",
-    ]  # fmt: skip
+        "Baseline band (usual range)",
+        "Baseline (expected)",
+        "Success rate",
+        "Threshold 98%",
+        "Incident start 14:11",
+        "fallback bucket 14:25",
+        "Attempts per minute",
+    ]
     threshold = line_labelled(ax, "Threshold")
     assert list(threshold.get_ydata()) == [98.0, 98.0]
     rate = line_labelled(ax, "Success rate")
@@ -223,11 +231,18 @@ def test_failures_chart_by_connector_bucket_and_error_code():
     assert fig.get_suptitle() == "Failed jobs by connector, storage and error code"
     by_connector, by_bucket, by_code = fig.axes
     assert [ax.get_title() for ax in fig.axes] == [
-        "By connector", "By storage (bucket)", "By error code",
-    ]  # fmt: skip
+        "By connector",
+        "By storage (bucket)",
+        "By error code",
+    ]
     assert all(ax.get_xlabel() == "Failed jobs" for ax in fig.axes)
-    assert bar_totals(by_connector) == {"sftp": 2, "gcs": 12, "bigquery": 25, "s3": 30,
-                                        "snowflake": 40}  # fmt: skip
+    assert bar_totals(by_connector) == {
+        "sftp": 2,
+        "gcs": 12,
+        "bigquery": 25,
+        "s3": 30,
+        "snowflake": 40,
+    }
     assert bar_totals(by_bucket) == {"exports-eu": 42, "exports-primary": 67}
     assert bar_totals(by_code) == {"unknown": 2, "SlowDown": 42, "RequestTimeout": 65}
     legend = fig.legends[0]
@@ -267,12 +282,17 @@ def test_markers_outside_the_charted_time_are_left_out():
     start = NOW - timedelta(hours=2)  # long before this 60-minute frame
     inside = NOW - timedelta(minutes=3)
     fig = charts.success_rate_chart(
-        rates_frame(), None, incident_start=start,
+        rates_frame(),
+        None,
+        incident_start=start,
         mitigations=[(inside, "retry"), (NOW + timedelta(hours=1), "later")],
-    )  # fmt: skip
+    )
     ax = fig.axes[0]
     assert legend_texts(ax) == [
-        "Success rate", "Threshold 98%", "retry 14:27", "Attempts per minute",
-    ]  # fmt: skip
+        "Success rate",
+        "Threshold 98%",
+        "retry 14:27",
+        "Attempts per minute",
+    ]
     left, _ = ax.get_xlim()
     assert left > mdates.date2num(NOW - timedelta(minutes=70))  # not stretched to the start

@@ -100,8 +100,10 @@ def test_findings_name_the_jobs_tenants_and_keys(sandbox, world):
     report = verify_jobs(sandbox.platform(), _all(world))
     mismatch, missing = report.findings
     assert (mismatch.code, mismatch.severity, mismatch.step) == (
-        CHECKSUM_MISMATCH, "critical", "checksums",
-    )  # fmt: skip
+        CHECKSUM_MISMATCH,
+        "critical",
+        "checksums",
+    )
     assert mismatch.evidence["job_ids"] == [world.corrupt]
     assert mismatch.evidence["tenants"] == ["umbrella"]
     assert mismatch.evidence["keys"] == report.jobs[0].mismatched
@@ -143,8 +145,9 @@ def test_one_worker_and_duplicates_give_the_same_answer(sandbox, world):
     ids = [world.healthy, world.corrupt, world.healthy, world.corrupt]
     report = verify_jobs(sandbox.platform(), ids, workers=1)
     assert [(j.job_id, j.state) for j in report.jobs] == [
-        (world.healthy, "passed"), (world.corrupt, "failed"),
-    ]  # fmt: skip
+        (world.healthy, "passed"),
+        (world.corrupt, "failed"),
+    ]
 
 
 @pytest.fixture
@@ -244,8 +247,13 @@ def test_the_first_delivered_manifest_is_read_alone(sandbox, world):
 
     platform = Watched(sandbox.home)
     report = verify_jobs(platform, [*delivered, UNKNOWN, world.undelivered], workers=8)
-    assert [j.state for j in report.jobs] == ["failed", "failed", "passed", "not_found",
-                                              "no_manifest"]  # fmt: skip
+    assert [j.state for j in report.jobs] == [
+        "failed",
+        "failed",
+        "passed",
+        "not_found",
+        "no_manifest",
+    ]
     first, *others = platform.calls
     assert first == (1, True)  # alone, and it made the client
     assert others and not any(unmade for _, unmade in others)

@@ -35,8 +35,14 @@ def incident(world):
     world.many(NOW - minutes(3), 8)
     failed = world.platform.list_jobs(JobQuery(status="failed", limit=1))[0].id
     now = time.time()
-    world.store.put_flag(FALLBACK_FLAG, FALLBACK, actor="alice", now=now, expires_at=now + 1800,
-                         reason="primary throttled")  # fmt: skip
+    world.store.put_flag(
+        FALLBACK_FLAG,
+        FALLBACK,
+        actor="alice",
+        now=now,
+        expires_at=now + 1800,
+        reason="primary throttled",
+    )
     world.platform.set_chunk_size(failed, 50_000_000, actor="bob", reason="timeouts")
     world.platform.retry(job_ids=[failed], concurrency=2, actor="bob")
     return world, failed
@@ -52,16 +58,23 @@ def test_status_update_while_mitigating(incident):
     world, _ = incident
     detection = detect(world.platform, now=NOW)
     base = baseline(world.platform, NOW - minutes(15), NOW)
-    recovery = verify_recovery(world.platform, now=NOW, baseline=base,
-                               incident_start=NOW - minutes(30), min_attempts=10)  # fmt: skip
+    recovery = verify_recovery(
+        world.platform, now=NOW, baseline=base, incident_start=NOW - minutes(30), min_attempts=10
+    )
     extra = Finding(
         "throttling", "warning", "exports-primary answers 503 SlowDown", "storage_health"
     )
     update = status_update(
-        incident_id="INC-42", now=NOW, detection=detection, recovery=recovery, assessment=None,
-        findings=[extra, *detection.findings], flags=world.platform.list_flags(),
-        comms_lead="dana", operator="bob",
-    )  # fmt: skip
+        incident_id="INC-42",
+        now=NOW,
+        detection=detection,
+        recovery=recovery,
+        assessment=None,
+        findings=[extra, *detection.findings],
+        flags=world.platform.list_flags(),
+        comms_lead="dana",
+        operator="bob",
+    )
     assert update.incident_id == "INC-42" and update.at == NOW
     assert update.next_update_at == NOW + minutes(15) and update.findings == []
     md, text = update.markdown, update.text
@@ -87,9 +100,17 @@ def test_status_update_lists_the_assessment_next_steps(incident):
     assessed = assessment.assess(state, context=context)
     assert assessed.recommendations
     update = status_update(
-        incident_id="INC-42", now=NOW, detection=None, recovery=None, assessment=assessed,
-        findings=state.findings, flags=[], comms_lead="", operator="bob", next_update_minutes=30,
-    )  # fmt: skip
+        incident_id="INC-42",
+        now=NOW,
+        detection=None,
+        recovery=None,
+        assessment=assessed,
+        findings=state.findings,
+        flags=[],
+        comms_lead="",
+        operator="bob",
+        next_update_minutes=30,
+    )
     first = sorted(assessed.recommendations, key=lambda r: r.priority)[0]
     assert f"- {first.action}: " in update.markdown
     assert "Comms lead: unassigned" in update.markdown
@@ -98,18 +119,42 @@ def test_status_update_lists_the_assessment_next_steps(incident):
 
 def test_status_update_with_nothing_known_yet():
     update = status_update(
-        incident_id="INC-1", now=NOW.astimezone(timezone(timedelta(hours=2))), detection=None,
-        recovery=None, assessment=None, findings=[], flags=[], comms_lead="dana", operator="",
-    )  # fmt: skip
+        incident_id="INC-1",
+        now=NOW.astimezone(timezone(timedelta(hours=2))),
+        detection=None,
+        recovery=None,
+        assessment=None,
+        findings=[],
+        flags=[],
+        comms_lead="dana",
+        operator="",
+    )
     assert update.at == NOW and update.at.tzinfo is UTC
     assert "No findings." in update.markdown and "None." in update.markdown
     with pytest.raises(InvalidInput, match="incident_id"):
-        status_update(incident_id=" ", now=NOW, detection=None, recovery=None, assessment=None,
-                      findings=[], flags=[], comms_lead="", operator="")  # fmt: skip
+        status_update(
+            incident_id=" ",
+            now=NOW,
+            detection=None,
+            recovery=None,
+            assessment=None,
+            findings=[],
+            flags=[],
+            comms_lead="",
+            operator="",
+        )
     with pytest.raises(InvalidInput, match="timezone-aware"):
-        status_update(incident_id="INC-1", now=datetime(2024, 6, 11), detection=None,
-                      recovery=None, assessment=None, findings=[], flags=[], comms_lead="",
-                      operator="")  # fmt: skip
+        status_update(
+            incident_id="INC-1",
+            now=datetime(2024, 6, 11),
+            detection=None,
+            recovery=None,
+            assessment=None,
+            findings=[],
+            flags=[],
+            comms_lead="",
+            operator="",
+        )
 
 
 def test_audit_summary_of_tenants_files_and_actions(incident):
@@ -118,13 +163,20 @@ def test_audit_summary_of_tenants_files_and_actions(incident):
     base = baseline(world.platform, NOW - minutes(15), NOW)
     recovery = verify_recovery(world.platform, now=NOW, baseline=base, min_attempts=10)
     actions = world.platform.audit_log(limit=100)
-    summary = audit_summary(incident_id="INC-42", job_state=state, checksums=report("job-bad"),
-                            recovery=recovery, actions=actions)  # fmt: skip
+    summary = audit_summary(
+        incident_id="INC-42",
+        job_state=state,
+        checksums=report("job-bad"),
+        recovery=recovery,
+        actions=actions,
+    )
     assert summary.tenants == ["globex", "wonka"]
     assert summary.files == [f"s3://{PRIMARY}/t/seg-00001"]
     assert [a.split(": ", 1)[0].split()[-1] for a in summary.corrective_actions] == [
-        "alice", "bob", "bob"
-    ]  # fmt: skip
+        "alice",
+        "bob",
+        "bob",
+    ]
     set_flag, chunk, retry = summary.corrective_actions
     assert f"set `export.fallback_bucket` = `{FALLBACK}`, expires" in set_flag
     assert "(reason: primary throttled)" in set_flag
@@ -138,8 +190,9 @@ def test_audit_summary_of_tenants_files_and_actions(incident):
 
 
 def test_audit_summary_with_nothing_to_report():
-    summary = audit_summary(incident_id="INC-7", job_state=None, checksums=None, recovery=None,
-                            actions=[])  # fmt: skip
+    summary = audit_summary(
+        incident_id="INC-7", job_state=None, checksums=None, recovery=None, actions=[]
+    )
     assert summary.tenants == [] and summary.files == [] and summary.corrective_actions == []
     assert "None recorded." in summary.markdown and "### Outcome" not in summary.markdown
 
@@ -148,8 +201,9 @@ def test_corrective_action_lines():
     at = NOW
     unset = AuditEntry(1, at, "alice", "flag.unset", "export.bulk_paused", True, None)
     assert corrective_action(unset) == "2024-06-11 14:30 UTC alice: unset `export.bulk_paused`"
-    pause = AuditEntry(2, at, "bob", "flag.set", "export.bulk_paused",
-                       None, {"value": True, "expires_at": None})  # fmt: skip
+    pause = AuditEntry(
+        2, at, "bob", "flag.set", "export.bulk_paused", None, {"value": True, "expires_at": None}
+    )
     assert corrective_action(pause).endswith("set `export.bulk_paused` = `true`, no expiry")
     other = AuditEntry(3, at, "sandbox", "fault.inject", "throttle", None, {"buckets": ["b"]})
     assert "fault.inject throttle" in corrective_action(other)

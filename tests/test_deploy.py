@@ -63,8 +63,10 @@ def test_each_rule_fires_on_its_series_and_not_on_healthy_ones():
 def test_every_rule_is_an_export_failure_alert_with_severity_and_summary():
     found = rules()
     assert {r["alert"] for r in found} == {
-        "ExportFailureRateHigh", "ExportLatencyHigh", "ExportJobStuck",
-    }  # fmt: skip
+        "ExportFailureRateHigh",
+        "ExportLatencyHigh",
+        "ExportJobStuck",
+    }
     for rule in found:
         assert rule["labels"]["runbook"] == "export-failure"
         assert rule["labels"]["severity"] in ("critical", "warning")
@@ -110,9 +112,12 @@ def test_the_sandbox_targets_script_refuses_without_a_sandbox(tmp_path):
     out = tmp_path / "targets.json"
     env = with_exportnb({"PATH": "/usr/bin:/bin", "EXPORTNB_HOME": str(tmp_path / "home")})
     result = subprocess.run(
-        ["sh", str(SANDBOX_TARGETS), str(out)], env=env, capture_output=True, text=True,
+        ["sh", str(SANDBOX_TARGETS), str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=60,
-    )  # fmt: skip
+    )
     assert result.returncode == 5
     assert not out.exists() and not Path(f"{out}.tmp").exists()
 
@@ -169,7 +174,10 @@ def test_the_systemd_unit_verifies_and_its_command_line_is_accepted(tmp_path):
     assert result.returncode == 0, result.stderr
 
     accepted = subprocess.run(
-        [str(exportnb), *argv[1:], "--help"], capture_output=True, text=True, timeout=60,
+        [str(exportnb), *argv[1:], "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env=with_exportnb({"PATH": "/usr/bin:/bin", "EXPORTNB_HOME": str(tmp_path)}),
-    )  # fmt: skip
+    )
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr

@@ -57,8 +57,11 @@ def test_all_jobs_failed_is_critical_with_its_evidence(world):
     assert finding.code == FAILURE_RATE_HIGH and finding.severity == "critical"
     assert finding.step == "detection"
     assert {k: finding.evidence[k] for k in ("rate", "threshold", "attempts", "failed")} == {
-        "rate": 1.0, "threshold": 0.02, "attempts": 12, "failed": 12
-    }  # fmt: skip
+        "rate": 1.0,
+        "threshold": 0.02,
+        "attempts": 12,
+        "failed": 12,
+    }
     encodes(d)
 
 
@@ -121,8 +124,9 @@ def test_stuck_jobs_by_runtime_and_by_stale_heartbeat(world):
     world.running(NOW - minutes(1), heartbeat=NOW - timedelta(seconds=2))  # healthy
     d = detect(world.platform, now=NOW, running_sla=1200, stale_heartbeat=30)
     assert [(s.job.id, s.reason) for s in d.stuck] == [
-        (silent, "stale_heartbeat"), (long_running, "running_sla")
-    ]  # fmt: skip
+        (silent, "stale_heartbeat"),
+        (long_running, "running_sla"),
+    ]
     assert d.stuck[0].age_seconds == pytest.approx(120.0)
     assert d.stuck[1].age_seconds == pytest.approx(1500.0)
     (finding,) = [f for f in d.findings if f.code == STUCK_JOBS]
@@ -135,11 +139,14 @@ def test_stuck_jobs_by_runtime_and_by_stale_heartbeat(world):
 
 def test_reported_job_ids_found_or_not_never_an_error(world):
     known = world.job(NOW - minutes(30), "failed", error_code="ChecksumMismatch", tenant="wonka")
-    d = detect(world.platform, now=NOW,
-               reported_jobs=[known, "job-doesnotexist", " ", known, "../etc"])  # fmt: skip
+    d = detect(
+        world.platform, now=NOW, reported_jobs=[known, "job-doesnotexist", " ", known, "../etc"]
+    )
     assert [(r.job_id, r.found) for r in d.reported] == [
-        (known, True), ("job-doesnotexist", False), ("../etc", False)
-    ]  # fmt: skip
+        (known, True),
+        ("job-doesnotexist", False),
+        ("../etc", False),
+    ]
     assert (d.reported[0].tenant, d.reported[0].status) == ("wonka", "failed")
     (finding,) = [f for f in d.findings if f.code == REPORTED_JOBS_UNKNOWN]
     assert finding.evidence["job_ids"] == ["job-doesnotexist", "../etc"]

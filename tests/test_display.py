@@ -29,8 +29,13 @@ from exportnb.response import bulk_pause, capture, mitigation_plan
 from exportnb.storagehealth import BucketCheck, StorageHealth
 
 AT = NOW.replace(second=0)
-THROTTLED = Finding(THROTTLING, "critical", "exports-eu answers 503 SlowDown", "storage_health",
-                    {"buckets": ["exports-eu"], "region": "eu-west-1"})  # fmt: skip
+THROTTLED = Finding(
+    THROTTLING,
+    "critical",
+    "exports-eu answers 503 SlowDown",
+    "storage_health",
+    {"buckets": ["exports-eu"], "region": "eu-west-1"},
+)
 
 
 class Tags(HTMLParser):
@@ -97,7 +102,7 @@ def world(tmp_path_factory):
             error_message="503 SlowDown",
             logs=2,
         )
-    yield w  # fmt: skip
+    yield w
     w.platform.close()
 
 
@@ -158,13 +163,17 @@ def test_storage_health():
 
 
 def test_checksums_with_mismatches_and_no_manifest():
-    result = ChecksumReport("checksum", [
-        JobCheck("job-d", "acme", PRIMARY, "passed", 4, [], [], segments=4),
-        JobCheck("job-b", None, None, "no_manifest", 0, [], [], detail="no attempt delivered"),
-        JobCheck("job-c", None, None, "error", 0, [], [], error="SlowDown"),
-        JobCheck("job-e", None, None, "no_manifest", 0, [], [], detail="no attempt delivered"),
-        JobCheck("job-a", "acme", PRIMARY, "failed", 2, ["a/part-1"], ["a/part-2"], segments=4),
-    ], [])  # fmt: skip
+    result = ChecksumReport(
+        "checksum",
+        [
+            JobCheck("job-d", "acme", PRIMARY, "passed", 4, [], [], segments=4),
+            JobCheck("job-b", None, None, "no_manifest", 0, [], [], detail="no attempt delivered"),
+            JobCheck("job-c", None, None, "error", 0, [], [], error="SlowDown"),
+            JobCheck("job-e", None, None, "no_manifest", 0, [], [], detail="no attempt delivered"),
+            JobCheck("job-a", "acme", PRIMARY, "failed", 2, ["a/part-1"], ["a/part-2"], segments=4),
+        ],
+        [],
+    )
     html = check_bundle("checksums", result, "exportctl verify --job <job-id>")["text/html"]
     assert "<code>exportctl verify --job &lt;job-id&gt;</code>" in html
     assert "s3://exports-primary/a/part-2" in html
@@ -176,14 +185,18 @@ def test_checksums_with_mismatches_and_no_manifest():
 
 
 def test_network_path_with_and_without_hops():
-    hops = [Hop(1, "10.0.0.1", 10, 10, 0.0, 0.4, 0.9, 0.5),
-            Hop(2, "203.0.113.9", 10, 8, 20.0, 150.2, 190.0, 155.0)]  # fmt: skip
-    result = NetworkPath("export-target", 22, "mtr", "mtr -r -n -c 10 export-target", hops,
-                         20.0, 150.2, 190.0, [])  # fmt: skip
+    hops = [
+        Hop(1, "10.0.0.1", 10, 10, 0.0, 0.4, 0.9, 0.5),
+        Hop(2, "203.0.113.9", 10, 8, 20.0, 150.2, 190.0, 155.0),
+    ]
+    result = NetworkPath(
+        "export-target", 22, "mtr", "mtr -r -n -c 10 export-target", hops, 20.0, 150.2, 190.0, []
+    )
     html = check_bundle("network_path", result, "mtr -r $EXPORT_TARGET_HOST")["text/html"]
     assert "mtr -r -n -c 10 export-target" in html and "203.0.113.9" in html and "20%" in html
-    down = NetworkPath("h", 22, "tcp", "tcp probe h:22", [], 100.0, None, None, [],
-                       error="connection refused")  # fmt: skip
+    down = NetworkPath(
+        "h", 22, "tcp", "tcp probe h:22", [], 100.0, None, None, [], error="connection refused"
+    )
     html = check_bundle("network_path", down)["text/html"]
     assert "connection refused" in html and "Hops: none" in html
 
@@ -211,8 +224,9 @@ def test_recovery_status_update_and_audit_summary(world):
     )
     assert "Chunk size changes" in html and "globex" in html
     assert "Configuration reverted</th><td style='text-align:left'>no<" in html
-    untouched = dataclasses.replace(recovery, fallback=None, bulk_paused=False,
-                                    chunk_changes=[], config_reverted=True)  # fmt: skip
+    untouched = dataclasses.replace(
+        recovery, fallback=None, bulk_paused=False, chunk_changes=[], config_reverted=True
+    )
     assert (
         "<td style='text-align:left'>yes (no fallback flag, bulk exports not paused, "
         "no chunk size changed)<" in (check_bundle("recovery", untouched)["text/html"])
@@ -223,8 +237,14 @@ def test_recovery_status_update_and_audit_summary(world):
         "<td style='text-align:left'>yes (1 chunk size change(s) restored)<"
         in check_bundle("recovery", back)["text/html"]
     )
-    update = StatusUpdate("INC-1", NOW, NOW + minutes(15), "### Export incident INC-1\n\n- one",
-                          "Export incident INC-1", [THROTTLED])  # fmt: skip
+    update = StatusUpdate(
+        "INC-1",
+        NOW,
+        NOW + minutes(15),
+        "### Export incident INC-1\n\n- one",
+        "Export incident INC-1",
+        [THROTTLED],
+    )
     data = check_bundle("communication", update)
     markdown = data["text/markdown"]
     assert markdown.startswith(
@@ -283,9 +303,11 @@ def test_unknown_types_render_from_their_fields():
 
 
 def test_long_tables_are_cut_but_the_record_keeps_everything():
-    result = ChecksumReport("checksum", [
-        JobCheck(f"job-{i}", "acme", PRIMARY, "passed", 1, [], []) for i in range(30)
-    ], [])  # fmt: skip
+    result = ChecksumReport(
+        "checksum",
+        [JobCheck(f"job-{i}", "acme", PRIMARY, "passed", 1, [], []) for i in range(30)],
+        [],
+    )
     data = check_bundle("checksums", result)
     assert "job-19" in data["text/html"] and "job-20" not in data["text/html"]
     assert "… and 10 more" in data["text/html"]
@@ -298,8 +320,17 @@ def test_unknown_steps_are_refused():
 
 
 def test_every_pinned_result_type_has_a_renderer():
-    names = {"Detection", "JobState", "StorageHealth", "ChecksumReport", "NetworkPath",
-             "Assessment", "Recovery", "StatusUpdate", "AuditSummary"}  # fmt: skip
+    names = {
+        "Detection",
+        "JobState",
+        "StorageHealth",
+        "ChecksumReport",
+        "NetworkPath",
+        "Assessment",
+        "Recovery",
+        "StatusUpdate",
+        "AuditSummary",
+    }
     assert names <= set(views.RENDERERS) and display.RENDERERS is views.RENDERERS
 
 
@@ -342,8 +373,9 @@ def test_times_render_in_utc():
 
 
 def test_a_recommendation_without_a_runbook_command_says_so():
-    result = Assessment([Recommendation("escalate-network", "20% loss", {}, ["network_loss"], "",
-                                        1)])  # fmt: skip
+    result = Assessment(
+        [Recommendation("escalate-network", "20% loss", {}, ["network_loss"], "", 1)]
+    )
     html = check_bundle("assessment", result)["text/html"]
     assert "<em>no runbook command</em>" in html and "<code></code>" not in html
     plan = check_bundle("mitigations", mitigation_plan(result, mode="auto"))["text/html"]

@@ -24,12 +24,16 @@ print("mode", mode, "window", window_minutes)"""
 
 
 def tiny_notebook(folder: Path) -> Path:
-    params = nbformat.v4.new_code_cell('incident_id = "INC-unset"\nmode = "auto"\n'
-                                       "window_minutes = 10\nnow = \"\"")  # fmt: skip
+    params = nbformat.v4.new_code_cell(
+        'incident_id = "INC-unset"\nmode = "auto"\nwindow_minutes = 10\nnow = ""'
+    )
     params.metadata["tags"] = ["parameters"]
     nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(TRAIL_CELL)])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}  # fmt: skip
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     path = folder / "tiny.ipynb"
     nbformat.write(nb, path)
     return path
@@ -46,16 +50,29 @@ def prepare(home: Path, notebook: Path, incident: str, **parameters: object) -> 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "EXPORTNB_HOME": str(home), "EXPORTNB_OPERATOR": "finalizer"}
-    return subprocess.run(exportnb_cmd("finalize", *args), env=env, capture_output=True,
-                          text=True, timeout=180)  # fmt: skip
+    return subprocess.run(
+        exportnb_cmd("finalize", *args), env=env, capture_output=True, text=True, timeout=180
+    )
 
 
 def test_finalize_uses_the_working_copy_parameters_and_prints_the_notebook(home, tmp_path):
     notebook = tiny_notebook(tmp_path)
-    prepare(home, notebook, "INC-fin-1", mode="interactive", window_minutes=25,
-            now="2024-01-01T00:00:00Z")  # fmt: skip
-    Journal("INC-fin-1").append("plan", action="pause-bulk", key="k" * 64, operator="dana",
-                                outcome="planned", detail={"summary": "Pause"})  # fmt: skip
+    prepare(
+        home,
+        notebook,
+        "INC-fin-1",
+        mode="interactive",
+        window_minutes=25,
+        now="2024-01-01T00:00:00Z",
+    )
+    Journal("INC-fin-1").append(
+        "plan",
+        action="pause-bulk",
+        key="k" * 64,
+        operator="dana",
+        outcome="planned",
+        detail={"summary": "Pause"},
+    )
     done = cli(home, "INC-fin-1", "--notebook", str(notebook), "--json")
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)

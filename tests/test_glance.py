@@ -15,16 +15,32 @@ def result(kind: str, **body) -> dict:
 
 RESULTS = [
     result("Detection", findings=[finding("critical", "Failure rate 90% <b>high</b>")]),
-    result("StorageHealth", findings=[finding("critical", "S3 is throttling exports-primary"),
-                                      finding("info", "fallback answers")]),
-    result("Assessment", recommendations=[{
-        "action": "fallback-bucket", "command": "featurectl set export.fallback_bucket b --ttl 30m",
-    }], findings=[]),
+    result(
+        "StorageHealth",
+        findings=[
+            finding("critical", "S3 is throttling exports-primary"),
+            finding("info", "fallback answers"),
+        ],
+    ),
+    result(
+        "Assessment",
+        recommendations=[
+            {
+                "action": "fallback-bucket",
+                "command": "featurectl set export.fallback_bucket b --ttl 30m",
+            }
+        ],
+        findings=[],
+    ),
     result("Recovery", verdict="not_yet", reason="11% against the baseline 99.5%"),
     result("Recovery", verdict="recovered", reason="back at baseline for 15 min"),
-    result("Trail", applied=[{"action": "fallback-bucket", "operator": "dana",
-                              "at": "2024-05-01T12:10:03.123456Z"}]),
-]  # fmt: skip
+    result(
+        "Trail",
+        applied=[
+            {"action": "fallback-bucket", "operator": "dana", "at": "2024-05-01T12:10:03.123456Z"}
+        ],
+    ),
+]
 
 
 def test_the_box_says_the_run_the_verdict_the_findings_the_advice_and_what_was_done():
@@ -40,8 +56,7 @@ def test_the_box_says_the_run_the_verdict_the_findings_the_advice_and_what_was_d
 
 
 def test_a_failed_run_with_nothing_recorded_says_so():
-    box = glance_html(incident_id="INC-8", failed_at="cell 4 (In [3]): ValueError: <x>",
-                      results=[])  # fmt: skip
+    box = glance_html(incident_id="INC-8", failed_at="cell 4 (In [3]): ValueError: <x>", results=[])
     assert "run failed at cell 4 (In [3]): ValueError: &lt;x&gt;" in box
     assert "Findings:</strong> 0 critical, 0 warning, 0 info" in box
     assert "Recovery" not in box and "Recommended" not in box and "Mitigations" not in box

@@ -67,13 +67,16 @@ def test_reference_data_and_meta(seeded, scenario):
 def test_every_job_is_finished_and_consistent_with_its_attempts(seeded):
     store, _, _ = seeded
     assert {r[0] for r in rows(store, "SELECT DISTINCT status FROM jobs")} <= set(FINISHED)
-    mismatched = rows(store, """
+    mismatched = rows(
+        store,
+        """
         SELECT j.id FROM jobs j JOIN attempts a ON a.job_id = j.id
         GROUP BY j.id
         HAVING j.attempts != count(*) OR j.attempts != max(a.number)
             OR j.status != max(CASE WHEN a.number = j.attempts THEN a.status END)
             OR j.finished_at != max(a.finished_at) OR j.started_at != max(a.started_at)
-    """)  # fmt: skip
+    """,
+    )
     assert mismatched == []
     assert rows(store, "SELECT count(*) FROM attempts WHERE finished_at <= started_at")[0][0] == 0
     assert rows(store, "SELECT max(attempts) FROM jobs")[0][0] == 2
@@ -89,11 +92,17 @@ def test_failed_jobs_carry_background_errors_and_logs(seeded):
     assert all(2 <= lines[job_id] <= 4 for job_id, _, _ in failed)
     levels = {r[0] for r in rows(store, "SELECT DISTINCT level FROM logs")}
     assert levels == {"info", "warning", "error"}
-    delivered = rows(store, "SELECT count(*) FROM jobs WHERE status = 'succeeded' "
-                            "AND delivered_bucket IS NOT bucket")  # fmt: skip
+    delivered = rows(
+        store,
+        "SELECT count(*) FROM jobs WHERE status = 'succeeded' AND delivered_bucket IS NOT bucket",
+    )
     assert delivered[0][0] == 0
-    assert rows(store, "SELECT count(*) FROM jobs WHERE status = 'succeeded' "
-                       "AND error_code IS NOT NULL")[0][0] == 0  # fmt: skip
+    assert (
+        rows(
+            store, "SELECT count(*) FROM jobs WHERE status = 'succeeded' AND error_code IS NOT NULL"
+        )[0][0]
+        == 0
+    )
 
 
 def test_no_segments_or_manifests(seeded):
@@ -135,8 +144,12 @@ def test_history_lies_before_the_incident(seeded, scenario):
 
 def test_business_hours_are_busier_than_night(seeded):
     store, _, _ = seeded
-    hours = dict(rows(store, "SELECT CAST(created_at % 86400 / 3600 AS INTEGER), count(*) "
-                             "FROM jobs GROUP BY 1"))  # fmt: skip
+    hours = dict(
+        rows(
+            store,
+            "SELECT CAST(created_at % 86400 / 3600 AS INTEGER), count(*) FROM jobs GROUP BY 1",
+        )
+    )
     business = sum(hours[h] for h in range(12, 17)) / 5
     night = sum(hours[h] for h in range(0, 5)) / 5
     assert business > 2.5 * night
@@ -144,9 +157,14 @@ def test_business_hours_are_busier_than_night(seeded):
 
 def test_failures_rise_a_little_with_load(seeded):
     store, _, _ = seeded
-    share = dict(rows(store, """
+    share = dict(
+        rows(
+            store,
+            """
         SELECT CAST(started_at % 86400 / 3600 AS INTEGER) BETWEEN 11 AND 17,
-               avg(status = 'failed') FROM attempts GROUP BY 1"""))  # fmt: skip
+               avg(status = 'failed') FROM attempts GROUP BY 1""",
+        )
+    )
     assert share[1] > share[0]
 
 
@@ -165,8 +183,12 @@ def test_ids_are_unique_well_formed_and_deterministic(seeded, scenario, tmp_path
 
 def digest(store):
     h = hashlib.sha256()
-    for table, key in (("jobs", "id"), ("attempts", "job_id, number"), ("logs", "id"),
-                       ("minute_counts", "minute, status")):  # fmt: skip
+    for table, key in (
+        ("jobs", "id"),
+        ("attempts", "job_id, number"),
+        ("logs", "id"),
+        ("minute_counts", "minute, status"),
+    ):
         for row in rows(store, f"SELECT * FROM {table} ORDER BY {key}"):
             h.update(repr(row).encode())
     return h.hexdigest()
@@ -235,8 +257,9 @@ def test_plan_jobs_rate_in_a_busy_and_a_quiet_window(scenario):
 def test_planned_ids_never_collide(seeded, scenario):
     store, _, _ = seeded
     planned = plan_jobs(scenario, NOW - 1800, NOW, rng_seed=1, id_prefix="01")
-    more = plan_jobs(scenario, NOW, NOW + 1800, rng_seed=2, id_prefix="01",
-                     first_index=len(planned))  # fmt: skip
+    more = plan_jobs(
+        scenario, NOW, NOW + 1800, rng_seed=2, id_prefix="01", first_index=len(planned)
+    )
     other = plan_jobs(scenario, NOW - 1800, NOW, rng_seed=1, id_prefix="02")
     ids = [j.id for j in planned + more + other]
     assert len(ids) == len(set(ids)) and all(ID_RE.match(i) for i in ids)

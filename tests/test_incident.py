@@ -45,8 +45,12 @@ WEBHOOK = {
 @pytest.fixture
 def world(tmp_path, monkeypatch):
     """A constructed sandbox store, found the way the notebook finds it: by configuration."""
-    for name in ("EXPORT_BUCKET", "EXPORT_FALLBACK_BUCKET", "EXPORT_TARGET_HOST",
-                 "EXPORTNB_PLATFORM"):  # fmt: skip
+    for name in (
+        "EXPORT_BUCKET",
+        "EXPORT_FALLBACK_BUCKET",
+        "EXPORT_TARGET_HOST",
+        "EXPORTNB_PLATFORM",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("EXPORTNB_HOME", str(tmp_path))
     monkeypatch.setenv("EXPORTNB_OPERATOR", "alice")
@@ -111,11 +115,16 @@ def test_bad_parameters_are_refused_before_anything_is_read(parameters, message,
 
 
 def test_values_are_normalised():
-    values = validated({
-        "now": "2024-06-11T16:30:00+02:00", "window_minutes": 5.0, "latency_slo": 30,
-        "alert": json.dumps(WEBHOOK), "job_ids": [" job-1 ", "job-2", "job-1", ""],
-        "buckets": ["exports-eu", "exports-eu"],
-    })  # fmt: skip
+    values = validated(
+        {
+            "now": "2024-06-11T16:30:00+02:00",
+            "window_minutes": 5.0,
+            "latency_slo": 30,
+            "alert": json.dumps(WEBHOOK),
+            "job_ids": [" job-1 ", "job-2", "job-1", ""],
+            "buckets": ["exports-eu", "exports-eu"],
+        }
+    )
     assert values["now"] == datetime(2024, 6, 11, 14, 30, tzinfo=UTC)
     assert values["window_minutes"] == 5 and isinstance(values["window_minutes"], int)
     assert values["latency_slo"] == 30.0 and isinstance(values["latency_slo"], float)
@@ -149,12 +158,19 @@ def test_open_incident_resolves_defaults_from_the_platform(world):
 
 
 def test_a_notebook_shows_the_incident_as_a_table_of_what_it_is_judged_on(world):
-    incident = open_incident(incident_id="INC-1", now=NOW.isoformat(), target_host="<b>x</b>",
-                             buckets=["exports-extra"])  # fmt: skip
+    incident = open_incident(
+        incident_id="INC-1", now=NOW.isoformat(), target_host="<b>x</b>", buckets=["exports-extra"]
+    )
     shown = incident._repr_html_()
     assert shown.startswith("<table>") and "datetime.datetime" not in shown
-    for text in ("INC-1", NOW.strftime("%Y-%m-%d %H:%M:%S UTC"), "10 min", "sandbox",
-                 f"{PRIMARY}, exports-extra", "failure rate 2.0%, latency SLO 60 s"):  # fmt: skip
+    for text in (
+        "INC-1",
+        NOW.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "10 min",
+        "sandbox",
+        f"{PRIMARY}, exports-extra",
+        "failure rate 2.0%, latency SLO 60 s",
+    ):
         assert text in shown, text
     assert "&lt;b&gt;x&lt;/b&gt;:22" in shown and "<b>x" not in shown
 
@@ -225,8 +241,14 @@ def test_jobs_to_verify_and_buckets_to_check(world):
     world.job(AT - minutes(150), tenant="initech")  # delivered before the history: not sampled
     other = world.job(AT - minutes(35), tenant="initech")
     for m in (3, 2, 1):
-        world.job(AT - minutes(m), "failed", tenant="globex", bucket=SECONDARY,
-                  error_code="SlowDown", logs=2)  # fmt: skip
+        world.job(
+            AT - minutes(m),
+            "failed",
+            tenant="globex",
+            bucket=SECONDARY,
+            error_code="SlowDown",
+            logs=2,
+        )
     reported = world.job(AT - minutes(40), tenant="initech")
     incident = open_incident(now=NOW.isoformat(), job_ids=[reported, "job-nope"])
     jobs = job_state(world.platform, **incident.job_state_options())
@@ -243,8 +265,9 @@ def test_jobs_to_verify_and_buckets_to_check(world):
     assert all(d.status == "succeeded" for d in details.values())
     assert {d.tenant for d in details.values()} == {"initech", "globex"}
     assert incident.checksum_jobs(jobs, detection, limit=3) == chosen[:3]
-    assert incident.buckets_to_check(jobs) == _unique([PRIMARY, SECONDARY,
-                                                        incident.fallback_bucket])  # fmt: skip
+    assert incident.buckets_to_check(jobs) == _unique(
+        [PRIMARY, SECONDARY, incident.fallback_bucket]
+    )
     assert incident.checksum_jobs() == [reported, "job-nope"]  # no involved tenants
 
 
@@ -272,17 +295,23 @@ def test_affected_jobs_and_options(world):
     from exportnb.checksums import ChecksumReport, JobCheck
 
     incident = open_incident(now=NOW.isoformat(), job_ids=["job-r"], recovery_minutes=20)
-    report = ChecksumReport("checksum", [
-        JobCheck("job-a", "acme", PRIMARY, "failed", 2, ["k1"], []),
-        JobCheck("job-b", "acme", PRIMARY, "passed", 3, [], []),
-    ], [])  # fmt: skip
+    report = ChecksumReport(
+        "checksum",
+        [
+            JobCheck("job-a", "acme", PRIMARY, "failed", 2, ["k1"], []),
+            JobCheck("job-b", "acme", PRIMARY, "passed", 3, [], []),
+        ],
+        [],
+    )
     assert incident.affected_jobs(report) == ["job-r", "job-a"]
     assert incident.affected_jobs() == ["job-r"]
-    assert incident.recovery_options() == {"now": NOW, "window_minutes": 20,
-                                           "incident_start": NOW - minutes(10)}  # fmt: skip
+    assert incident.recovery_options() == {
+        "now": NOW,
+        "window_minutes": 20,
+        "incident_start": NOW - minutes(10),
+    }
     assert incident.recovery_since == NOW - minutes(20)
-    assert incident.network_options() == {"port": 22, "count": 10, "interval": 0.05,
-                                          "grace": 1.0}  # fmt: skip
+    assert incident.network_options() == {"port": 22, "count": 10, "interval": 0.05, "grace": 1.0}
     comms = incident.comms_options()
     assert comms["incident_id"] == "INC-unset" and comms["flags"] == []
     context = incident.assessment_context()
@@ -301,12 +330,28 @@ def test_declaration_warns_without_a_comms_lead_and_encodes(world):
 
 def test_mitigation_marks_are_the_audit_trail_since_the_start(world):
     incident = open_incident(now=NOW.isoformat())
-    world.store.audit(actor="bob", action="flag.set", target="export.fallback_bucket",
-                      reason="", now=(NOW - minutes(5)).timestamp(), new=FALLBACK)  # fmt: skip
-    world.store.audit(actor="bob", action="job.retry", target="old", reason="",
-                      now=(NOW - minutes(50)).timestamp())  # fmt: skip
-    world.store.audit(actor="bob", action="mitigation.apply", target="INC-1/fallback-bucket",
-                      reason="", now=(NOW - minutes(5)).timestamp())  # fmt: skip
+    world.store.audit(
+        actor="bob",
+        action="flag.set",
+        target="export.fallback_bucket",
+        reason="",
+        now=(NOW - minutes(5)).timestamp(),
+        new=FALLBACK,
+    )
+    world.store.audit(
+        actor="bob",
+        action="job.retry",
+        target="old",
+        reason="",
+        now=(NOW - minutes(50)).timestamp(),
+    )
+    world.store.audit(
+        actor="bob",
+        action="mitigation.apply",
+        target="INC-1/fallback-bucket",
+        reason="",
+        now=(NOW - minutes(5)).timestamp(),
+    )
     # the journal's note of an applied mitigation is no second mark: its change is one
     assert incident.mitigation_marks() == [(NOW - minutes(5), "flag.set export.fallback_bucket")]
 
@@ -315,9 +360,15 @@ def test_mitigation_marks_are_the_audit_trail_since_the_start(world):
 def test_bulk_pause_state_is_read_never_changed(world):
     for n in range(3):
         world.store.create_job(
-            job_id=f"bulk-{n}", tenant="acme", connector="s3", bucket=PRIMARY, kind="bulk",
-            chunk_size=1, size=1, created_at=NOW.timestamp(),
-        )  # fmt: skip
+            job_id=f"bulk-{n}",
+            tenant="acme",
+            connector="s3",
+            bucket=PRIMARY,
+            kind="bulk",
+            chunk_size=1,
+            size=1,
+            created_at=NOW.timestamp(),
+        )
     state = bulk_pause(world.platform)
     assert not state.paused and state.queued_bulk == 3 and state.running_bulk == 0
     assert state.command == PAUSE_BULK_COMMAND == "exportctl pause bulk" and not state.applied
@@ -345,14 +396,23 @@ def test_mitigation_plan_lists_commands_and_applies_nothing():
     from exportnb import assessment
 
     recommendations = [
-        assessment.Recommendation("retry", "jobs failed on throttling", {"limit": 20,
-                                  "concurrency": 2}, ["throttling"],
-                                  "exportctl retry --status failed --limit 20 --concurrency 2", 2),
-        assessment.Recommendation("fallback-bucket", "primary bucket throttled",
-                                  {"bucket": FALLBACK, "ttl": "30m"}, ["throttling"],
-                                  f"featurectl set export.fallback_bucket {FALLBACK} --ttl 30m",
-                                  1),
-    ]  # fmt: skip
+        assessment.Recommendation(
+            "retry",
+            "jobs failed on throttling",
+            {"limit": 20, "concurrency": 2},
+            ["throttling"],
+            "exportctl retry --status failed --limit 20 --concurrency 2",
+            2,
+        ),
+        assessment.Recommendation(
+            "fallback-bucket",
+            "primary bucket throttled",
+            {"bucket": FALLBACK, "ttl": "30m"},
+            ["throttling"],
+            f"featurectl set export.fallback_bucket {FALLBACK} --ttl 30m",
+            1,
+        ),
+    ]
     result = assessment.Assessment(recommendations=recommendations, findings=[])
     plan = mitigation_plan(result, mode="auto")
     assert [s.action for s in plan.steps] == ["fallback-bucket", "retry"]
@@ -396,8 +456,9 @@ def test_the_cells_collect_what_the_incident_started(sandbox, monkeypatch):
     detection = incident.collect(detect, incident.platform, **incident.detection_options())
     jobs = incident.collect(job_state, incident.platform, **incident.job_state_options())
     storage = incident.collect(storage_health, incident.buckets_to_check(jobs))
-    checks = incident.collect(verify_jobs, incident.platform,
-                              incident.checksum_jobs(jobs, detection))  # fmt: skip
+    checks = incident.collect(
+        verify_jobs, incident.platform, incident.checksum_jobs(jobs, detection)
+    )
     path = incident.collect(network_path, incident.target_host, **incident.network_options())
     assert max(storage.checked_at, checks.checked_at, path.measured_at) < asked
     assert [c.bucket for c in storage.checks] == incident.buckets_to_check(jobs)
@@ -406,5 +467,4 @@ def test_the_cells_collect_what_the_incident_started(sandbox, monkeypatch):
     again = incident.collect(network_path, incident.target_host, **incident.network_options())
     assert again.measured_at > asked
     other = incident.collect(storage_health, [incident.export_bucket])
-    assert other.checked_at > asked and [c.bucket for c in other.checks] == [
-        incident.export_bucket]  # fmt: skip
+    assert other.checked_at > asked and [c.bucket for c in other.checks] == [incident.export_bucket]

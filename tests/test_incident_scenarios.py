@@ -33,8 +33,13 @@ def incident(tmp_path: Path, scenario: str, name: str) -> Iterator[tuple[Sandbox
         found = sandbox_defaults(home)
         assert found is not None
         env, defaults = found
-        record = run(incident_id=f"INC-{name}", env=env, defaults=defaults,
-                     archive=str(tmp_path / "archive"), cell_timeout=300)  # fmt: skip
+        record = run(
+            incident_id=f"INC-{name}",
+            env=env,
+            defaults=defaults,
+            archive=str(tmp_path / "archive"),
+            cell_timeout=300,
+        )
         yield sandbox, record
     finally:
         sandbox.run(*exportnb_cmd("sandbox", "down"))

@@ -36,18 +36,43 @@ def test_no_failed_jobs_is_an_empty_result(world):
     assert state.failing_buckets == [] and state.failing_job_ids == []
     frame = state.frame()
     assert frame.empty and list(frame.columns) == [
-        "connector", "bucket", "error_code", "count", "first_seen", "last_seen", "tenants"
-    ]  # fmt: skip
+        "connector",
+        "bucket",
+        "error_code",
+        "count",
+        "first_seen",
+        "last_seen",
+        "tenants",
+    ]
     json.dumps(contract.encode(state), allow_nan=False)
 
 
 def test_throttling_concentrated_on_one_bucket(world):
-    slow = world.many(NOW - minutes(10), 8, "failed", error_code="SlowDown", logs=3,
-                      error_message="503 SlowDown: Please reduce your request rate.")  # fmt: skip
-    newest = world.job(NOW - minutes(9), "failed", tenant="globex", error_code="SlowDown",
-                       logs=3, error_message="503 SlowDown")  # fmt: skip
-    other = world.job(NOW - minutes(4), "failed", bucket=SECONDARY, connector="gcs",
-                      error_code="AccessDenied", logs=2, tenant="hooli")  # fmt: skip
+    slow = world.many(
+        NOW - minutes(10),
+        8,
+        "failed",
+        error_code="SlowDown",
+        logs=3,
+        error_message="503 SlowDown: Please reduce your request rate.",
+    )
+    newest = world.job(
+        NOW - minutes(9),
+        "failed",
+        tenant="globex",
+        error_code="SlowDown",
+        logs=3,
+        error_message="503 SlowDown",
+    )
+    other = world.job(
+        NOW - minutes(4),
+        "failed",
+        bucket=SECONDARY,
+        connector="gcs",
+        error_code="AccessDenied",
+        logs=2,
+        tenant="hooli",
+    )
     world.many(NOW - minutes(4), 20, bucket=SECONDARY)  # succeeded: not in the job state
     state = job_state(world.platform, since=SINCE, until=NOW, limit=5, sample_logs=2)
     assert state.total_failed == 10 and len(state.latest) == 5
@@ -76,8 +101,13 @@ def test_throttling_concentrated_on_one_bucket(world):
 
 def test_timeouts_only_on_large_chunks_show_in_the_evidence(world):
     for size in (256 * MB, 256 * MB, 128 * MB, 256 * MB, 128 * MB, 256 * MB):
-        world.job(NOW - minutes(3), "failed", connector="snowflake", chunk_size=size,
-                  error_code="RequestTimeout")  # fmt: skip
+        world.job(
+            NOW - minutes(3),
+            "failed",
+            connector="snowflake",
+            chunk_size=size,
+            error_code="RequestTimeout",
+        )
     world.many(NOW - minutes(3), 5, chunk_size=32 * MB)
     state = job_state(world.platform, since=SINCE, until=NOW)
     evidence = by_dimension(state)["error_code"]
@@ -99,10 +129,14 @@ def test_timeouts_on_every_chunk_size_are_not_blamed_on_chunks(world):
 
 
 def test_scattered_or_few_failures_are_not_concentrated(world):
-    for code, bucket, connector in (("SlowDown", PRIMARY, "s3"), ("AccessDenied", SECONDARY,
-                                    "gcs"), ("InternalError", PRIMARY, "sftp")):  # fmt: skip
-        world.many(NOW - minutes(5), 3, "failed", error_code=code, bucket=bucket,
-                   connector=connector)  # fmt: skip
+    for code, bucket, connector in (
+        ("SlowDown", PRIMARY, "s3"),
+        ("AccessDenied", SECONDARY, "gcs"),
+        ("InternalError", PRIMARY, "sftp"),
+    ):
+        world.many(
+            NOW - minutes(5), 3, "failed", error_code=code, bucket=bucket, connector=connector
+        )
     state = job_state(world.platform, since=SINCE, until=NOW)
     assert state.total_failed == 9 and state.findings == []
     assert job_state(world.platform, since=SINCE, until=NOW, concentration=0.3).findings == []

@@ -15,8 +15,15 @@ from exportnb.journal import GENESIS, Journal, journal_path, read_journal
 
 
 def write_some(journal: Journal) -> None:
-    journal.append("plan", action="pause-bulk", key="k1", operator="dana", params={"round": 1},
-                   outcome="planned", detail={"summary": "pause"})  # fmt: skip
+    journal.append(
+        "plan",
+        action="pause-bulk",
+        key="k1",
+        operator="dana",
+        params={"round": 1},
+        outcome="planned",
+        detail={"summary": "pause"},
+    )
     journal.append("apply", action="pause-bulk", key="k1", operator="dana", outcome="applying")
     journal.append("result", action="pause-bulk", key="k1", operator="dana", outcome="succeeded")
 

@@ -35,9 +35,10 @@ pytestmark = pytest.mark.usefixtures("home")  # a fresh $EXPORTNB_HOME (conftest
 def notebook(tmp_path: Path) -> Path:
     nb = nbformat.v4.new_notebook(
         cells=[nbformat.v4.new_code_cell(LOOKS_AROUND % (WARM,))],
-        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}},
-    )  # fmt: skip
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+    )
     path = tmp_path / "looks_around.ipynb"
     nbformat.write(nb, path)
     return path

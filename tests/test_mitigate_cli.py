@@ -15,8 +15,9 @@ from exportnb.platform.model import BULK_PAUSE_FLAG, FALLBACK_FLAG
 
 
 def cli(*args: str, answer: str | None = None):
-    return CliRunner().invoke(main, list(args), input=answer,
-                              env={"EXPORTNB_OPERATOR": "cli-operator"})  # fmt: skip
+    return CliRunner().invoke(
+        main, list(args), input=answer, env={"EXPORTNB_OPERATOR": "cli-operator"}
+    )
 
 
 def test_every_command_has_help():
@@ -46,15 +47,25 @@ def test_answering_no_at_the_prompt_cancels(sandbox):
     assert "Apply pause-bulk? [y/N]" in result.stderr and "Cancelled" in result.stdout
     assert sandbox.platform().get_flag(BULK_PAUSE_FLAG) is None
     assert [(e.kind, e.outcome) for e in read_journal("INC-no")] == [
-        ("plan", "planned"), ("skip", "cancelled")
-    ]  # fmt: skip
+        ("plan", "planned"),
+        ("skip", "cancelled"),
+    ]
 
 
 def test_answering_yes_at_the_prompt_applies(sandbox):
     fallback = sandbox.env["EXPORT_FALLBACK_BUCKET"]
     try:
-        result = cli("mitigate", "fallback-bucket", "--incident", "INC-yes", "--bucket", fallback,
-                     "--ttl", "10m", answer="y\n")  # fmt: skip
+        result = cli(
+            "mitigate",
+            "fallback-bucket",
+            "--incident",
+            "INC-yes",
+            "--bucket",
+            fallback,
+            "--ttl",
+            "10m",
+            answer="y\n",
+        )
         assert result.exit_code == 0, result.output
         assert sandbox.platform().get_flag(FALLBACK_FLAG).value == fallback
     finally:
@@ -64,15 +75,28 @@ def test_answering_yes_at_the_prompt_applies(sandbox):
 def test_json_prints_the_outcome_with_its_plan(sandbox):
     submit = exportnb_cmd("sandbox", "submit", "--json", "--size", "10MB", "--chunk-size", "256MB")
     (job_id,) = json.loads(sandbox.run(*submit, check=True).stdout)
-    result = cli("mitigate", "chunk-size", "--incident", "INC-json", "--job", job_id,
-                 "--chunk-size", "50MB", "--yes", "--json")  # fmt: skip
+    result = cli(
+        "mitigate",
+        "chunk-size",
+        "--incident",
+        "INC-json",
+        "--job",
+        job_id,
+        "--chunk-size",
+        "50MB",
+        "--yes",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     outcome = json.loads(result.stdout)
     assert outcome["status"] == "applied" and outcome["result"]["ok"] is True
     assert outcome["plan"]["commands"] == [f"exportctl update --job {job_id} --chunk-size 50MB"]
     assert outcome["result"]["changes"][0] == {
-        "kind": "chunk_size", "target": job_id, "old": 256_000_000, "new": 50_000_000
-    }  # fmt: skip
+        "kind": "chunk_size",
+        "target": job_id,
+        "old": 256_000_000,
+        "new": 50_000_000,
+    }
     assert "chunk-size for INC-json" in result.stderr  # the plan, off stdout
 
 
@@ -116,17 +140,31 @@ def test_journal_prints_entries_and_refuses_a_broken_one(sandbox):
 def test_a_real_subprocess_applies_and_reverts(sandbox):
     fallback = sandbox.env["EXPORT_FALLBACK_BUCKET"]
     try:
-        applied = sandbox.run(*exportnb_cmd(
-            "mitigate", "fallback-bucket", "--incident", "INC-7", "--bucket", fallback,
-            "--ttl", "30m", "--yes", "--json"))  # fmt: skip
+        applied = sandbox.run(
+            *exportnb_cmd(
+                "mitigate",
+                "fallback-bucket",
+                "--incident",
+                "INC-7",
+                "--bucket",
+                fallback,
+                "--ttl",
+                "30m",
+                "--yes",
+                "--json",
+            )
+        )
         assert applied.returncode == 0, applied.stderr
         outcome = json.loads(applied.stdout)
         assert outcome["status"] == "applied" and outcome["result"]["operator"] == "test-operator"
         assert outcome["plan"]["commands"] == [
             f"featurectl set export.fallback_bucket {fallback} --ttl 30m"
         ]
-        history = json.loads(sandbox.run("featurectl", "history", FALLBACK_FLAG, "--output",
-                                         "json", check=True).stdout)["items"]  # fmt: skip
+        history = json.loads(
+            sandbox.run(
+                "featurectl", "history", FALLBACK_FLAG, "--output", "json", check=True
+            ).stdout
+        )["items"]
         assert history[-1]["reason"] == f"INC-7 fallback-bucket {outcome['key'][:12]}"
         reverted = sandbox.run(*exportnb_cmd("mitigate", "revert", "--incident", "INC-7", "--yes"))
         assert reverted.returncode == 0, reverted.stderr

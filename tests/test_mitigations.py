@@ -34,8 +34,9 @@ def finished(platform, job_ids, timeout: float = 60.0) -> None:
 
 
 def plan(sandbox, incident, action, params=None):
-    return mitigations.plan(sandbox.platform(), incident, action, params, operator="dana",
-                            settings=SETTINGS)  # fmt: skip
+    return mitigations.plan(
+        sandbox.platform(), incident, action, params, operator="dana", settings=SETTINGS
+    )
 
 
 def apply(sandbox, p, **how):
@@ -44,8 +45,9 @@ def apply(sandbox, p, **how):
 
 
 def flag_sets(platform, key: str, key_prefix: str) -> list:
-    return [e for e in platform.flag_history(key)
-            if e.action == "flag.set" and key_prefix in e.reason]  # fmt: skip
+    return [
+        e for e in platform.flag_history(key) if e.action == "flag.set" and key_prefix in e.reason
+    ]
 
 
 def journal_kinds(incident: str) -> list[tuple[str, str]]:
@@ -54,8 +56,7 @@ def journal_kinds(incident: str) -> list[tuple[str, str]]:
 
 def test_the_key_does_not_depend_on_spelling_or_order():
     a = normalize("chunk-size", {"job_ids": ["j2", "j1"], "chunk_size": "50MB"}, SETTINGS)
-    b = normalize("chunk-size", {"job_ids": ["j1", "j2", "j1"], "chunk_size": 50_000_000},
-                  SETTINGS)  # fmt: skip
+    b = normalize("chunk-size", {"job_ids": ["j1", "j2", "j1"], "chunk_size": 50_000_000}, SETTINGS)
     assert a == b
     key = mitigations.idempotency_key
     assert key("INC-1", "chunk-size", a) == key("INC-1", "chunk-size", b)
@@ -83,13 +84,19 @@ def test_fallback_bucket_is_applied_once_even_when_asked_twice(sandbox):
         flag = platform.get_flag(FALLBACK_FLAG)
         assert flag.value == fallback and flag.set_by == "dana" and flag.expires_at is not None
         assert journal_kinds("INC-fb") == [
-            ("plan", "planned"), ("apply", "applying"), ("result", "succeeded"),
-            ("skip", "already_applied"), ("plan", "already_applied"), ("skip", "already_applied"),
-        ]  # fmt: skip
+            ("plan", "planned"),
+            ("apply", "applying"),
+            ("result", "succeeded"),
+            ("skip", "already_applied"),
+            ("plan", "already_applied"),
+            ("skip", "already_applied"),
+        ]
         notes = [e for e in platform.audit_log(limit=50) if e.target == "INC-fb/fallback-bucket"]
         assert [e.action for e in notes][:3] == [
-            "mitigation.plan", "mitigation.apply", "mitigation.result"
-        ]  # fmt: skip
+            "mitigation.plan",
+            "mitigation.apply",
+            "mitigation.result",
+        ]
         assert notes[2].new["sha256"] == read_journal("INC-fb")[2].sha256
         assert notes[2].new["outcome"] == "succeeded" and "detail" not in notes[2].new
         assert notes[0].new["summary"].startswith(f"Set {FALLBACK_FLAG} = {fallback} for 30m")
@@ -100,15 +107,19 @@ def test_fallback_bucket_is_applied_once_even_when_asked_twice(sandbox):
 GUARDRAILS = [
     ("fallback-bucket", {"bucket": "EXPORT_FALLBACK_BUCKET", "ttl": "0s"}, InvalidInput, "TTL"),
     ("fallback-bucket", {"bucket": "EXPORT_FALLBACK_BUCKET", "ttl": 0}, InvalidInput, "TTL"),
-    ("fallback-bucket", {"bucket": "EXPORT_FALLBACK_BUCKET", "ttl": "25h"}, InvalidInput,
-     "max_flag_ttl"),
+    (
+        "fallback-bucket",
+        {"bucket": "EXPORT_FALLBACK_BUCKET", "ttl": "25h"},
+        InvalidInput,
+        "max_flag_ttl",
+    ),
     ("fallback-bucket", {"bucket": "no-such-bucket"}, PreconditionFailed, "does not exist"),
     ("retry", {"status": "failed", "concurrency": 5}, InvalidInput, "max_retry_concurrency"),
     ("retry", {"job_ids": ["job-nope"]}, NotFound, "job-nope"),
     ("chunk-size", {"job_ids": ["job-nope"]}, NotFound, "job-nope"),
     ("chunk-size", {"job_ids": ["x"], "chunk_size": "-5MB"}, InvalidInput, "size"),
     ("retry", {"colour": "red"}, InvalidInput, "colour"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("action", "params", "error", "words"), GUARDRAILS)
@@ -120,8 +131,11 @@ def test_guardrails_explain_and_change_nothing(sandbox, action, params, error, w
     with pytest.raises(error, match=words):
         plan(sandbox, incident, action, params)
     assert platform.list_flags() == flags
-    changes = [e for e in platform.audit_log(limit=10_000)[audit:]
-               if not e.action.startswith("mitigation.")]  # fmt: skip
+    changes = [
+        e
+        for e in platform.audit_log(limit=10_000)[audit:]
+        if not e.action.startswith("mitigation.")
+    ]
     assert changes == []
     assert all(e.kind == "plan" and e.outcome == "refused" for e in read_journal(incident))
 
@@ -148,9 +162,11 @@ def test_a_failed_apply_is_journaled_and_may_be_tried_again(sandbox):
         retried = apply(sandbox, p)
         assert retried.status == "applied" and retried.result.ok
         assert journal_kinds("INC-again")[1:] == [
-            ("apply", "applying"), ("result", "failed"), ("apply", "applying"),
+            ("apply", "applying"),
+            ("result", "failed"),
+            ("apply", "applying"),
             ("result", "succeeded"),
-        ]  # fmt: skip
+        ]
     finally:
         sandbox.run("featurectl", "unset", FALLBACK_FLAG)
 
@@ -189,9 +205,10 @@ def test_revert_restores_exactly_what_this_incident_changed(sandbox):
 
     p = plan(sandbox, "INC-A", "revert")
     assert {(c.kind, c.target, c.new) for c in p.changes} == {
-        ("chunk_size", mine, 256 * 10**6), ("flag", FALLBACK_FLAG, None),
+        ("chunk_size", mine, 256 * 10**6),
+        ("flag", FALLBACK_FLAG, None),
         ("bulk_pause", BULK_PAUSE_FLAG, None),
-    }  # fmt: skip
+    }
     assert any(moved in w and "left as it is" in w for w in p.warnings)
     assert "featurectl unset export.fallback_bucket" in p.commands
     outcome = apply(sandbox, p)
@@ -249,10 +266,15 @@ def test_two_processes_applying_one_key_apply_it_once(sandbox, tmp_path):
     go = tmp_path / "go"
     fallback = sandbox.env["EXPORT_FALLBACK_BUCKET"]
     procs = [
-        subprocess.Popen([sys.executable, "-c", RACER, str(go), fallback], env=sandbox.env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(go), fallback],
+            env=sandbox.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
-    ]  # fmt: skip
+    ]
     try:
         time.sleep(2.0)
         go.touch()
@@ -276,8 +298,10 @@ def test_the_observed_maximum_of_concurrent_retries_equals_the_bound(sandbox):
         sandbox.clear(fault)
     p = plan(sandbox, "INC-bound", "retry", {"job_ids": ids, "concurrency": 2})
     assert p.reach == {"jobs": 6, "tenants": 1, "buckets": 1}
-    assert p.command == f"exportctl retry {' '.join(f'--job {j}' for j in sorted(ids))} " \
-        "--concurrency 2"  # fmt: skip
+    assert (
+        p.command == f"exportctl retry {' '.join(f'--job {j}' for j in sorted(ids))} "
+        "--concurrency 2"
+    )
     outcome = apply(sandbox, p)
     assert outcome.status == "applied" and sorted(outcome.retried) == sorted(ids)
     batch = outcome.result.response["batch"]
@@ -286,8 +310,9 @@ def test_the_observed_maximum_of_concurrent_retries_equals_the_bound(sandbox):
     peak, deadline, watch = 0, time.monotonic() + 90, None
     while time.monotonic() < deadline:
         peak = max(peak, platform.store.batch_running_peak(batch))
-        watch = mitigations.watch_retry(platform, outcome.retried,
-                                        attempts_before=outcome.attempts_before)  # fmt: skip
+        watch = mitigations.watch_retry(
+            platform, outcome.retried, attempts_before=outcome.attempts_before
+        )
         if watch.done:
             break
         time.sleep(0.05)
@@ -307,8 +332,9 @@ def test_watch_retry_reports_a_job_that_fails_again_with_the_same_error(sandbox)
         assert outcome.attempts_before == {job_id: 1}
 
         def settled():
-            watch = mitigations.watch_retry(platform, [job_id],
-                                            attempts_before=outcome.attempts_before)  # fmt: skip
+            watch = mitigations.watch_retry(
+                platform, [job_id], attempts_before=outcome.attempts_before
+            )
             return watch if watch.done else None
 
         watch = wait_for(settled, 60)

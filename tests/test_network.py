@@ -35,10 +35,11 @@ def target(sandbox) -> str:
 def impaired(sandbox, target) -> Iterator[str]:
     """The target host behind 150ms of latency and 30% loss, for the tests that ask for it."""
     out = sandbox.run(
-        *exportnb_cmd("sandbox", "fault", "inject", "--json", "network", "--latency", "150ms",
-                      "--loss", "30"),
+        *exportnb_cmd(
+            "sandbox", "fault", "inject", "--json", "network", "--latency", "150ms", "--loss", "30"
+        ),
         check=True,
-    )  # fmt: skip
+    )
     time.sleep(0.6)  # the daemon re-reads faults every 0.25s
     yield target
     fault = str(json.loads(out.stdout)["id"])
@@ -149,10 +150,21 @@ def test_the_result_encodes_to_json_and_frames():
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"host": ""}, {"host": "-n"}, {"port": 0}, {"count": 0}, {"method": "icmp"},
-     {"loss_threshold": -1}, {"timeout": 0}, {"interval": 0}, {"interval": 61},
-     {"interval": "0.1"}, {"grace": 0}, {"grace": True}],
-)  # fmt: skip
+    [
+        {"host": ""},
+        {"host": "-n"},
+        {"port": 0},
+        {"count": 0},
+        {"method": "icmp"},
+        {"loss_threshold": -1},
+        {"timeout": 0},
+        {"interval": 0},
+        {"interval": 61},
+        {"interval": "0.1"},
+        {"grace": 0},
+        {"grace": True},
+    ],
+)
 def test_bad_input_is_refused(kwargs):
     args = {"host": "127.0.0.1", **kwargs}
     with pytest.raises(InvalidInput):
@@ -189,8 +201,9 @@ def test_mtr_raw_lines_end_at_the_first_hop_the_target_answers_from():
 def test_mtr_raw_lines_without_an_answer_end_in_a_silent_destination():
     hops = mtr_hops("x 0 1\nh 0 10.213.7.2\np 0 100 1\nx 1 2\nx 1 3\n", "10.214.7.2", 2)
     assert [(h.host, h.received, h.loss_pct) for h in hops] == [
-        ("10.213.7.2", 1, 0.0), ("???", 0, 100.0),
-    ]  # fmt: skip
+        ("10.213.7.2", 1, 0.0),
+        ("???", 0, 100.0),
+    ]
     assert mtr_hops("", "10.214.7.2", 4)[0].sent == 4
 
 

@@ -19,9 +19,15 @@ SETTINGS = Settings(max_retry_concurrency=4)
 
 
 def panel_for(sandbox, incident: str, assessment: Assessment | None = None, **extra):
-    return MitigationPanel(sandbox.platform(), incident, assessment=assessment,
-                           operator="dana", settings=SETTINGS, watch_interval=0.2,
-                           **extra)  # fmt: skip
+    return MitigationPanel(
+        sandbox.platform(),
+        incident,
+        assessment=assessment,
+        operator="dana",
+        settings=SETTINGS,
+        watch_interval=0.2,
+        **extra,
+    )
 
 
 def recommend(*recs: tuple[str, dict, int]) -> Assessment:
@@ -47,8 +53,14 @@ def test_recommended_actions_come_first_with_their_inputs_prefilled(sandbox):
     )
     panel = panel_for(sandbox, "INC-order", assessed)
     assert list(panel.cards)[:2] == ["fallback-bucket", "chunk-size"]
-    assert set(panel.cards) == {"fallback-bucket", "chunk-size", "pause-bulk", "resume-bulk",
-                                "retry", "revert"}  # fmt: skip
+    assert set(panel.cards) == {
+        "fallback-bucket",
+        "chunk-size",
+        "pause-bulk",
+        "resume-bulk",
+        "retry",
+        "revert",
+    }
     chunk = panel.cards["chunk-size"]
     assert chunk.inputs["job_ids"].value == "j-2\nj-1"
     assert chunk.inputs["chunk_size"].value == "50MB"
@@ -86,8 +98,11 @@ def test_plan_confirm_apply_fallback_bucket_once(sandbox):
     ]
     applied = [e for e in read_journal("INC-panel-fb") if e.ok]
     assert len(applied) == 1 and applied[0].operator == "dana"
-    sets = [e for e in sandbox.platform().flag_history(FALLBACK_FLAG)
-            if e.action == "flag.set" and "INC-panel-fb" in e.reason]  # fmt: skip
+    sets = [
+        e
+        for e in sandbox.platform().flag_history(FALLBACK_FLAG)
+        if e.action == "flag.set" and "INC-panel-fb" in e.reason
+    ]
     assert len(sets) == 1
 
 
@@ -129,8 +144,9 @@ def test_guardrails_refuse_and_change_nothing(sandbox):
     chunk.inputs["job_ids"].value = "01NOPE000000000000000000"
     chunk.plan_button.click()
     assert "Refused" in chunk.status.value
-    changed = [e for e in sandbox.platform().flag_history(FALLBACK_FLAG)
-               if "INC-panel-guard" in e.reason]  # fmt: skip
+    changed = [
+        e for e in sandbox.platform().flag_history(FALLBACK_FLAG) if "INC-panel-guard" in e.reason
+    ]
     assert changed == []
     assert all(e.kind == "plan" and e.outcome == "refused" for e in read_journal("INC-panel-guard"))
 
@@ -140,8 +156,10 @@ def test_retry_is_watched_live_and_repeat_errors_are_flagged(sandbox):
     faults = [sandbox.inject("throttle", "--bucket", bucket) for bucket in buckets]
     platform = sandbox.platform()
     try:
-        out = sandbox.run(*exportnb_cmd("sandbox", "submit", "--json", "--count", "2",
-                                        "--size", "5MB"), check=True).stdout  # fmt: skip
+        out = sandbox.run(
+            *exportnb_cmd("sandbox", "submit", "--json", "--count", "2", "--size", "5MB"),
+            check=True,
+        ).stdout
         jobs = json.loads(out)
         wait_for(lambda: all(platform.get_job(j).job.status == "failed" for j in jobs), 60)
         panel = panel_for(sandbox, "INC-panel-retry")
@@ -247,8 +265,12 @@ def tiny_notebook(folder):
         "from exportnb.display import show\nfrom exportnb.trail import trail\n"
         'show("mitigations", trail(incident_id))'
     )
-    nb = nbformat.v4.new_notebook(cells=[params, show], metadata={"kernelspec": {
-        "name": "python3", "display_name": "Python 3", "language": "python"}})  # fmt: skip
+    nb = nbformat.v4.new_notebook(
+        cells=[params, show],
+        metadata={
+            "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+        },
+    )
     path = folder / "tiny.ipynb"
     nbformat.write(nb, path)
     return path

@@ -26,11 +26,20 @@ KNOWN = {
 
 @pytest.mark.parametrize(
     "name, why",
-    [("__import__('os')", "identifier"), ("a;b", "identifier"), ("a b", "identifier"),
-     ("", "identifier"), ("1x", "identifier"), ("class", "keyword"), ("match", "keyword"),
-     ("__class__", "reserved"), ("__init__", "reserved"), ("nаme", "identifier"),  # Cyrillic а
-     (3, "identifier")],
-)  # fmt: skip
+    [
+        ("__import__('os')", "identifier"),
+        ("a;b", "identifier"),
+        ("a b", "identifier"),
+        ("", "identifier"),
+        ("1x", "identifier"),
+        ("class", "keyword"),
+        ("match", "keyword"),
+        ("__class__", "reserved"),
+        ("__init__", "reserved"),
+        ("nаme", "identifier"),  # Cyrillic а
+        (3, "identifier"),
+    ],
+)
 def test_hostile_names(name, why):
     with pytest.raises(InvalidInput, match=why):
         check_name(name)
@@ -38,20 +47,37 @@ def test_hostile_names(name, why):
 
 @pytest.mark.parametrize(
     "value, why",
-    [(float("nan"), "not a JSON number"), (float("inf"), "not a JSON number"),
-     (float("-inf"), "not a JSON number"), ({1, 2}, "set is not a JSON value"),
-     (b"x", "bytes is not a JSON value"), ((1, 2), "tuple"), (object(), "object"),
-     ({1: "a"}, "key 1 is not a string"), ([[float("nan")]], "not a JSON number"),
-     (2**64, "64 bits"), (complex(1, 2), "complex")],
-)  # fmt: skip
+    [
+        (float("nan"), "not a JSON number"),
+        (float("inf"), "not a JSON number"),
+        (float("-inf"), "not a JSON number"),
+        ({1, 2}, "set is not a JSON value"),
+        (b"x", "bytes is not a JSON value"),
+        ((1, 2), "tuple"),
+        (object(), "object"),
+        ({1: "a"}, "key 1 is not a string"),
+        ([[float("nan")]], "not a JSON number"),
+        (2**64, "64 bits"),
+        (complex(1, 2), "complex"),
+    ],
+)
 def test_values_that_are_not_json(value, why):
     with pytest.raises(InvalidInput, match=why):
         check_value("p", value)
 
 
 def test_json_values_pass():
-    for value in (None, True, 0, -(2**63), 1.5, "", "__import__('os').system('id')", [],
-                  {"a": [1, {"b": None}]}):  # fmt: skip
+    for value in (
+        None,
+        True,
+        0,
+        -(2**63),
+        1.5,
+        "",
+        "__import__('os').system('id')",
+        [],
+        {"a": [1, {"b": None}]},
+    ):
         check_value("p", value)
 
 
@@ -76,12 +102,24 @@ def test_unknown_names_list_the_known_ones():
 
 @pytest.mark.parametrize(
     "name, value, ok",
-    [("window_minutes", 5, True), ("window_minutes", 2.5, True), ("window_minutes", "5", False),
-     ("window_minutes", True, False), ("threshold", 1, True), ("job_ids", ["a"], True),
-     ("job_ids", "a", False), ("alert", {"a": 1}, True), ("alert", [1], False),
-     ("message", "x", True), ("message", 1, False), ("enabled", True, True),
-     ("enabled", 1, False), ("anything", [1, "x"], True), ("computed", 7, True)],
-)  # fmt: skip
+    [
+        ("window_minutes", 5, True),
+        ("window_minutes", 2.5, True),
+        ("window_minutes", "5", False),
+        ("window_minutes", True, False),
+        ("threshold", 1, True),
+        ("job_ids", ["a"], True),
+        ("job_ids", "a", False),
+        ("alert", {"a": 1}, True),
+        ("alert", [1], False),
+        ("message", "x", True),
+        ("message", 1, False),
+        ("enabled", True, True),
+        ("enabled", 1, False),
+        ("anything", [1, "x"], True),
+        ("computed", 7, True),
+    ],
+)
 def test_values_fit_the_declared_default(name, value, ok):
     if ok:
         assert validate({name: value}, KNOWN) == {name: value}
@@ -92,10 +130,19 @@ def test_values_fit_the_declared_default(name, value, ok):
 
 @pytest.mark.parametrize(
     "raw, expected",
-    [("10", 10), ("0.5", 0.5), ("true", True), ("null", None), ('["a", "b"]', ["a", "b"]),
-     ('{"k": 1}', {"k": 1}), ("job-1", "job-1"), ("[not json", "[not json"),
-     ("__import__('os')", "__import__('os')"), ('"quoted"', "quoted")],
-)  # fmt: skip
+    [
+        ("10", 10),
+        ("0.5", 0.5),
+        ("true", True),
+        ("null", None),
+        ('["a", "b"]', ["a", "b"]),
+        ('{"k": 1}', {"k": 1}),
+        ("job-1", "job-1"),
+        ("[not json", "[not json"),
+        ("__import__('os')", "__import__('os')"),
+        ('"quoted"', "quoted"),
+    ],
+)
 def test_command_line_values_are_json_when_they_parse(raw, expected):
     assert parse_value("p", raw, KNOWN["anything"]) == expected
 
@@ -118,8 +165,15 @@ def test_assignments_given_twice_are_refused():
 
 def test_declared_parameters_of_a_notebook():
     found = parameters.declared(NOTEBOOKS / "succeeds.ipynb")
-    assert list(found) == ["incident_id", "job_ids", "alert", "window_minutes",
-                           "failure_threshold", "message", "operator"]  # fmt: skip
+    assert list(found) == [
+        "incident_id",
+        "job_ids",
+        "alert",
+        "window_minutes",
+        "failure_threshold",
+        "message",
+        "operator",
+    ]
     assert found["window_minutes"].literal == (True, 10)
     with pytest.raises(InvalidInput, match="does not exist"):
         parameters.declared(NOTEBOOKS / "missing.ipynb")
@@ -137,8 +191,12 @@ def test_alert_files(tmp_path):
     payload = {"status": "firing", "alerts": [{"labels": {"alertname": "ExportFailureRate"}}]}
     alert.write_text(json.dumps(payload))
     assert parameters.read_alert(alert) == payload
-    for text, message in [("{x", "is not JSON"), ("[1, 2]", "must hold a JSON object"),
-                          ('{"v": NaN}', "is not JSON"), ("\xff", "is not JSON")]:  # fmt: skip
+    for text, message in [
+        ("{x", "is not JSON"),
+        ("[1, 2]", "must hold a JSON object"),
+        ('{"v": NaN}', "is not JSON"),
+        ("\xff", "is not JSON"),
+    ]:
         alert.write_text(text)
         with pytest.raises(InvalidInput, match=message) as caught:
             parameters.read_alert(alert)

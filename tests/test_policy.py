@@ -68,8 +68,9 @@ def test_auto_mode_applies_only_what_policy_allows_and_only_once(sandbox, monkey
     settings = Settings(auto_apply=("pause-bulk",), max_retry_concurrency=4)
     platform = sandbox.platform()
     try:
-        first = mitigations.auto_apply(platform, "INC-auto", assessment, operator="alert",
-                                       settings=settings)  # fmt: skip
+        first = mitigations.auto_apply(
+            platform, "INC-auto", assessment, operator="alert", settings=settings
+        )
         by_action = {o.action: o for o in first}
         assert by_action["pause-bulk"].status == "applied"
         assert by_action["fallback-bucket"].status == "not_allowed"
@@ -78,11 +79,15 @@ def test_auto_mode_applies_only_what_policy_allows_and_only_once(sandbox, monkey
         assert platform.get_flag(BULK_PAUSE_FLAG).set_by == "alert"
         assert platform.get_flag(FALLBACK_FLAG) is None
 
-        again = mitigations.auto_apply(platform, "INC-auto", assessment, operator="alert",
-                                       settings=settings)  # fmt: skip
+        again = mitigations.auto_apply(
+            platform, "INC-auto", assessment, operator="alert", settings=settings
+        )
         assert {o.action: o.status for o in again}["pause-bulk"] == "already_applied"
-        sets = [e for e in platform.flag_history(BULK_PAUSE_FLAG)
-                if e.action == "flag.set" and e.reason.startswith("INC-auto ")]  # fmt: skip
+        sets = [
+            e
+            for e in platform.flag_history(BULK_PAUSE_FLAG)
+            if e.action == "flag.set" and e.reason.startswith("INC-auto ")
+        ]
         assert len(sets) == 1
         applies = [e for e in read_journal("INC-auto") if e.kind == "apply"]
         assert [e.action for e in applies] == ["pause-bulk"]
@@ -155,8 +160,12 @@ def test_re_executing_a_notebook_or_its_archived_record_applies_nothing_twice(sa
     original = config.read_text()
     config.write_text(original + '\n[policy]\nauto_apply = ["pause-bulk"]\n')
     platform = sandbox.platform()
-    how = {"incident_id": "INC-nb", "env": sandbox.env, "archive": str(tmp_path / "archive"),
-           "operator": "alertmanager"}  # fmt: skip
+    how = {
+        "incident_id": "INC-nb",
+        "env": sandbox.env,
+        "archive": str(tmp_path / "archive"),
+        "operator": "alertmanager",
+    }
     try:
         first = runner.run(auto_notebook(tmp_path / "auto.ipynb"), **how)
         assert first.status == "succeeded", first.error
@@ -167,8 +176,11 @@ def test_re_executing_a_notebook_or_its_archived_record_applies_nothing_twice(sa
         for record in (second, archived):
             assert statuses(record)["pause-bulk"] == "already_applied"
             assert statuses(record)["fallback-bucket"] == "not_allowed"
-        sets = [e for e in platform.flag_history(BULK_PAUSE_FLAG)
-                if e.action == "flag.set" and e.reason.startswith("INC-nb ")]  # fmt: skip
+        sets = [
+            e
+            for e in platform.flag_history(BULK_PAUSE_FLAG)
+            if e.action == "flag.set" and e.reason.startswith("INC-nb ")
+        ]
         assert len(sets) == 1 and sets[0].actor == "alertmanager"
         assert platform.get_flag(FALLBACK_FLAG) is None
     finally:
@@ -184,12 +196,14 @@ def test_a_decision_policy_made_is_journaled_once_not_at_every_run(sandbox, monk
     settings = Settings(auto_apply=(), max_retry_concurrency=4)
     platform = sandbox.platform()
     for _ in range(3):  # an open incident re-run every 15 minutes
-        outcomes = mitigations.auto_apply(platform, "INC-quiet", assessment, operator="alert",
-                                          settings=settings)  # fmt: skip
+        outcomes = mitigations.auto_apply(
+            platform, "INC-quiet", assessment, operator="alert", settings=settings
+        )
         by_action = {o.action: o for o in outcomes}
         assert by_action["fallback-bucket"].status == "not_allowed"
         assert by_action["fallback-bucket"].plan.commands[0].startswith("featurectl set")
-    declined = [(e.kind, e.action) for e in read_journal("INC-quiet")
-                if e.action == "fallback-bucket"]  # fmt: skip
+    declined = [
+        (e.kind, e.action) for e in read_journal("INC-quiet") if e.action == "fallback-bucket"
+    ]
     assert declined == [("plan", "fallback-bucket"), ("skip", "fallback-bucket")]
     assert platform.get_flag(FALLBACK_FLAG) is None

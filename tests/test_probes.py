@@ -162,8 +162,13 @@ def test_an_incident_is_adopted_only_for_the_same_parameters(folder, monkeypatch
 @pytest.fixture
 def world(tmp_path, monkeypatch):
     """A constructed sandbox store with an hour of exports, some failing, and a deadline."""
-    for name in ("EXPORT_BUCKET", "EXPORT_FALLBACK_BUCKET", "EXPORT_TARGET_HOST",
-                 "EXPORTNB_PLATFORM", probes.ENV):  # fmt: skip
+    for name in (
+        "EXPORT_BUCKET",
+        "EXPORT_FALLBACK_BUCKET",
+        "EXPORT_TARGET_HOST",
+        "EXPORTNB_PLATFORM",
+        probes.ENV,
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("EXPORTNB_HOME", str(tmp_path))
     monkeypatch.setenv("EXPORTNB_OPERATOR", "alice")
@@ -171,14 +176,26 @@ def world(tmp_path, monkeypatch):
     for m in range(60, 0, -1):
         w.many(AT - minutes(m) + timedelta(seconds=10), 10, tenant="acme")
     for m in range(8, 0, -1):
-        w.many(AT - minutes(m) + timedelta(seconds=20), 3, status="failed", tenant="globex",
-               bucket=PRIMARY, error_code="SlowDown")  # fmt: skip
+        w.many(
+            AT - minutes(m) + timedelta(seconds=20),
+            3,
+            status="failed",
+            tenant="globex",
+            bucket=PRIMARY,
+            error_code="SlowDown",
+        )
     yield w
     w.platform.close()
 
 
-GIVEN = {"incident_id": "INC-7", "now": NOW.isoformat(), "buckets": [FALLBACK],
-         "probe_count": 2, "probe_interval": 0.05, "probe_grace": 0.1}  # fmt: skip
+GIVEN = {
+    "incident_id": "INC-7",
+    "now": NOW.isoformat(),
+    "buckets": [FALLBACK],
+    "probe_count": 2,
+    "probe_interval": 0.05,
+    "probe_grace": 0.1,
+}
 
 
 def test_the_kernel_collects_what_the_probe_process_measured(world, tmp_path, monkeypatch):
@@ -198,8 +215,9 @@ def test_the_kernel_collects_what_the_probe_process_measured(world, tmp_path, mo
         detection = incident.collect(detect, incident.platform, **incident.detection_options())
         jobs = incident.collect(job_state, incident.platform, **incident.job_state_options())
         storage = incident.collect(storage_health, incident.buckets_to_check(jobs))
-        checks = incident.collect(verify_jobs, incident.platform,
-                                  incident.checksum_jobs(jobs, detection))  # fmt: skip
+        checks = incident.collect(
+            verify_jobs, incident.platform, incident.checksum_jobs(jobs, detection)
+        )
         path = incident.collect(network_path, incident.target_host, **incident.network_options())
     finally:
         early.stop()
@@ -214,8 +232,9 @@ def test_the_kernel_collects_what_the_probe_process_measured(world, tmp_path, mo
     assert again.measured_at > asked  # asked again: measured in the cell
 
 
-def test_the_incident_is_judged_at_the_time_the_probe_process_opened_it(world, tmp_path,
-                                                                         monkeypatch):  # fmt: skip
+def test_the_incident_is_judged_at_the_time_the_probe_process_opened_it(
+    world, tmp_path, monkeypatch
+):
     given = {name: value for name, value in GIVEN.items() if name != "now"}
     early = ProbeProcess.launch(tmp_path / "probes", given, dict(os.environ))
     try:

@@ -117,8 +117,14 @@ def test_flags_and_chunk_changes_still_in_effect_are_not_reverted(world):
     world.many(WINDOW_START + minutes(1), 30)
     a, b = world.job(NOW - minutes(40), "failed"), world.job(NOW - minutes(40), "failed")
     store, now = world.store, time.time()
-    store.put_flag(FALLBACK_FLAG, "exports-fallback", actor="alice", now=now,
-                   expires_at=now + 1800, reason="primary throttled")  # fmt: skip
+    store.put_flag(
+        FALLBACK_FLAG,
+        "exports-fallback",
+        actor="alice",
+        now=now,
+        expires_at=now + 1800,
+        reason="primary throttled",
+    )
     store.put_flag(BULK_PAUSE_FLAG, True, actor="alice", now=now, expires_at=None, reason="")
     world.platform.set_chunk_size(a, 50_000_000, actor="bob")
     world.platform.set_chunk_size(a, 64_000_000, actor="bob")  # reverted
@@ -159,8 +165,9 @@ def test_times_in_any_zone_and_bad_parameters(world):
     history(world)
     world.many(WINDOW_START + minutes(1), 30)
     base = baseline(world.platform, WINDOW_START, NOW)
-    local = verify_recovery(world.platform, now=NOW.astimezone(timezone(timedelta(hours=-7))),
-                            baseline=base)  # fmt: skip
+    local = verify_recovery(
+        world.platform, now=NOW.astimezone(timezone(timedelta(hours=-7))), baseline=base
+    )
     assert local.verdict == "recovered" and local.now == NOW and local.now.tzinfo is UTC
     with pytest.raises(InvalidInput, match="timezone-aware"):
         verify_recovery(world.platform, now=datetime(2024, 6, 11, 14), baseline=base)
@@ -185,8 +192,9 @@ def test_checksums_and_a_re_export_in_the_real_sandbox(sandbox):
         start = datetime.now(UTC) - minutes(1)
         now = datetime.now(UTC)
         base = baseline(platform, now - minutes(15), now)
-        r = verify_recovery(platform, now=now, baseline=base, affected_jobs=[job_id],
-                            incident_start=start)  # fmt: skip
+        r = verify_recovery(
+            platform, now=now, baseline=base, affected_jobs=[job_id], incident_start=start
+        )
         assert r.checksums is not None and r.checksums.failed_job_ids == [job_id]
         assert r.tenants_to_notify == ["wonka"] and CHECKSUMS_UNVERIFIED in codes(r)
 
@@ -194,8 +202,9 @@ def test_checksums_and_a_re_export_in_the_real_sandbox(sandbox):
         wait_for(lambda: platform.get_job(job_id).job.attempts == 2, 30)
         wait_for(lambda: platform.get_job(job_id).job.status == "succeeded", 60)
         now = datetime.now(UTC)
-        r = verify_recovery(platform, now=now, baseline=base, affected_jobs=[job_id],
-                            incident_start=start)  # fmt: skip
+        r = verify_recovery(
+            platform, now=now, baseline=base, affected_jobs=[job_id], incident_start=start
+        )
         assert r.checksums is not None and r.checksums.failed_job_ids == []
         assert r.re_exported == [job_id] and r.tenants_to_notify == ["wonka"]
         assert CHECKSUMS_UNVERIFIED not in codes(r) and TENANTS_TO_NOTIFY in codes(r)

@@ -73,12 +73,26 @@ def test_known_secret_values_in_every_spelling():
 
 
 def test_secret_names_and_values(tmp_path):
-    assert [is_secret_name(n) for n in ("api_token", "db_password", "aws_secret", "ssh_key",
-            "keys", "KEY_ID", "credentials", "keyboard", "buckets", "monkeys_count")] == [
-        True, True, True, True, True, True, True, False, False, False]  # fmt: skip
-    found = secret_values({"api_token": "tok-123456", "names": ["x"], "pair_key": [1234567]},
-                          env={"DB_PW": "pw-1234567", "AWS_SECRET_ACCESS_KEY": "sk-9876543",
-                               "OTHER": "visible"}, names=["DB_PW"])  # fmt: skip
+    assert [
+        is_secret_name(n)
+        for n in (
+            "api_token",
+            "db_password",
+            "aws_secret",
+            "ssh_key",
+            "keys",
+            "KEY_ID",
+            "credentials",
+            "keyboard",
+            "buckets",
+            "monkeys_count",
+        )
+    ] == [True, True, True, True, True, True, True, False, False, False]
+    found = secret_values(
+        {"api_token": "tok-123456", "names": ["x"], "pair_key": [1234567]},
+        env={"DB_PW": "pw-1234567", "AWS_SECRET_ACCESS_KEY": "sk-9876543", "OTHER": "visible"},
+        names=["DB_PW"],
+    )
     assert found == {
         "env:AWS_SECRET_ACCESS_KEY": "sk-9876543",
         "env:DB_PW": "pw-1234567",
@@ -103,8 +117,11 @@ def test_secret_names_come_from_the_config(tmp_path):
 def test_parameters_are_redacted_whole_when_their_name_is_secret():
     redact = redactor({"api_token": "ab", "note": f"id {ACCESS_KEY}"}, env={}, names=[])
     safe = redact.parameters({"api_token": "ab", "note": f"id {ACCESS_KEY}", "empty_key": ""})
-    assert safe == {"api_token": "[REDACTED:parameter:api_token]",
-                    "note": "id [REDACTED:aws-access-key]", "empty_key": ""}  # fmt: skip
+    assert safe == {
+        "api_token": "[REDACTED:parameter:api_token]",
+        "note": "id [REDACTED:aws-access-key]",
+        "empty_key": "",
+    }
 
 
 def test_json_fields_that_name_secrets():
@@ -134,12 +151,18 @@ def test_a_notebook_walk_covers_outputs_and_metadata_but_not_images():
     cell = nbformat.v4.new_code_cell(f"print('{ACCESS_KEY}')")
     cell.outputs = [
         nbformat.v4.new_output("stream", name="stdout", text=ACCESS_KEY),
-        nbformat.v4.new_output("display_data", data={
-            "text/html": f"<b>{ACCESS_KEY}</b>", "text/markdown": ACCESS_KEY,
-            "application/json": {"nested": [ACCESS_KEY]}, "image/png": image,
-            RESULT_MIMETYPE: {"step": "x", "result": {"evidence": {"k": ACCESS_KEY}}}}),
+        nbformat.v4.new_output(
+            "display_data",
+            data={
+                "text/html": f"<b>{ACCESS_KEY}</b>",
+                "text/markdown": ACCESS_KEY,
+                "application/json": {"nested": [ACCESS_KEY]},
+                "image/png": image,
+                RESULT_MIMETYPE: {"step": "x", "result": {"evidence": {"k": ACCESS_KEY}}},
+            },
+        ),
         nbformat.v4.new_output("error", ename="E", evalue=ACCESS_KEY, traceback=[ACCESS_KEY]),
-    ]  # fmt: skip
+    ]
     nb.cells.append(cell)
     clean = Redactor().notebook(nb)
     text = json.dumps(clean)
@@ -167,15 +190,29 @@ def test_no_secret_reaches_the_archive(tmp_path, monkeypatch):
     record = runner.run(NOTEBOOKS / "prints_secrets.ipynb", parameters=given)
     assert record.status == "failed" and record.error is not None
     assert "[REDACTED:url-password]" in record.error.evalue
-    secrets = ["tok-abcdef-123456", "hunter2hunter2", "eyJhbGciOiJIUzI1NiJ9", BASIC, ACCESS_KEY,
-               SECRET_KEY, "env-pw-31337"]  # fmt: skip
+    secrets = [
+        "tok-abcdef-123456",
+        "hunter2hunter2",
+        "eyJhbGciOiJIUzI1NiJ9",
+        BASIC,
+        ACCESS_KEY,
+        SECRET_KEY,
+        "env-pw-31337",
+    ]
     files = {p.name: p.read_bytes() for p in Path(record.location).iterdir()}
     for name, data in files.items():
         for secret in secrets:
             assert secret.encode() not in data, (secret, name)
-    assert set(record.redactions) >= {"parameter:api_token", "url-password", "authorization",
-                                      "basic-auth", "aws-access-key", "aws-secret-key", "field",
-                                      "env:EXPORTNB_TEST_DB_PASSWORD"}  # fmt: skip
+    assert set(record.redactions) >= {
+        "parameter:api_token",
+        "url-password",
+        "authorization",
+        "basic-auth",
+        "aws-access-key",
+        "aws-secret-key",
+        "field",
+        "env:EXPORTNB_TEST_DB_PASSWORD",
+    }
     nb = nbformat.reads(files["notebook.ipynb"].decode(), as_version=4)
     injected = next(c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", []))
     assert 'api_token = "[REDACTED:parameter:api_token]"' in injected.source

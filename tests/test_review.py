@@ -50,8 +50,9 @@ def iso(when: datetime) -> str:
 
 
 def builder():
-    spec = importlib.util.spec_from_file_location("build_review", NOTEBOOK.parent /
-                                                  "build_review.py")  # fmt: skip
+    spec = importlib.util.spec_from_file_location(
+        "build_review", NOTEBOOK.parent / "build_review.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -64,20 +65,29 @@ def result(kind: str, body: dict[str, Any], step: str = "detection") -> dict[str
 
 
 def finding(code: str, severity: str = "critical") -> dict[str, Any]:
-    return {"code": code, "severity": severity, "summary": f"{code} seen", "step": "detection",
-            "evidence": {}}  # fmt: skip
+    return {
+        "code": code,
+        "severity": severity,
+        "summary": f"{code} seen",
+        "step": "detection",
+        "evidence": {},
+    }
 
 
 def declaration(start: datetime) -> dict[str, Any]:
-    return result("Declaration", {"incident_start": iso(start), "findings": []},
-                  "immediate_actions")  # fmt: skip
+    return result(
+        "Declaration", {"incident_start": iso(start), "findings": []}, "immediate_actions"
+    )
 
 
 def detection(points: list[tuple[datetime, int, int]], *codes: str) -> dict[str, Any]:
-    rolling = [{"minute": iso(m), "total": s + f, "succeeded": s, "failed": f}
-               for m, s, f in points]  # fmt: skip
-    return result("Detection", {"threshold": 0.02, "rolling": rolling,
-                                "findings": [finding(c) for c in codes]})  # fmt: skip
+    rolling = [
+        {"minute": iso(m), "total": s + f, "succeeded": s, "failed": f} for m, s, f in points
+    ]
+    return result(
+        "Detection",
+        {"threshold": 0.02, "rolling": rolling, "findings": [finding(c) for c in codes]},
+    )
 
 
 def recovery(now: datetime, verdict: str, baseline: float = 0.99, **more: Any) -> dict[str, Any]:
@@ -95,36 +105,72 @@ def recovery(now: datetime, verdict: str, baseline: float = 0.99, **more: Any) -
 
 
 def audit(tenants: list[str], files: list[str], actions: list[str]) -> dict[str, Any]:
-    return result("AuditSummary", {"tenants": tenants, "files": files,
-                                   "corrective_actions": actions}, "communication")  # fmt: skip
+    return result(
+        "AuditSummary",
+        {"tenants": tenants, "files": files, "corrective_actions": actions},
+        "communication",
+    )
 
 
-def entry(seq: int, when: datetime, kind: str, outcome: str, action: str = "fallback-bucket",
-          operator: str = "dana") -> dict[str, Any]:  # fmt: skip
-    return {"seq": seq, "at": iso(when), "operator": operator, "kind": kind, "action": action,
-            "key": f"key-{action}", "params": {"bucket": "exports-fallback", "round": 1},
-            "outcome": outcome, "detail": {}, "sha256": f"{seq:064x}"}  # fmt: skip
+def entry(
+    seq: int,
+    when: datetime,
+    kind: str,
+    outcome: str,
+    action: str = "fallback-bucket",
+    operator: str = "dana",
+) -> dict[str, Any]:
+    return {
+        "seq": seq,
+        "at": iso(when),
+        "operator": operator,
+        "kind": kind,
+        "action": action,
+        "key": f"key-{action}",
+        "params": {"bucket": "exports-fallback", "round": 1},
+        "outcome": outcome,
+        "detail": {},
+        "sha256": f"{seq:064x}",
+    }
 
 
 def journal_report(*entries: dict[str, Any], chain_ok: bool = True) -> dict[str, Any]:
-    return result("JournalReport", {"incident": "INC-7", "entries": list(entries),
-                                    "chain_ok": chain_ok}, "mitigations")  # fmt: skip
+    return result(
+        "JournalReport",
+        {"incident": "INC-7", "entries": list(entries), "chain_ok": chain_ok},
+        "mitigations",
+    )
 
 
-def record(started: datetime, results: list[dict[str, Any]], *, incident: str = "INC-7",
-           alert: dict[str, Any] | None = None, operator: str = "dana",
-           error: RecordError | None = None) -> Record:  # fmt: skip
+def record(
+    started: datetime,
+    results: list[dict[str, Any]],
+    *,
+    incident: str = "INC-7",
+    alert: dict[str, Any] | None = None,
+    operator: str = "dana",
+    error: RecordError | None = None,
+) -> Record:
     parameters: dict[str, Any] = {"incident_id": incident}
     if alert is not None:
         parameters["alert"] = alert
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     return Record(
         record_id=f"{incident}/{stamp}-{sha256(f'{incident}{stamp}'.encode())[:8]}",
-        incident_id=incident, status="failed" if error else "succeeded", started_at=started,
-        ended_at=started + timedelta(seconds=40), duration_seconds=40.0, operator=operator,
-        notebook="export_failure.ipynb", job_ids=[], parameters=parameters, error=error,
-        files={}, versions={}, results=results,
-    )  # fmt: skip
+        incident_id=incident,
+        status="failed" if error else "succeeded",
+        started_at=started,
+        ended_at=started + timedelta(seconds=40),
+        duration_seconds=40.0,
+        operator=operator,
+        notebook="export_failure.ipynb",
+        job_ids=[],
+        parameters=parameters,
+        error=error,
+        files={},
+        versions={},
+        results=results,
+    )
 
 
 def webhook(status: str, starts: datetime, ends: datetime | None = None) -> dict[str, Any]:
@@ -141,26 +187,57 @@ def webhook(status: str, starts: datetime, ends: datetime | None = None) -> dict
 def incident() -> list[Record]:
     """Failures from 12:00, an alert at 12:05, a run at 12:06, the fallback bucket at 12:10
     (a failed try at 12:09 before it), a run at 12:20 (not yet), a run at 12:40 (recovered)."""
-    first = record(at(6), [
-        declaration(at(0)), detection([(at(4), 10, 0), (at(5), 2, 8)], "failure_rate_high"),
-        recovery(at(6.5), "not_yet", 0.99), audit(["acme", "globex"], ["s3://b/1"], ["a1"]),
-        result("Assessment", {"recommendations": [
-            {"action": "retry", "command": "exportctl retry"},
-            {"action": "fallback-bucket", "command": "featurectl set"}], "findings": []},
-               "assessment"),
-    ], alert=webhook("firing", at(5)))  # fmt: skip
-    second = record(at(20), [
-        declaration(at(1)), detection([(at(5), 3, 7), (at(19), 9, 1)], "throttling"),
-        recovery(at(20.5), "not_yet", 0.98), audit(["globex", "initech"], [], ["a1", "a2"]),
-        journal_report(entry(1, at(9), "plan", "planned"), entry(2, at(9), "result", "failed"),
-                       entry(3, at(10), "result", "succeeded", operator="sam")),
-    ], alert=webhook("firing", at(5)), operator="sam")  # fmt: skip
-    third = record(at(40), [
-        declaration(at(1)), detection([(at(39), 10, 0)]), recovery(at(40.5), "recovered", 0.98),
-        journal_report(entry(1, at(9), "plan", "planned"), entry(2, at(9), "result", "failed"),
-                       entry(3, at(10), "result", "succeeded", operator="sam"),
-                       entry(4, at(30), "skip", "already_applied")),
-    ])  # fmt: skip
+    first = record(
+        at(6),
+        [
+            declaration(at(0)),
+            detection([(at(4), 10, 0), (at(5), 2, 8)], "failure_rate_high"),
+            recovery(at(6.5), "not_yet", 0.99),
+            audit(["acme", "globex"], ["s3://b/1"], ["a1"]),
+            result(
+                "Assessment",
+                {
+                    "recommendations": [
+                        {"action": "retry", "command": "exportctl retry"},
+                        {"action": "fallback-bucket", "command": "featurectl set"},
+                    ],
+                    "findings": [],
+                },
+                "assessment",
+            ),
+        ],
+        alert=webhook("firing", at(5)),
+    )
+    second = record(
+        at(20),
+        [
+            declaration(at(1)),
+            detection([(at(5), 3, 7), (at(19), 9, 1)], "throttling"),
+            recovery(at(20.5), "not_yet", 0.98),
+            audit(["globex", "initech"], [], ["a1", "a2"]),
+            journal_report(
+                entry(1, at(9), "plan", "planned"),
+                entry(2, at(9), "result", "failed"),
+                entry(3, at(10), "result", "succeeded", operator="sam"),
+            ),
+        ],
+        alert=webhook("firing", at(5)),
+        operator="sam",
+    )
+    third = record(
+        at(40),
+        [
+            declaration(at(1)),
+            detection([(at(39), 10, 0)]),
+            recovery(at(40.5), "recovered", 0.98),
+            journal_report(
+                entry(1, at(9), "plan", "planned"),
+                entry(2, at(9), "result", "failed"),
+                entry(3, at(10), "result", "succeeded", operator="sam"),
+                entry(4, at(30), "skip", "already_applied"),
+            ),
+        ],
+    )
     return [third, first, second]  # any order
 
 
@@ -169,11 +246,17 @@ def test_the_timeline_orders_alert_records_mitigations_verdicts_and_the_resoluti
     review = review_of(incident)
     line = [(e.at, e.kind, e.who) for e in review.timeline]
     assert line == [
-        (at(0), "start", ""), (at(5), "alert", ""), (at(6), "record", "dana"),
-        (at(6.5), "verdict", ""), (at(10), "mitigation", "sam"), (at(20), "record", "sam"),
-        (at(20.5), "verdict", ""), (at(40), "record", "dana"), (at(40.5), "verdict", ""),
+        (at(0), "start", ""),
+        (at(5), "alert", ""),
+        (at(6), "record", "dana"),
+        (at(6.5), "verdict", ""),
+        (at(10), "mitigation", "sam"),
+        (at(20), "record", "sam"),
+        (at(20.5), "verdict", ""),
+        (at(40), "record", "dana"),
+        (at(40.5), "verdict", ""),
         (at(40.5), "resolution", ""),
-    ]  # fmt: skip
+    ]
     assert (
         review.timeline[1].summary == "Alert fired: ExportFailureRate (since 2024-05-01T12:05:00Z)"
     )
@@ -220,11 +303,14 @@ def test_mitigations_come_from_a_real_journal_shown_as_the_template_shows_it(tmp
     journal = Journal("INC-8", home=tmp_path)
     journal.append("plan", action="pause-bulk", key="k1", operator="ana", outcome="planned")
     journal.append("result", action="pause-bulk", key="k1", operator="ana", outcome="failed")
-    done = journal.append("result", action="pause-bulk", key="k1", operator="ana",
-                          outcome="succeeded")  # fmt: skip
+    done = journal.append(
+        "result", action="pause-bulk", key="k1", operator="ana", outcome="succeeded"
+    )
     shown = record_bundle("mitigations", trail("INC-8", home=tmp_path))
-    records = [record(done.at + timedelta(minutes=m), [{"cell_index": 9, **shown}],
-                      incident="INC-8") for m in (1, 2)]  # fmt: skip
+    records = [
+        record(done.at + timedelta(minutes=m), [{"cell_index": 9, **shown}], incident="INC-8")
+        for m in (1, 2)
+    ]
     review = review_of(records)
     assert [(m.at, m.operator, m.action, m.key) for m in review.mitigations] == [
         (done.at, "ana", "pause-bulk", "k1")
@@ -241,9 +327,12 @@ def test_records_without_a_journal_show_the_flags_set_since_the_failures_began()
         "expires_at": iso(at(42)),
     }
     old = {**flag, "set_at": iso(at(-60)), "value": "exports-eu"}
-    records = [record(at(20), [declaration(at(0)), recovery(at(20), "not_yet", fallback=flag)]),
-               record(at(25), [declaration(at(0)), recovery(at(25), "not_yet", fallback=flag,
-                                                            bulk_pause=old)])]  # fmt: skip
+    records = [
+        record(at(20), [declaration(at(0)), recovery(at(20), "not_yet", fallback=flag)]),
+        record(
+            at(25), [declaration(at(0)), recovery(at(25), "not_yet", fallback=flag, bulk_pause=old)]
+        ),
+    ]
     review = review_of(records)
     assert [(m.at, m.operator, m.action, m.params, m.source) for m in review.mitigations] == [
         (at(12), "lee", "fallback-bucket", {"bucket": "exports-fallback"}, "platform")
@@ -260,8 +349,7 @@ def test_a_broken_journal_chain_is_reported(incident):
 
 def test_the_success_rate_takes_each_minute_from_the_latest_record_holding_it(incident):
     frame = review_of(incident).frame()
-    assert list(frame.columns) == ["total", "succeeded", "failed", "rate", "baseline",
-                                   "record_id"]  # fmt: skip
+    assert list(frame.columns) == ["total", "succeeded", "failed", "rate", "baseline", "record_id"]
     assert [m.to_pydatetime() for m in frame.index] == [at(4), at(5), at(19), at(39)]
     assert list(frame["succeeded"]) == [10, 3, 9, 10]  # 12:05 as the second record saw it
     assert list(frame["baseline"]) == [0.99, 0.98, 0.98, 0.98]
@@ -340,8 +428,17 @@ def archived(archive: LocalArchive, records: list[Record]) -> None:
 
 def test_across_incidents_counts_mttr_and_the_most_common_findings(tmp_path, incident):
     store = LocalArchive(tmp_path / "archive")
-    other = [record(at(60 * 24), [declaration(at(60 * 24 - 10)), recovery(at(60 * 24 + 20),
-                    "recovered"), detection([], "throttling")], incident="INC-8")]  # fmt: skip
+    other = [
+        record(
+            at(60 * 24),
+            [
+                declaration(at(60 * 24 - 10)),
+                recovery(at(60 * 24 + 20), "recovered"),
+                detection([], "throttling"),
+            ],
+            incident="INC-8",
+        )
+    ]
     too_old = [record(at(-60 * 24 * 40), [detection([], "throttling")], incident="INC-1")]
     archived(store, [*incident, *other, *too_old])
     assert latest_incident(store) == "INC-8"
@@ -382,9 +479,16 @@ def test_the_chart_has_a_title_units_and_a_legend_with_the_markers(incident):
     assert ax.get_title() == "Export success rate across INC-7 against the baseline"
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("Time (UTC)", "Success rate (%)")
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["Success rate", "Baseline (expected)", "Threshold 98%",
-                      "Failures began 12:00", "Alert 12:05", "Resolved 12:40",
-                      "fallback-bucket by sam 12:10", "Attempts per minute"]  # fmt: skip
+    assert labels == [
+        "Success rate",
+        "Baseline (expected)",
+        "Threshold 98%",
+        "Failures began 12:00",
+        "Alert 12:05",
+        "Resolved 12:40",
+        "fallback-bucket by sam 12:10",
+        "Attempts per minute",
+    ]
     volume = fig.axes[1]
     totals = review_of(incident).frame()["total"].tolist()
     assert [bar.get_height() for bar in volume.patches] == totals and max(totals) > 0
@@ -425,8 +529,9 @@ def drilled(tmp_path_factory) -> Drill:
         records = build.drill(archive)
         return Drill(archive, records, read_journal(build.DRILL_INCIDENT))
     finally:
-        subprocess.run(exportnb_cmd("sandbox", "down"), env=box.env, capture_output=True,
-                       timeout=60)  # fmt: skip
+        subprocess.run(
+            exportnb_cmd("sandbox", "down"), env=box.env, capture_output=True, timeout=60
+        )
         if saved is None:
             os.environ.pop("EXPORTNB_HOME", None)
         else:
@@ -440,10 +545,28 @@ def test_papermill_runs_the_review_on_nothing_but_the_archive(drilled, tmp_path)
         "HOME": str(tmp_path),
         "EXPORTNB_HOME": str(tmp_path / "nothing-here"),
     }  # no sandbox, no platform, no S3
-    subprocess.run([sys.executable, "-m", "papermill", str(NOTEBOOK), str(out), "-k", "python3",
-                    "-p", "archive", drilled.archive, "-p", "incident_id", "INC-DRILL",
-                    "--no-progress-bar"], env=env, check=True, capture_output=True,
-                   timeout=300)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            str(NOTEBOOK),
+            str(out),
+            "-k",
+            "python3",
+            "-p",
+            "archive",
+            drilled.archive,
+            "-p",
+            "incident_id",
+            "INC-DRILL",
+            "--no-progress-bar",
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     nb = nbformat.read(out, as_version=4)
     assert not [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
     found = review_data(nb)
@@ -462,7 +585,8 @@ def test_papermill_runs_the_review_on_nothing_but_the_archive(drilled, tmp_path)
     ]
     applied = [e for e in drilled.journal if e.ok]
     assert [(m["action"], m["operator"], m["at"], m["source"]) for m in review["mitigations"]] == [
-        (e.action, e.operator, iso(e.at), "journal") for e in applied]  # fmt: skip
+        (e.action, e.operator, iso(e.at), "journal") for e in applied
+    ]
     assert applied and applied[0].operator == "drill-operator"
     assert portfolio["incidents"][0]["incident_id"] == "INC-DRILL"
     assert portfolio["mttr"] == review["times"]["to_recover"]

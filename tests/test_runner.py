@@ -55,9 +55,14 @@ def test_a_run_archives_one_record_with_metadata_results_and_hashes(home):
         on_cell_complete=lambda index, total: calls.append("cell"),
         on_record=lambda record: calls.append(f"record {record.record_id}"),
     )
-    record = runner.run(SUCCEEDS, incident_id="INC-1", job_ids=["job-a", "job-b"],
-                        alert={"status": "firing", "alerts": [{"labels": {"a": "b"}}]},
-                        parameters={"window_minutes": 15}, hooks=hooks)  # fmt: skip
+    record = runner.run(
+        SUCCEEDS,
+        incident_id="INC-1",
+        job_ids=["job-a", "job-b"],
+        alert={"status": "firing", "alerts": [{"labels": {"a": "b"}}]},
+        parameters={"window_minutes": 15},
+        hooks=hooks,
+    )
     assert record.status == "succeeded" and runner.exit_code(record) == 0
     assert record.record_id.startswith("INC-1/") and record.error is None
     assert archived(home) == [Path(record.location)]
@@ -88,8 +93,11 @@ def test_a_run_archives_one_record_with_metadata_results_and_hashes(home):
 
 def test_code_like_strings_arrive_as_strings_never_as_code(home, tmp_path):
     marker = tmp_path / "pwned"
-    hostile = [f"__import__('os').system('touch {marker}')",
-               f'"); import os; os.system("touch {marker}"); ("', "\\\"\n'''\x00{}"]  # fmt: skip
+    hostile = [
+        f"__import__('os').system('touch {marker}')",
+        f'"); import os; os.system("touch {marker}"); ("',
+        "\\\"\n'''\x00{}",
+    ]
     for value in hostile:
         record = runner.run(SUCCEEDS, parameters={"message": value})
         echo = json.loads(stream_text(executed(record)))
@@ -98,8 +106,21 @@ def test_code_like_strings_arrive_as_strings_never_as_code(home, tmp_path):
 
 
 def test_json_parameters_from_the_command_line(home):
-    result = cli("run", "--notebook", str(SUCCEEDS), "--json", "-p", "alert", '{"a": [1, null]}',
-                 "-p", "window_minutes", "30", "-p", "operator", "007")  # fmt: skip
+    result = cli(
+        "run",
+        "--notebook",
+        str(SUCCEEDS),
+        "--json",
+        "-p",
+        "alert",
+        '{"a": [1, null]}',
+        "-p",
+        "window_minutes",
+        "30",
+        "-p",
+        "operator",
+        "007",
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert out["status"] == "succeeded" and Path(out["notebook"]).is_file()
@@ -172,14 +193,24 @@ def test_a_kernel_that_cannot_start_runs_nothing(home, monkeypatch):
 
 # Failing: archived with status failed ---------------------------------------------------
 def test_a_failing_notebook_is_archived_as_failed_with_its_error_cell(home):
-    result = cli("run", "--notebook", str(NOTEBOOKS / "raises.ipynb"), "--json",
-                 "-p", "message", "disk on fire")  # fmt: skip
+    result = cli(
+        "run",
+        "--notebook",
+        str(NOTEBOOKS / "raises.ipynb"),
+        "--json",
+        "-p",
+        "message",
+        "disk on fire",
+    )
     assert result.exit_code == 1, result.output
     out = json.loads(result.stdout)
     assert out["status"] == "failed" and out["exit_code"] == 1
     error = out["error"]
-    assert (error["ename"], error["evalue"], error["cell_id"]) == ("ValueError", "disk on fire",
-                                                                    "raises-3")  # fmt: skip
+    assert (error["ename"], error["evalue"], error["cell_id"]) == (
+        "ValueError",
+        "disk on fire",
+        "raises-3",
+    )
     nb = nbformat.read(out["notebook"], as_version=4)
     failing = nb.cells[error["cell_index"]]
     assert failing.id == "raises-3" and failing.execution_count == error["execution_count"]
@@ -208,13 +239,19 @@ def test_the_kernel_and_what_it_started_stop_when_the_run_ends(home, tmp_path):
     """The kernel is stopped (at once, after its last cell) with its process group: a
     child it left running does not outlive the run."""
     notebook = tmp_path / "leaves_a_child.ipynb"
-    source = ('import subprocess\nchild = subprocess.Popen(["sleep", "60"])\n'
-              'print("child pid", child.pid)')  # fmt: skip
-    nbformat.write(nbformat.v4.new_notebook(
-        cells=[nbformat.v4.new_code_cell(source)],
-        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}},
-    ), notebook)  # fmt: skip
+    source = (
+        'import subprocess\nchild = subprocess.Popen(["sleep", "60"])\n'
+        'print("child pid", child.pid)'
+    )
+    nbformat.write(
+        nbformat.v4.new_notebook(
+            cells=[nbformat.v4.new_code_cell(source)],
+            metadata={
+                "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+            },
+        ),
+        notebook,
+    )
     record = runner.run(notebook)
     assert record.status == "succeeded"
     pid = int(stream_text(executed(record)).split("child pid")[1].split()[0])
@@ -239,13 +276,16 @@ def test_the_html_renderer_is_kept_and_renders_as_a_new_exporter_would(home):
     record = runner.run(SUCCEEDS, incident_id="INC-7")
     nb = executed(record)
     fresh, _ = HTMLExporter(template_name="lab").from_notebook_node(
-        nb, resources={"metadata": {"name": "INC-7"}})  # fmt: skip
+        nb, resources={"metadata": {"name": "INC-7"}}
+    )
     assert render_html(nb, title="INC-7") == fresh.encode()
     assert render_html(nb, title="INC-7") == fresh.encode()  # kept, and still the same
     assert HTMLRenderer.of() is HTMLRenderer.of() and HTMLRenderer.of() is not HTMLRenderer.of(
-        hide_input=True)  # fmt: skip
+        hide_input=True
+    )
     hidden, _ = HTMLExporter(template_name="lab", exclude_input=True).from_notebook_node(
-        nb, resources={"metadata": {"name": "INC-7"}})  # fmt: skip
+        nb, resources={"metadata": {"name": "INC-7"}}
+    )
     assert render_html(nb, title="INC-7", hide_input=True) == hidden.encode()
     warm_html(home / "no-such-notebook.ipynb")  # best effort: nothing raised
 
@@ -258,8 +298,9 @@ def test_sys_exit(home, code, status):
 
 
 def test_a_cell_that_runs_too_long_fails_the_run(home):
-    result = cli("run", "--notebook", str(NOTEBOOKS / "sleeps.ipynb"), "--cell-timeout", "1",
-                 "--json")  # fmt: skip
+    result = cli(
+        "run", "--notebook", str(NOTEBOOKS / "sleeps.ipynb"), "--cell-timeout", "1", "--json"
+    )
     assert result.exit_code == 1, result.output
     out = json.loads(result.stdout)
     assert out["error"]["ename"] == "CellTimeoutError" and out["duration_seconds"] < 20
@@ -268,14 +309,23 @@ def test_a_cell_that_runs_too_long_fails_the_run(home):
 
 def test_real_subprocess_prints_a_summary_and_exit_codes(home):
     env = {**os.environ, "EXPORTNB_HOME": str(home)}
-    failed = subprocess.run(exportnb_cmd("run", "--notebook", str(NOTEBOOKS / "raises.ipynb"),
-                                         "--incident", "INC-9"),
-                            env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    failed = subprocess.run(
+        exportnb_cmd("run", "--notebook", str(NOTEBOOKS / "raises.ipynb"), "--incident", "INC-9"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert failed.returncode == 1, failed.stderr
     assert "failed at cell 5 (In [3]): ValueError: boom" in failed.stdout
     assert "Executing" in failed.stderr and "Traceback" not in failed.stderr
-    bad = subprocess.run(exportnb_cmd("run", "--notebook", str(SUCCEEDS), "-p", "a;b", "1"),
-                         env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    bad = subprocess.run(
+        exportnb_cmd("run", "--notebook", str(SUCCEEDS), "-p", "a;b", "1"),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("Error: ")
     assert "Traceback" not in bad.stderr
     assert [p.parent.name for p in archived(home)] == ["INC-9"]
@@ -307,10 +357,14 @@ def test_investigate_serves_jupyterlab_until_interrupted(home):
 
     env = {**os.environ, "EXPORTNB_HOME": str(home)}
     proc = subprocess.Popen(
-        exportnb_cmd("investigate", "--notebook", str(SUCCEEDS), "--incident", "INC-6",
-                     "--no-browser"),
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        exportnb_cmd(
+            "investigate", "--notebook", str(SUCCEEDS), "--incident", "INC-6", "--no-browser"
+        ),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         lines = [proc.stdout.readline() for _ in range(2)]
@@ -404,14 +458,20 @@ def test_an_incident_notebooks_probes_run_beside_its_kernel(sandbox, tmp_path, m
     monkeypatch.setenv("EXPORTNB_HOME", str(sandbox.home))
     template = nbformat.read(ROOT / "templates" / "export_failure.ipynb", as_version=4)
     (parameters,) = [c for c in template.cells if "parameters" in c.metadata.get("tags", [])]
-    nb = nbformat.v4.new_notebook(cells=[parameters, nbformat.v4.new_code_cell(COLLECTS)],
-                                  metadata=template.metadata)  # fmt: skip
+    nb = nbformat.v4.new_notebook(
+        cells=[parameters, nbformat.v4.new_code_cell(COLLECTS)], metadata=template.metadata
+    )
     path = tmp_path / "collects.ipynb"
     nbformat.write(nb, path)
     env, defaults = runner.sandbox_defaults(sandbox.home) or ({}, {})
     delivered = [j.id for j in sandbox.platform().list_jobs(JobQuery(status="succeeded", limit=2))]
-    record = runner.run(path, env=env, job_ids=delivered, defaults={**defaults, "probe_count": 3},
-                        archive=str(tmp_path / "archive"))  # fmt: skip
+    record = runner.run(
+        path,
+        env=env,
+        job_ids=delivered,
+        defaults={**defaults, "probe_count": 3},
+        archive=str(tmp_path / "archive"),
+    )
     assert record.status == "succeeded", record.error
     seen = json.loads(stream_text(executed(record)))
     assert seen["probes"] == "HandedProbes" and seen["s3"] is False
@@ -451,8 +511,9 @@ def test_a_built_package_ships_the_template_and_finds_it(tmp_path, monkeypatch):
     ship = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ship)
     monkeypatch.chdir(ROOT)
-    distribution = Distribution({"name": "exportnb", "packages": ["exportnb"],
-                                 "script_name": "setup.py"})  # fmt: skip
+    distribution = Distribution(
+        {"name": "exportnb", "packages": ["exportnb"], "script_name": "setup.py"}
+    )
     build = ship.BuildPy(distribution)
     build.build_lib = str(tmp_path / "lib")
     build.ensure_finalized()
@@ -460,11 +521,19 @@ def test_a_built_package_ships_the_template_and_finds_it(tmp_path, monkeypatch):
     shipped = tmp_path / "lib" / "exportnb" / "templates" / "export_failure.ipynb"
     assert shipped.read_bytes() == (ROOT / "templates" / "export_failure.ipynb").read_bytes()
     found = subprocess.run(
-        [sys.executable, "-c", "import exportnb, exportnb.runner as r; "
-         "print(exportnb.__file__); print(r.default_template())"],
-        env={**os.environ, "PYTHONPATH": str(tmp_path / "lib")}, cwd=tmp_path,
-        capture_output=True, text=True, timeout=60, check=True,
-    ).stdout.split()  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import exportnb, exportnb.runner as r; "
+            "print(exportnb.__file__); print(r.default_template())",
+        ],
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "lib")},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout.split()
     assert found == [str(tmp_path / "lib" / "exportnb" / "__init__.py"), str(shipped)]
 
 
@@ -486,9 +555,14 @@ def test_what_a_notebook_declares_is_read_once_per_content(home, tmp_path):
     notebook.write_bytes(SUCCEEDS.read_bytes())
 
     def read() -> dict:
-        done = subprocess.run([sys.executable, "-c", DECLARED, str(notebook)], check=True,
-                              env={**os.environ, "EXPORTNB_HOME": str(home)},
-                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", DECLARED, str(notebook)],
+            check=True,
+            env={**os.environ, "EXPORTNB_HOME": str(home)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         return json.loads(done.stdout)
 
     first, again = read(), read()

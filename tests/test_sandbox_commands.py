@@ -98,9 +98,12 @@ def delivered(sandbox) -> str:
 def test_an_unreachable_endpoint_is_an_error(sandbox, delivered):
     assert sandbox.run("exportctl", "verify", "--job", delivered).returncode == 0
     result = sandbox.run(
-        "exportctl", "verify", "--job", delivered,
+        "exportctl",
+        "verify",
+        "--job",
+        delivered,
         extra_env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1"},
-    )  # fmt: skip
+    )
     assert result.returncode == 6
     assert result.stderr.startswith("Error: ") and "cannot reach" in result.stderr
 
@@ -165,9 +168,12 @@ def test_metrics_cover_the_runbook_detection_rules(sandbox):
     with urllib.request.urlopen(url, timeout=5) as response:
         families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
     for name in (
-        "exportnb_job_attempts", "exportnb_job_duration_seconds", "exportnb_jobs",
-        "exportnb_jobs_running", "exportnb_oldest_heartbeat_age_seconds",
-    ):  # fmt: skip
+        "exportnb_job_attempts",
+        "exportnb_job_duration_seconds",
+        "exportnb_jobs",
+        "exportnb_jobs_running",
+        "exportnb_oldest_heartbeat_age_seconds",
+    ):
         assert name in families, sorted(families)
     labels = {tuple(sorted(s.labels)) for s in families["exportnb_job_attempts"].samples}
     assert ("connector", "status", "storage") in labels

@@ -9,8 +9,14 @@ import pytest
 from exportnb.errors import InvalidInput, NotFound
 from exportnb.sandbox.scenario import builtin_scenarios, describe, load_scenario
 
-REQUIRED = {"default", "throttled-bucket", "large-chunk-timeouts", "customer-checksums",
-            "stuck-jobs", "mixed"}  # fmt: skip
+REQUIRED = {
+    "default",
+    "throttled-bucket",
+    "large-chunk-timeouts",
+    "customer-checksums",
+    "stuck-jobs",
+    "mixed",
+}
 
 OWN_WORLD = """
 description = "A tiny world of my own"
@@ -144,26 +150,34 @@ def test_a_toml_file_with_its_own_world(tmp_path):
 
 def test_a_json_file(tmp_path):
     raw = {
-        "name": "from-json", "seed": 3, "volume": 10,
+        "name": "from-json",
+        "seed": 3,
+        "volume": 10,
         "tenants": [{"id": "a", "name": "A"}],
         "connectors": [{"name": "sftp"}],
         "buckets": [{"name": "b", "role": "primary"}],
         "chunk_sizes": [{"size": 64_000_000}],
         "incident": {"faults": [{"kind": "timeout", "min_chunk": "32MB", "buckets": ["b"]}]},
-    }  # fmt: skip
+    }
     scenario = load_scenario(str(write(tmp_path, json.dumps(raw), "world.json")))
     assert scenario.name == "from-json"
     assert scenario.connectors[0].family == "file-transfer"
     assert scenario.fallback_bucket is None
-    assert scenario.incident.faults[0].params == {"buckets": ["b"], "min_chunk": 32_000_000,
-                                                  "hold": 1.0}  # fmt: skip
+    assert scenario.incident.faults[0].params == {
+        "buckets": ["b"],
+        "min_chunk": 32_000_000,
+        "hold": 1.0,
+    }
 
 
 def test_a_user_file_extends_a_builtin_and_another_file(tmp_path):
     write(tmp_path, 'extends = "base"\n[incident]\nminutes = 10\n', "quiet.toml")
-    path = write(tmp_path, 'extends = "quiet.toml"\nvolume = 500\n'
-                           '[incident]\nfaults = [{ kind = "stuck", connectors = ["sftp"] }]\n',
-                 "mine.toml")  # fmt: skip
+    path = write(
+        tmp_path,
+        'extends = "quiet.toml"\nvolume = 500\n'
+        '[incident]\nfaults = [{ kind = "stuck", connectors = ["sftp"] }]\n',
+        "mine.toml",
+    )
     scenario = load_scenario(str(path))
     assert scenario.name == "mine" and scenario.description == ""
     assert scenario.volume == 500
@@ -175,27 +189,42 @@ def test_a_user_file_extends_a_builtin_and_another_file(tmp_path):
 @pytest.mark.parametrize(
     ("replace", "by", "expected"),
     [
-        ('{ kind = "throttle", buckets = ["main"] }', '{ kind = "explode" }',
-         "incident.faults[0].kind: unknown fault 'explode'"),
-        ('{ kind = "throttle", buckets = ["main"] }', '{ kind = "throttle", buckets = ["nope"] }',
-         "incident.faults[0].buckets: 'nope' is not one of the scenario's buckets"),
-        ('tenants = ["t2"]', 'tenants = ["t9"]',
-         "incident.faults[1].tenants: 't9' is not one of the scenario's tenants"),
+        (
+            '{ kind = "throttle", buckets = ["main"] }',
+            '{ kind = "explode" }',
+            "incident.faults[0].kind: unknown fault 'explode'",
+        ),
+        (
+            '{ kind = "throttle", buckets = ["main"] }',
+            '{ kind = "throttle", buckets = ["nope"] }',
+            "incident.faults[0].buckets: 'nope' is not one of the scenario's buckets",
+        ),
+        (
+            'tenants = ["t2"]',
+            'tenants = ["t9"]',
+            "incident.faults[1].tenants: 't9' is not one of the scenario's tenants",
+        ),
         ('{ size = "16MB" }', '{ size = "big" }', "chunk_sizes[0].size: invalid size 'big'"),
         ("volume = 1000", "volume = 0", "volume: must be greater than 0"),
         ("volume = 1000", 'volume = "many"', "volume: must be a whole number"),
         ('role = "fallback"', 'role = "backup"', "buckets[1].role: must be one of"),
         ('{ id = "t2"', '{ id = "t1"', "tenants: id must be unique; repeated: t1"),
-        ('{ name = "kafka", family = "stream", weight = 2 }', '{ name = "kafka" }',
-         "connectors[1].family: is required"),
+        (
+            '{ name = "kafka", family = "stream", weight = 2 }',
+            '{ name = "kafka" }',
+            "connectors[1].family: is required",
+        ),
         ("rate = 0.5", "rate = 2", "incident.faults[1]: fault corrupt: rate must be"),
         ("minutes = 20", "minutes = 20\nhours = 1", "incident: unknown key(s) hours"),
         ('export_bucket = "main"', 'export_bucket = "other"', "export_bucket: 'other' is not"),
-        ('connectors = ["kafka"]', 'connectors = ["flink"]',
-         "chunk_sizes[1].connectors: unknown connector 'flink'"),
-        ('overhead = 0', 'overhead = "soon"', "throughput.overhead: invalid TTL 'soon'"),
+        (
+            'connectors = ["kafka"]',
+            'connectors = ["flink"]',
+            "chunk_sizes[1].connectors: unknown connector 'flink'",
+        ),
+        ("overhead = 0", 'overhead = "soon"', "throughput.overhead: invalid TTL 'soon'"),
     ],
-)  # fmt: skip
+)
 def test_bad_files_name_the_file_and_the_field(tmp_path, replace, by, expected):
     assert replace in OWN_WORLD
     message = error_for(tmp_path, OWN_WORLD.replace(replace, by, 1))

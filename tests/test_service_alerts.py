@@ -18,17 +18,30 @@ NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
 def alert(fingerprint="a1", status="firing", **labels):
-    return {"status": status, "labels": {"alertname": "ExportFailureRate", **labels},
-            "annotations": {"summary": "failure rate above 2%"},
-            "startsAt": "2024-05-01T11:50:00.123456789Z", "endsAt": "0001-01-01T00:00:00Z",
-            "generatorURL": "http://prometheus/graph", "fingerprint": fingerprint}  # fmt: skip
+    return {
+        "status": status,
+        "labels": {"alertname": "ExportFailureRate", **labels},
+        "annotations": {"summary": "failure rate above 2%"},
+        "startsAt": "2024-05-01T11:50:00.123456789Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "http://prometheus/graph",
+        "fingerprint": fingerprint,
+    }
 
 
 def payload(*items, status="firing", group='{}:{runbook="export-failure"}'):
-    return {"version": "4", "receiver": "exportnb", "status": status, "groupKey": group,
-            "alerts": list(items) or [alert()], "groupLabels": {"runbook": "export-failure"},
-            "commonLabels": {}, "commonAnnotations": {}, "externalURL": "http://am:9093",
-            "truncatedAlerts": 0}  # fmt: skip
+    return {
+        "version": "4",
+        "receiver": "exportnb",
+        "status": status,
+        "groupKey": group,
+        "alerts": list(items) or [alert()],
+        "groupLabels": {"runbook": "export-failure"},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://am:9093",
+        "truncatedAlerts": 0,
+    }
 
 
 def note(*items, **options):

@@ -23,14 +23,25 @@ USER, PASSWORD = "alertmanager", "pa:ss wörd"
 
 
 def alert(fingerprint="a1", status="firing", **labels):
-    return {"status": status, "labels": {"alertname": "ExportFailureRate", **labels},
-            "annotations": {}, "startsAt": "2024-05-01T11:50:00Z",
-            "endsAt": "0001-01-01T00:00:00Z", "fingerprint": fingerprint}  # fmt: skip
+    return {
+        "status": status,
+        "labels": {"alertname": "ExportFailureRate", **labels},
+        "annotations": {},
+        "startsAt": "2024-05-01T11:50:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "fingerprint": fingerprint,
+    }
 
 
 def payload(*items, status="firing", group='{}:{runbook="export-failure"}'):
-    return {"version": "4", "receiver": "exportnb", "status": status, "groupKey": group,
-            "alerts": list(items) or [alert()], "truncatedAlerts": 0}  # fmt: skip
+    return {
+        "version": "4",
+        "receiver": "exportnb",
+        "status": status,
+        "groupKey": group,
+        "alerts": list(items) or [alert()],
+        "truncatedAlerts": 0,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -68,15 +79,29 @@ def finished(server, incident, runs):
 # Authentication -------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "authorization",
-    [None, "", "Bearer", "Bearer wrong", f"bearer {TOKEN}x", f"Token {TOKEN}",
-     basic(USER, "wrong"), basic("root", PASSWORD), "Basic !!!notbase64", basic(USER, "")],
-)  # fmt: skip
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer wrong",
+        f"bearer {TOKEN}x",
+        f"Token {TOKEN}",
+        basic(USER, "wrong"),
+        basic("root", PASSWORD),
+        "Basic !!!notbase64",
+        basic(USER, ""),
+    ],
+)
 def test_everything_but_healthz_needs_credentials(server, authorization):
     headers = {"Authorization": authorization} if authorization is not None else {}
     server_token, server.token = server.token, None
     try:
-        paths = [("GET", "/incidents"), ("GET", "/openapi.json"), ("GET", "/incidents/INC-x"),
-                 ("POST", "/alerts/alertmanager")]  # fmt: skip
+        paths = [
+            ("GET", "/incidents"),
+            ("GET", "/openapi.json"),
+            ("GET", "/incidents/INC-x"),
+            ("POST", "/alerts/alertmanager"),
+        ]
         for method, path in paths:
             status, body = server.request(method, path, payload(), headers=headers)
             assert status == 401, (method, path)
@@ -98,9 +123,14 @@ def test_bearer_and_basic_auth_are_accepted(server):
 def test_openapi_describes_every_route(server):
     status, schema = server.request("GET", "/openapi.json")
     assert status == 200 and schema["openapi"].startswith("3.")
-    assert set(schema["paths"]) == {"/alerts/alertmanager", "/healthz", "/incidents",
-                                    "/incidents/{incident_id}", "/openapi.json",
-                                    "/records/{incident_id}/{stamp}/notebook.html"}  # fmt: skip
+    assert set(schema["paths"]) == {
+        "/alerts/alertmanager",
+        "/healthz",
+        "/incidents",
+        "/incidents/{incident_id}",
+        "/openapi.json",
+        "/records/{incident_id}/{stamp}/notebook.html",
+    }
     assert schema["components"]["schemas"]["Webhook"]["properties"]["alerts"]["maxItems"] == 1000
     assert server.request("GET", "/nowhere")[0] == 404
     assert server.request("DELETE", "/incidents")[0] == 405
@@ -109,8 +139,13 @@ def test_openapi_describes_every_route(server):
 def test_no_credentials_refuses_to_start_unless_insecure(tmp_path):
     env = {k: v for k, v in ServeProcess(tmp_path).env.items() if not k.startswith("EXPORTNB_WEB")}
     env["EXPORTNB_HOME"] = str(tmp_path)
-    refused = subprocess.run(exportnb_cmd("serve", "--port", str(free_port())), env=env,
-                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    refused = subprocess.run(
+        exportnb_cmd("serve", "--port", str(free_port())),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode == 2
     assert refused.stderr.startswith("Error: no credentials") and "Traceback" not in refused.stderr
     open_door = ServeProcess(tmp_path, token=None, args=("--insecure-no-auth", "--workers", "0"))
@@ -153,8 +188,17 @@ def test_limits_and_malformed_payloads(server):
     before = incidents(server)
     big = json.dumps(payload(*[alert(f"f{i}", filler="x" * 50000) for i in range(25)]))
     huge = payload(*[alert(f"f{i}", summary="y" * 100) for i in range(10_000)])
-    compact = payload(*[{"status": "firing", "labels": {}, "startsAt": "2024-05-01T00:00:00Z",
-                         "fingerprint": f"{i:x}"} for i in range(1001)])  # fmt: skip
+    compact = payload(
+        *[
+            {
+                "status": "firing",
+                "labels": {},
+                "startsAt": "2024-05-01T00:00:00Z",
+                "fingerprint": f"{i:x}",
+            }
+            for i in range(1001)
+        ]
+    )
     cases = [
         (_raw_post(server, [big.encode()], {}), 413),
         (_raw_post(server, [json.dumps(huge).encode()], {}), 413),
@@ -212,8 +256,9 @@ def test_an_alert_group_lifecycle(server):
     joined = server.post_alert(payload(alert("a1"), alert("b2"), group=group))[1]
     assert (joined["incident"], joined["action"], joined["run"]) == (incident, "queued", 2)
     finished(server, incident, 2)
-    resolved = server.post_alert(payload(alert("a1", "resolved"), alert("b2", "resolved"),
-                                         status="resolved", group=group))[1]  # fmt: skip
+    resolved = server.post_alert(
+        payload(alert("a1", "resolved"), alert("b2", "resolved"), status="resolved", group=group)
+    )[1]
     assert (resolved["incident"], resolved["action"], resolved["run"]) == (incident, "resolved", 3)
     found = finished(server, incident, 3)
     wait_for(lambda: server.request("GET", f"/incidents/{incident}")[1]["status"] == "resolved")
@@ -224,8 +269,13 @@ def test_an_alert_group_lifecycle(server):
     assert found["history"][0]["status_update"].startswith(f"**Export incident {incident}**")
     listed = [i for i in incidents(server) if i["id"] == incident]
     assert listed[0]["runs"] == 3 and listed[0]["group_key"] == group
-    shown = subprocess.run(exportnb_cmd("archive", "list", "--incident", incident, "--json"),
-                           env=server.env, capture_output=True, text=True, check=True)  # fmt: skip
+    shown = subprocess.run(
+        exportnb_cmd("archive", "list", "--incident", incident, "--json"),
+        env=server.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert [r["record_id"] for r in json.loads(shown.stdout)] == [r["id"] for r in found["records"]]
     stored = LocalArchive(server.home / "archive").show(found["records"][2]["id"])
     assert stored.parameters["alert"]["status"] == "resolved"
@@ -277,7 +327,10 @@ def test_a_record_page_is_served_inert_and_checked(server):
 def test_the_worker_is_a_real_separate_consumer(server):
     """The embedded consumer is `exportnb worker` in a child process of serve."""
     assert server.process is not None
-    children = subprocess.run(["ps", "-ww", "-o", "args=", "--ppid", str(server.process.pid)],
-                              capture_output=True, text=True).stdout  # fmt: skip
+    children = subprocess.run(
+        ["ps", "-ww", "-o", "args=", "--ppid", str(server.process.pid)],
+        capture_output=True,
+        text=True,
+    ).stdout
     assert f"exportnb.cli worker --workers 2 --parent {server.process.pid}" in children
     assert sys.executable in children

@@ -24,10 +24,21 @@ from exportnb.service.settings import ServeSettings
 
 
 def payload(group, fingerprint="a1", status="firing"):
-    item = {"status": status, "labels": {"alertname": "ExportFailureRate"}, "annotations": {},
-            "startsAt": "2024-05-01T11:50:00Z", "fingerprint": fingerprint}  # fmt: skip
-    return {"version": "4", "receiver": "exportnb", "status": status, "groupKey": group,
-            "alerts": [item], "truncatedAlerts": 0}  # fmt: skip
+    item = {
+        "status": status,
+        "labels": {"alertname": "ExportFailureRate"},
+        "annotations": {},
+        "startsAt": "2024-05-01T11:50:00Z",
+        "fingerprint": fingerprint,
+    }
+    return {
+        "version": "4",
+        "receiver": "exportnb",
+        "status": status,
+        "groupKey": group,
+        "alerts": [item],
+        "truncatedAlerts": 0,
+    }
 
 
 def history(server, incident):
@@ -119,8 +130,12 @@ def test_the_archive_going_away_keeps_records_in_the_outbox_until_it_returns(tmp
     port = free_port()
     moto, back = MotoServer(port=port), MotoServer(port=port)
     moto.start()
-    env = {"AWS_ENDPOINT_URL": moto.url, "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
+    env = {
+        "AWS_ENDPOINT_URL": moto.url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
@@ -148,8 +163,13 @@ def test_the_archive_going_away_keeps_records_in_the_outbox_until_it_returns(tmp
         assert [link.entry.record_id for link in chain.links(target) if link.entry] == [
             run["record_id"]
         ]
-        listed = subprocess.run(exportnb_cmd("archive", "list", "--json"), env=serve.env,
-                                capture_output=True, text=True, check=True)  # fmt: skip
+        listed = subprocess.run(
+            exportnb_cmd("archive", "list", "--json"),
+            env=serve.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         assert [r["record_id"] for r in json.loads(listed.stdout)] == [run["record_id"]]
     finally:
         if serve is not None:

@@ -22,10 +22,22 @@ def redis_url(tmp_path):
     need(shutil.which("redis-server") is not None, "redis-server is not installed")
     port = free_port()
     server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     import redis
 
     client = redis.Redis(port=port)
@@ -55,10 +67,20 @@ def test_runs_go_through_redis_to_a_worker_elsewhere(tmp_path, redis_url):
     serve = ServeProcess(serve_home, args=("--workers", "0")).start()
     worker = None
     try:
-        payload = {"version": "4", "status": "firing", "receiver": "exportnb",
-                   "groupKey": "{}:{redis}", "alerts": [{"status": "firing", "labels":
-                   {"alertname": "ExportLatencyHigh"}, "startsAt": "2024-05-01T12:00:00Z",
-                   "fingerprint": "f00d"}]}  # fmt: skip
+        payload = {
+            "version": "4",
+            "status": "firing",
+            "receiver": "exportnb",
+            "groupKey": "{}:{redis}",
+            "alerts": [
+                {
+                    "status": "firing",
+                    "labels": {"alertname": "ExportLatencyHigh"},
+                    "startsAt": "2024-05-01T12:00:00Z",
+                    "fingerprint": "f00d",
+                }
+            ],
+        }
         incident = serve.post_alert(payload)[1]["incident"]
         run = lambda: serve.request("GET", f"/incidents/{incident}")[1]["history"][0]  # noqa: E731
         wait_for(lambda: run()["state"] == "queued")
@@ -67,8 +89,9 @@ def test_runs_go_through_redis_to_a_worker_elsewhere(tmp_path, redis_url):
         worker = subprocess.Popen(
             [sys.executable, "-m", "exportnb.cli", "worker", "--workers", "1"],
             env={**serve.env, "EXPORTNB_HOME": str(worker_home)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_for(lambda: run()["state"] == "succeeded", timeout=90)
         assert LocalArchive(archive).record_ids(incident) == [run()["record_id"]]
         assert not (serve_home / "service" / "queue.db").exists()

@@ -23,8 +23,10 @@ def test_settings_read_the_serve_table_with_the_environment_over_it(tmp_path):
     token = tmp_path / "token"
     token.write_text("from-file\n")
     config = tmp_path / "config.toml"
-    config.write_text(f'[serve]\ntoken_file = "{token}"\nmax_body = "2MiB"\nworkers = 0\n'
-                      'update_interval = "90s"\nqueue = "redis://localhost:6379/1"\n')  # fmt: skip
+    config.write_text(
+        f'[serve]\ntoken_file = "{token}"\nmax_body = "2MiB"\nworkers = 0\n'
+        'update_interval = "90s"\nqueue = "redis://localhost:6379/1"\n'
+    )
     read = ServeSettings.load(config, env={})
     assert (read.token, read.max_body, read.workers) == ("from-file", 2 * 2**20, 0)
     assert (read.update_interval, read.queue) == (90.0, "redis://localhost:6379/1")
@@ -66,8 +68,16 @@ def test_credentials_compare_bearer_and_basic(tmp_path):
     both = Credentials.of(ServeSettings(token="t0k", basic_user="am", basic_password="pw:1"))
     good_basic = b"Basic " + base64.b64encode(b"am:pw:1")
     assert both.allows(b"Bearer t0k") and both.allows(b"bearer  t0k ") and both.allows(good_basic)
-    for bad in (None, b"", b"Bearer", b"Bearer t0", b"Basic " + base64.b64encode(b"am:pw"),
-                b"Basic " + base64.b64encode(b"ampw:1"), b"Basic %%%", b"Digest t0k"):  # fmt: skip
+    for bad in (
+        None,
+        b"",
+        b"Bearer",
+        b"Bearer t0",
+        b"Basic " + base64.b64encode(b"am:pw"),
+        b"Basic " + base64.b64encode(b"ampw:1"),
+        b"Basic %%%",
+        b"Digest t0k",
+    ):
         assert not both.allows(bad)
     assert Credentials.of(ServeSettings(), insecure=True).allows(None)
     assert not Credentials.of(ServeSettings(token="t"), insecure=True).allows(None)

@@ -27,8 +27,13 @@ class SlackReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
-                posts.append({"path": self.path, "type": self.headers["Content-Type"],
-                              "json": json.loads(body)})  # fmt: skip
+                posts.append(
+                    {
+                        "path": self.path,
+                        "type": self.headers["Content-Type"],
+                        "json": json.loads(body),
+                    }
+                )
                 self.send_response(status)
                 self.end_headers()
                 self.wfile.write(b"ok" if status == 200 else b"invalid_payload")
@@ -50,10 +55,21 @@ class SlackReceiver:
 
 
 def payload(status="firing"):
-    item = {"status": status, "labels": {"alertname": "ExportFailureRate"}, "annotations": {},
-            "startsAt": "2024-05-01T11:50:00Z", "fingerprint": "a1"}  # fmt: skip
-    return {"version": "4", "receiver": "exportnb", "status": status, "groupKey": "{}:{upd}",
-            "alerts": [item], "truncatedAlerts": 0}  # fmt: skip
+    item = {
+        "status": status,
+        "labels": {"alertname": "ExportFailureRate"},
+        "annotations": {},
+        "startsAt": "2024-05-01T11:50:00Z",
+        "fingerprint": "a1",
+    }
+    return {
+        "version": "4",
+        "receiver": "exportnb",
+        "status": status,
+        "groupKey": "{}:{upd}",
+        "alerts": [item],
+        "truncatedAlerts": 0,
+    }
 
 
 def test_open_incidents_are_rerun_and_each_update_goes_to_slack(tmp_path):
@@ -70,8 +86,10 @@ def test_open_incidents_are_rerun_and_each_update_goes_to_slack(tmp_path):
             incident = serve.post_alert(payload())[1]["incident"]
             wait_for(lambda: len(receiver.posts) >= 2, timeout=90)  # the first run, an update
             serve.post_alert(payload("resolved"))
-            wait_for(lambda: serve.request("GET", f"/incidents/{incident}")[1]["status"]
-                     == "resolved", timeout=90)  # fmt: skip
+            wait_for(
+                lambda: serve.request("GET", f"/incidents/{incident}")[1]["status"] == "resolved",
+                timeout=90,
+            )
             wait_for(lambda: len(receiver.posts) >= 3, timeout=30)
             time.sleep(3)  # closed: no update is due any more
             found = serve.request("GET", f"/incidents/{incident}")[1]
@@ -89,8 +107,12 @@ def test_open_incidents_are_rerun_and_each_update_goes_to_slack(tmp_path):
     assert first["type"].startswith("application/json")
     blocks = first["json"]["blocks"]
     assert blocks[0]["type"] == "header" and incident in blocks[0]["text"]["text"]
-    assert blocks[1]["text"] == {"type": "mrkdwn", "text": runs[0]["status_update"].replace(
-        f"**Export incident {incident}**", f"*Export incident {incident}*")}  # fmt: skip
+    assert blocks[1]["text"] == {
+        "type": "mrkdwn",
+        "text": runs[0]["status_update"].replace(
+            f"**Export incident {incident}**", f"*Export incident {incident}*"
+        ),
+    }
     page = f"https://exportnb.example.net/records/{runs[0]['record_id']}/notebook.html"
     assert f"<{page}|HTML>" in blocks[-1]["elements"][0]["text"]  # a link the reader can open
     assert runs[0]["url"] == page and found["records"][0]["url"] == page
@@ -100,9 +122,14 @@ def test_open_incidents_are_rerun_and_each_update_goes_to_slack(tmp_path):
 def test_the_slack_message_is_block_kit_within_slack_limits():
     update = "# Status\n**Bold** and [a link](https://example.com/x)\n- one\n" + "z" * 7000
     message = slack.message(
-        "INC-1", 3, "new_alerts", status_update=update, record_id="INC-1/r",
-        record_status="succeeded", html="s3://b/INC-1/r/notebook.html",
-    )  # fmt: skip
+        "INC-1",
+        3,
+        "new_alerts",
+        status_update=update,
+        record_id="INC-1/r",
+        record_status="succeeded",
+        html="s3://b/INC-1/r/notebook.html",
+    )
     blocks = message["blocks"]
     assert blocks[0]["text"]["text"] == "Export incident INC-1: run 3 (new alerts)"
     sections = [b["text"]["text"] for b in blocks if b["type"] == "section"]
@@ -111,9 +138,15 @@ def test_the_slack_message_is_block_kit_within_slack_limits():
     assert "".join(sections).count("z") == 7000
     assert "HTML: `s3://b/INC-1/r/notebook.html`" in blocks[-1]["elements"][0]["text"]
     failed = slack.message(
-        "INC-1", 1, "opened", status_update=None, record_id=None, record_status=None,
-        html=None, error="the kernel did not start",
-    )  # fmt: skip
+        "INC-1",
+        1,
+        "opened",
+        status_update=None,
+        record_id=None,
+        record_status=None,
+        html=None,
+        error="the kernel did not start",
+    )
     assert "the kernel did not start" in failed["blocks"][1]["text"]["text"]
 
 

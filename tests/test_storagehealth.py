@@ -46,10 +46,13 @@ def faults() -> Faults:
 def proxy(faults: Faults) -> Iterator[FaultProxy]:
     with MotoServer() as moto, FaultProxy(moto.url, faults) as running:
         admin = boto3.client(
-            "s3", endpoint_url=running.url, region_name="us-east-1",
-            aws_access_key_id="a", aws_secret_access_key="b",
+            "s3",
+            endpoint_url=running.url,
+            region_name="us-east-1",
+            aws_access_key_id="a",
+            aws_secret_access_key="b",
             config=Config(s3={"addressing_style": "path"}),
-        )  # fmt: skip
+        )
         admin.create_bucket(Bucket=HOME)
         admin.create_bucket(
             Bucket=EU, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"}
@@ -207,21 +210,32 @@ def authorizing_moto() -> Iterator[tuple[str, dict[str, str]]]:
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         _wait_for_port(port)
-        admin = {"endpoint_url": url, "region_name": "us-east-1",
-                 "aws_access_key_id": "admin", "aws_secret_access_key": "admin"}  # fmt: skip
+        admin = {
+            "endpoint_url": url,
+            "region_name": "us-east-1",
+            "aws_access_key_id": "admin",
+            "aws_secret_access_key": "admin",
+        }
         boto3.client("s3", config=Config(s3={"addressing_style": "path"}), **admin).create_bucket(
             Bucket="locked"
         )
         iam = boto3.client("iam", **admin)
         iam.create_user(UserName="auditor")
         key = iam.create_access_key(UserName="auditor")["AccessKey"]
-        yield url, {"AWS_ACCESS_KEY_ID": key["AccessKeyId"],
-                    "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}  # fmt: skip
+        yield (
+            url,
+            {
+                "AWS_ACCESS_KEY_ID": key["AccessKeyId"],
+                "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+            },
+        )
     finally:
         server.terminate()
         server.wait(timeout=10)

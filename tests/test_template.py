@@ -22,9 +22,23 @@ RUNBOOKS = (ROOT / "runbooks" / "export-failure.md",)
 MAX_LINES = 6
 """Statement lines a step cell may have, imports and blank lines aside."""
 JSON_TYPES = (str, int, float, bool, list, dict, type(None))
-LOGIC = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.For, ast.While, ast.If,
-         ast.With, ast.Try, ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp,
-         ast.GeneratorExp, ast.IfExp, ast.Match)  # fmt: skip
+LOGIC = (
+    ast.FunctionDef,
+    ast.AsyncFunctionDef,
+    ast.ClassDef,
+    ast.For,
+    ast.While,
+    ast.If,
+    ast.With,
+    ast.Try,
+    ast.Lambda,
+    ast.ListComp,
+    ast.SetComp,
+    ast.DictComp,
+    ast.GeneratorExp,
+    ast.IfExp,
+    ast.Match,
+)
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +96,9 @@ def test_papermill_reads_every_parameter_with_its_help(notebook):
 
 
 def test_the_template_is_what_the_build_script_makes():
-    spec = importlib.util.spec_from_file_location("build_template", TEMPLATE.parent /
-                                                  "build_template.py")  # fmt: skip
+    spec = importlib.util.spec_from_file_location(
+        "build_template", TEMPLATE.parent / "build_template.py"
+    )
     assert spec is not None and spec.loader is not None
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
@@ -97,8 +112,9 @@ def test_the_template_has_no_outputs(notebook):
 
 # The runbook -------------------------------------------------------------------------------
 def headings(text: str, level: str) -> list[str]:
-    return [line[len(level) + 1 :].strip() for line in text.splitlines()
-            if line.startswith(level + " ")]  # fmt: skip
+    return [
+        line[len(level) + 1 :].strip() for line in text.splitlines() if line.startswith(level + " ")
+    ]
 
 
 def test_sections_follow_the_runbook_in_order(notebook, runbook):
@@ -168,8 +184,17 @@ def test_code_cells_only_call_the_library(notebook):
 
 def test_every_step_result_is_shown(notebook):
     sources = "\n".join(c.source for c in code_cells(notebook))
-    for step in ("detection", "immediate_actions", "job_state", "storage_health", "checksums",
-                 "network_path", "mitigations", "recovery", "communication"):  # fmt: skip
+    for step in (
+        "detection",
+        "immediate_actions",
+        "job_state",
+        "storage_health",
+        "checksums",
+        "network_path",
+        "mitigations",
+        "recovery",
+        "communication",
+    ):
         assert f'show("{step}"' in sources, step
     assert "show_recommendations(assessed)" in sources and "show_parameters(incident)" in sources
     assert sources.count("show_chart(") == 4
@@ -195,22 +220,44 @@ def test_cells_never_change_the_platform_themselves(notebook):
 @pytest.mark.integration
 def test_the_template_runs_top_to_bottom_against_the_sandbox(sandbox, tmp_path, monkeypatch):
     alert = {"status": "firing", "commonLabels": {"alertname": "Export"}}
-    records = run_template(sandbox, tmp_path, monkeypatch, incident_id="INC-42",
-                           job_ids=["job-unknown"], comms_lead="carol", alert=alert)  # fmt: skip
+    records = run_template(
+        sandbox,
+        tmp_path,
+        monkeypatch,
+        incident_id="INC-42",
+        job_ids=["job-unknown"],
+        comms_lead="carol",
+        alert=alert,
+    )
     steps = [r["step"] for r in records]
-    assert steps == ["detection", "immediate_actions", "immediate_actions", "immediate_actions",
-                     "job_state", "storage_health", "checksums", "network_path", "assessment",
-                     "mitigations", "recovery", "communication", "mitigations",
-                     "communication"]  # fmt: skip
+    assert steps == [
+        "detection",
+        "immediate_actions",
+        "immediate_actions",
+        "immediate_actions",
+        "job_state",
+        "storage_health",
+        "checksums",
+        "network_path",
+        "assessment",
+        "mitigations",
+        "recovery",
+        "communication",
+        "mitigations",
+        "communication",
+    ]
     assert all(json.loads(json.dumps(r, allow_nan=False)) == r for r in records)
     declaration = records[1]["result"]
     assert declaration["incident_id"] == "INC-42" and declaration["comms_lead"] == "carol"
     assert declaration["operator"] == "test-operator"
     assert declaration["alert_summary"] == "firing Export"
     assert records[0]["result"]["reported"][0] == {
-        "job_id": "job-unknown", "found": False, "status": None, "tenant": None,
+        "job_id": "job-unknown",
+        "found": False,
+        "status": None,
+        "tenant": None,
         "error_code": None,
-    }  # fmt: skip
+    }
     assert "job-unknown" in [j["job_id"] for j in records[6]["result"]["jobs"]]
     path = records[7]["result"]  # paced by the template's probe parameters
     if path["method"] == "mtr":
@@ -228,16 +275,24 @@ def run_template(sandbox, tmp_path, monkeypatch, **parameters) -> list[dict]:
         monkeypatch.setenv(name, value)
     output = tmp_path / "out.ipynb"
     papermill.execute_notebook(
-        str(TEMPLATE), str(output), kernel_name="python3", progress_bar=False,
-        parameters=parameters, cwd=str(tmp_path),
-    )  # fmt: skip
+        str(TEMPLATE),
+        str(output),
+        kernel_name="python3",
+        progress_bar=False,
+        parameters=parameters,
+        cwd=str(tmp_path),
+    )
     nb = nbformat.read(output, as_version=4)
     errors = [o for c in code_cells(nb) for o in c.outputs if o.output_type == "error"]
     assert not errors
     charts = [o for c in code_cells(nb) for o in c.outputs if "image/png" in o.get("data", {})]
     assert len(charts) == 4
-    return [o.data[RESULT_MIMETYPE] for c in code_cells(nb) for o in c.outputs
-            if RESULT_MIMETYPE in o.get("data", {})]  # fmt: skip
+    return [
+        o.data[RESULT_MIMETYPE]
+        for c in code_cells(nb)
+        for o in c.outputs
+        if RESULT_MIMETYPE in o.get("data", {})
+    ]
 
 
 @pytest.mark.integration
@@ -245,17 +300,22 @@ def test_a_throttled_bucket_is_diagnosed_and_nothing_is_applied(sandbox, tmp_pat
     from conftest import exportnb_cmd, wait_for
 
     bucket, fallback = sandbox.env["EXPORT_BUCKET"], sandbox.env["EXPORT_FALLBACK_BUCKET"]
-    injected = sandbox.run(*exportnb_cmd("sandbox", "fault", "inject", "--json", "throttle",
-                                         "--bucket", bucket), check=True)  # fmt: skip
+    injected = sandbox.run(
+        *exportnb_cmd("sandbox", "fault", "inject", "--json", "throttle", "--bucket", bucket),
+        check=True,
+    )
     fault = json.loads(injected.stdout)["id"]
     try:
-        submitted = sandbox.run(*exportnb_cmd("sandbox", "submit", "--json", "--count", "12",
-                                              "--size", "10MB"), check=True)  # fmt: skip
+        submitted = sandbox.run(
+            *exportnb_cmd("sandbox", "submit", "--json", "--count", "12", "--size", "10MB"),
+            check=True,
+        )
         job_ids = json.loads(submitted.stdout)
         platform = sandbox.platform()
         wait_for(lambda: all(platform.get_job(j).job.status == "failed" for j in job_ids), 60)
-        records = run_template(sandbox, tmp_path, monkeypatch, incident_id="INC-43",
-                               job_ids=job_ids[:1])  # fmt: skip
+        records = run_template(
+            sandbox, tmp_path, monkeypatch, incident_id="INC-43", job_ids=job_ids[:1]
+        )
     finally:
         sandbox.run(*exportnb_cmd("sandbox", "fault", "clear", str(fault)), check=True)
     by_step = {}
@@ -268,8 +328,9 @@ def test_a_throttled_bucket_is_diagnosed_and_nothing_is_applied(sandbox, tmp_pat
     assert "fallback-bucket" in actions
     plan = by_step["mitigations"]
     assert plan["applied"] == [] and plan["mode"] == "auto"
-    assert any(s["command"].startswith("featurectl set export.fallback_bucket")
-               for s in plan["steps"])  # fmt: skip
+    assert any(
+        s["command"].startswith("featurectl set export.fallback_bucket") for s in plan["steps"]
+    )
     assert platform.get_flag("export.fallback_bucket") is None  # recommended, not applied
     assert platform.get_flag("export.bulk_paused") is None
     assert [r["job_id"] for r in by_step["detection"]["reported"]] == job_ids[:1]

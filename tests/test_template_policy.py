@@ -27,13 +27,15 @@ def throttled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     home = tmp_path_factory.mktemp("policy-home")
     box = start_sandbox(home, "default")
     config = home / "config.toml"
-    config.write_text(config.read_text() + '\n[policy]\nauto_apply = ["pause-bulk", '
-                      '"fallback-bucket"]\n')  # fmt: skip
+    config.write_text(
+        config.read_text() + '\n[policy]\nauto_apply = ["pause-bulk", "fallback-bucket"]\n'
+    )
     try:
         yield box
     finally:
-        subprocess.run(exportnb_cmd("sandbox", "down"), env=box.env, capture_output=True,
-                       timeout=60)  # fmt: skip
+        subprocess.run(
+            exportnb_cmd("sandbox", "down"), env=box.env, capture_output=True, timeout=60
+        )
 
 
 def flag_sets(box: Sandbox, key: str) -> list[dict]:
@@ -56,9 +58,13 @@ def test_policy_applies_once_across_runs_and_re_execution(throttled, tmp_path):
     found = runner.sandbox_defaults(throttled.home)
     assert found is not None
     env, defaults = found
-    how = {"incident_id": INCIDENT, "env": {**env, "EXPORTNB_HOME": str(throttled.home)},
-           "defaults": defaults, "archive": str(tmp_path / "archive"),
-           "operator": "alertmanager"}  # fmt: skip
+    how = {
+        "incident_id": INCIDENT,
+        "env": {**env, "EXPORTNB_HOME": str(throttled.home)},
+        "defaults": defaults,
+        "archive": str(tmp_path / "archive"),
+        "operator": "alertmanager",
+    }
     first = runner.run(**how)
     assert first.status == "succeeded", first.error
     outcomes = plan_outcomes(first)

@@ -36,8 +36,7 @@ def finalize(incident: str, notebook: str | None, archive: str | None, as_json: 
     from exportnb.finalize import finalize as finalize_incident
     from exportnb.record import NOTEBOOK
 
-    record = finalize_incident(incident, notebook=notebook, archive=archive,
-                               progress=not as_json)  # fmt: skip
+    record = finalize_incident(incident, notebook=notebook, archive=archive, progress=not as_json)
     if as_json:
         summary: dict[str, Any] = _summary(record)
         echo_json({"notebook": record.path(NOTEBOOK), "verdict": _verdict(record), **summary})

@@ -33,18 +33,39 @@ F = Callable[..., Any]
 def _incident_options(func: F) -> F:
     """The options that say what to run: incident, jobs, alert, parameters, notebook."""
     options = [
-        click.option("--incident", "incident_id", metavar="ID",
-                     help="Incident ID (default INC-<UTC timestamp>)."),
-        click.option("--job-id", "job_ids", multiple=True, metavar="ID",
-                     help="A failing or customer-reported job ID (repeatable)."),
-        click.option("--alert", type=click.Path(dir_okay=False, allow_dash=True),
-                     help="A JSON file (Alertmanager webhook payload); '-' reads stdin."),
-        click.option("-p", "--parameter", "assignments", nargs=2, multiple=True,
-                     metavar="NAME VALUE",
-                     help="A notebook parameter; VALUE is JSON when it parses, else a string."),
-        click.option("--notebook", type=click.Path(dir_okay=False),
-                     help="The notebook to run (default: the incident template)."),
-    ]  # fmt: skip
+        click.option(
+            "--incident",
+            "incident_id",
+            metavar="ID",
+            help="Incident ID (default INC-<UTC timestamp>).",
+        ),
+        click.option(
+            "--job-id",
+            "job_ids",
+            multiple=True,
+            metavar="ID",
+            help="A failing or customer-reported job ID (repeatable).",
+        ),
+        click.option(
+            "--alert",
+            type=click.Path(dir_okay=False, allow_dash=True),
+            help="A JSON file (Alertmanager webhook payload); '-' reads stdin.",
+        ),
+        click.option(
+            "-p",
+            "--parameter",
+            "assignments",
+            nargs=2,
+            multiple=True,
+            metavar="NAME VALUE",
+            help="A notebook parameter; VALUE is JSON when it parses, else a string.",
+        ),
+        click.option(
+            "--notebook",
+            type=click.Path(dir_okay=False),
+            help="The notebook to run (default: the incident template).",
+        ),
+    ]
     for option in reversed(options):
         func = option(func)
     return func
@@ -75,13 +96,18 @@ def _summary(record: Record) -> dict[str, Any]:
     from exportnb import runner
 
     return {
-        "record_id": record.record_id, "incident_id": record.incident_id,
-        "status": record.status, "exit_code": runner.exit_code(record),
-        "duration_seconds": record.duration_seconds, "findings": record.severity_counts(),
-        "error": contract.encode(record.error), "location": record.location,
-        "notebook": record.path(NOTEBOOK), "html": record.path(HTML),
+        "record_id": record.record_id,
+        "incident_id": record.incident_id,
+        "status": record.status,
+        "exit_code": runner.exit_code(record),
+        "duration_seconds": record.duration_seconds,
+        "findings": record.severity_counts(),
+        "error": contract.encode(record.error),
+        "location": record.location,
+        "notebook": record.path(NOTEBOOK),
+        "html": record.path(HTML),
         "record": record.path(METADATA),
-    }  # fmt: skip
+    }
 
 
 def _show_run(record: Record) -> None:
@@ -126,24 +152,35 @@ def run(
 
     with runner.Kernel.start(runner.KERNEL) as kernel:  # boots while the input is checked
         record = runner.run(
-            **_given(**given), archive=archive, cell_timeout=cell_timeout,
-            progress=not as_json, hide_input=hide_input, kernel=kernel,
-        )  # fmt: skip
+            **_given(**given),
+            archive=archive,
+            cell_timeout=cell_timeout,
+            progress=not as_json,
+            hide_input=hide_input,
+            kernel=kernel,
+        )
     _finish(record, as_json)
 
 
 @click.command()
-@click.option("--scenario", default="default", show_default=True,
-              help="Scenario to start the sandbox with, if none is running.")  # fmt: skip
+@click.option(
+    "--scenario",
+    default="default",
+    show_default=True,
+    help="Scenario to start the sandbox with, if none is running.",
+)
 @click.option("--notebook", type=click.Path(dir_okay=False), help="Default: the template.")
 @click.option("--archive", metavar="URL", help="Archive: a folder or s3://bucket/prefix.")
 @click.option("--cell-timeout", type=float, metavar="SECONDS", help="Fail a cell that runs longer.")
 @click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON (no progress).")
 @handles_errors
 def demo(
-    scenario: str, notebook: str | None, archive: str | None, cell_timeout: float | None,
+    scenario: str,
+    notebook: str | None,
+    archive: str | None,
+    cell_timeout: float | None,
     as_json: bool,
-) -> None:  # fmt: skip
+) -> None:
     """Run the incident template against the sandbox and show where its record is.
 
     Starts the sandbox first if none is running, and leaves it running.
@@ -157,12 +194,19 @@ def demo(
             click.echo(f"  [{time.monotonic() - started:5.1f}s] sandbox: {phase}", err=True)
 
     record, fresh = runner.demo(
-        scenario=scenario, on_phase=show, notebook=notebook, archive=archive,
-        cell_timeout=cell_timeout, progress=not as_json,
-    )  # fmt: skip
+        scenario=scenario,
+        on_phase=show,
+        notebook=notebook,
+        archive=archive,
+        cell_timeout=cell_timeout,
+        progress=not as_json,
+    )
     if not as_json:
-        click.echo(f"The sandbox {'was started and ' if fresh else ''}is still running; "
-                   "stop it with `exportnb sandbox down`.", err=True)  # fmt: skip
+        click.echo(
+            f"The sandbox {'was started and ' if fresh else ''}is still running; "
+            "stop it with `exportnb sandbox down`.",
+            err=True,
+        )
         click.echo(f"Open {record.path(HTML)} in a browser to read the investigation.", err=True)
     _finish(record, as_json)
 
@@ -209,24 +253,39 @@ class Lab:
 
     @classmethod
     def start(
-        cls, notebook: Path, *, port: int | None = None, env: dict[str, str] | None = None,
+        cls,
+        notebook: Path,
+        *,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
         timeout: float = 90.0,
-    ) -> Lab:  # fmt: skip
+    ) -> Lab:
         port = port or _free_port()
         token = secrets.token_urlsafe(24)
         log = notebook.parent.parent / ".logs" / f"{notebook.parent.name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        args = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}",
-                f"--ServerApp.root_dir={notebook.parent}", "--ServerApp.ip=127.0.0.1",
-                "--ServerApp.port_retries=0"]  # fmt: skip
+        args = [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            f"--port={port}",
+            f"--ServerApp.root_dir={notebook.parent}",
+            "--ServerApp.ip=127.0.0.1",
+            "--ServerApp.port_retries=0",
+        ]
         if os.geteuid() == 0:  # containers and CI often run as root; JupyterLab refuses it
             args.append("--allow-root")
         with log.open("ab") as out:
             process = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 env={**os.environ, **(env or {}), "JUPYTER_TOKEN": token},
                 start_new_session=True,
-            )  # fmt: skip
+            )
         base = f"http://127.0.0.1:{port}"
         lab = cls(process, f"{base}/lab/tree/{quote(notebook.name)}?token={token}", log)
         lab.wait_ready(f"{base}/api/status?token={token}", timeout)

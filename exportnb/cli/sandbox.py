@@ -19,15 +19,18 @@ def sandbox() -> None:
 
 @sandbox.command()
 @click.option(
-    "--scenario", default="default", show_default=True,
+    "--scenario",
+    default="default",
+    show_default=True,
     help="A built-in scenario name (see `exportnb sandbox scenarios`) or a .toml/.json file.",
-)  # fmt: skip
+)
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds to wait for readiness.")
 @click.option(
-    "--s3-endpoint", metavar="URL",
+    "--s3-endpoint",
+    metavar="URL",
     help="Write to this S3 endpoint (MinIO, AWS...) with the environment's credentials, "
     "instead of starting moto server on loopback. Storage faults need the embedded one.",
-)  # fmt: skip
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the sandbox state as JSON.")
 @handles_errors
 def up(scenario: str, timeout: float, s3_endpoint: str | None, as_json: bool) -> None:
@@ -45,8 +48,10 @@ def up(scenario: str, timeout: float, s3_endpoint: str | None, as_json: bool) ->
     click.echo(f"Sandbox up (scenario {state.scenario}, pid {state.pid}).")
     click.echo(f"  S3 endpoint:  {state.s3_endpoint}")
     click.echo(f"  metrics:      {state.metrics_url}")
-    click.echo(f"  target host:  {state.target_host}"
-               + ("" if state.path_emulated else " (loopback; no path emulator)"))  # fmt: skip
+    click.echo(
+        f"  target host:  {state.target_host}"
+        + ("" if state.path_emulated else " (loopback; no path emulator)")
+    )
     if state.reported_jobs:
         click.echo(f"  customer-reported jobs: {' '.join(state.reported_jobs)}")
     click.echo('Use it from a shell with:  eval "$(exportnb sandbox env)"')

@@ -24,14 +24,27 @@ def _logging(verbose: bool) -> None:
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=9788, show_default=True, type=click.IntRange(0, 65535),
-              help="Port to listen on.")  # fmt: skip
-@click.option("--workers", type=click.IntRange(0, 64), metavar="N",
-              help="Runs at once in the embedded consumer (default: [serve] workers, 2); "
-              "0 leaves the queue to `exportnb worker` processes.")  # fmt: skip
-@click.option("--insecure-no-auth", "insecure", is_flag=True,
-              help="Serve without authentication when no credentials are configured "
-              "(for a trusted loopback only).")  # fmt: skip
+@click.option(
+    "--port",
+    default=9788,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(0, 64),
+    metavar="N",
+    help="Runs at once in the embedded consumer (default: [serve] workers, 2); "
+    "0 leaves the queue to `exportnb worker` processes.",
+)
+@click.option(
+    "--insecure-no-auth",
+    "insecure",
+    is_flag=True,
+    help="Serve without authentication when no credentials are configured "
+    "(for a trusted loopback only).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log more (queue activity, debug).")
 @handles_errors
 def serve(host: str, port: int, workers: int | None, insecure: bool, verbose: bool) -> None:
@@ -53,8 +66,14 @@ def serve(host: str, port: int, workers: int | None, insecure: bool, verbose: bo
 
 
 @click.command()
-@click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64),
-              metavar="N", help="Runs at once.")  # fmt: skip
+@click.option(
+    "--workers",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    metavar="N",
+    help="Runs at once.",
+)
 @click.option("--parent", type=int, hidden=True, help="Stop when this process is gone.")
 @click.option("-v", "--verbose", is_flag=True, help="Log more (queue activity, debug).")
 @handles_errors

@@ -89,12 +89,23 @@ def up(
         env["EXPORTNB_HOME"] = str(home)
     with (folder / "daemon.log").open("a", encoding="utf-8") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "exportnb.sandbox.daemon", "--scenario", scenario,
-             "--workers", str(workers), *(["--home", str(home)] if home else []),
-             *(["--s3-endpoint", s3_endpoint] if s3_endpoint else [])],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            [
+                sys.executable,
+                "-m",
+                "exportnb.sandbox.daemon",
+                "--scenario",
+                scenario,
+                "--workers",
+                str(workers),
+                *(["--home", str(home)] if home else []),
+                *(["--s3-endpoint", s3_endpoint] if s3_endpoint else []),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
             start_new_session=True,
-        )  # fmt: skip
+        )
     return _wait_ready(folder, proc, home, timeout, on_phase)
 
 
@@ -270,9 +281,15 @@ def submit(
         now = time.time()
         for job_id in ids:
             store.create_job(
-                job_id=job_id, tenant=tenant, connector=connector, bucket=bucket, kind=kind,
-                chunk_size=chunk_size, size=size, created_at=now,
-            )  # fmt: skip
+                job_id=job_id,
+                tenant=tenant,
+                connector=connector,
+                bucket=bucket,
+                kind=kind,
+                chunk_size=chunk_size,
+                size=size,
+                created_at=now,
+            )
     finally:
         store.close()
     return ids

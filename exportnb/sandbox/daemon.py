@@ -122,27 +122,38 @@ class Sandbox:
         self.metrics = SandboxMetrics(self.store)
         metrics_url = self.metrics.serve()
         self.worker = Worker(
-            self.store, storage.client(endpoint, credentials=CREDENTIALS), self.faults,
-            target=(target_host, target_port), connect=self._connect,
+            self.store,
+            storage.client(endpoint, credentials=CREDENTIALS),
+            self.faults,
+            target=(target_host, target_port),
+            connect=self._connect,
             pace=Pace(
                 throughput=self.scenario.throughput.bytes_per_second,
                 overhead=self.scenario.throughput.overhead,
             ),
             on_finish=self._finished,
-        )  # fmt: skip
+        )
         for fault in self.scenario.incident.faults:
             self.store.add_fault(fault.kind, fault.params, report.incident_start)
         self.faults()
         self.phase("replaying the incident window")
         reported = self._replay(report.incident_start, now)
         state = SandboxState(
-            pid=_pid(), scenario=self.scenario.name, store=str(store_path), s3_endpoint=endpoint,
-            metrics_url=metrics_url, export_bucket=self.scenario.export_bucket,
-            fallback_bucket=self.scenario.fallback_bucket or "", target_host=target_host,
-            target_port=target_port, started_at=time.time(), path_emulated=emulated,
-            embedded_s3=self.external_s3 is None, reported_jobs=reported,
+            pid=_pid(),
+            scenario=self.scenario.name,
+            store=str(store_path),
+            s3_endpoint=endpoint,
+            metrics_url=metrics_url,
+            export_bucket=self.scenario.export_bucket,
+            fallback_bucket=self.scenario.fallback_bucket or "",
+            target_host=target_host,
+            target_port=target_port,
+            started_at=time.time(),
+            path_emulated=emulated,
+            embedded_s3=self.external_s3 is None,
+            reported_jobs=reported,
             detail={"incident_start": report.incident_start, "history_jobs": report.jobs},
-        )  # fmt: skip
+        )
         self._run_live(now)
         state.write(self.folder)
         self.phase("running")
@@ -226,10 +237,15 @@ class Sandbox:
         self.planned[prefix] = first + len(specs)
         for spec in specs:
             self.store.create_job(
-                job_id=spec.id, tenant=spec.tenant, connector=spec.connector, bucket=spec.bucket,
-                kind=spec.kind, chunk_size=spec.chunk_size, size=spec.bytes,
+                job_id=spec.id,
+                tenant=spec.tenant,
+                connector=spec.connector,
+                bucket=spec.bucket,
+                kind=spec.kind,
+                chunk_size=spec.chunk_size,
+                size=spec.bytes,
                 created_at=spec.created_at,
-            )  # fmt: skip
+            )
         return [s.id for s in specs]
 
     def _replay(self, start: float, end: float) -> list[str]:
@@ -257,9 +273,12 @@ class Sandbox:
             if job.status != "succeeded":
                 continue
             hits = faults.worker_hits(
-                job_id=job.id, tenant=job.tenant, connector=job.connector,
-                bucket=job.delivered_bucket or job.bucket, attempt=job.attempts,
-            )  # fmt: skip
+                job_id=job.id,
+                tenant=job.tenant,
+                connector=job.connector,
+                bucket=job.delivered_bucket or job.bucket,
+                attempt=job.attempts,
+            )
             if hits & {"corrupt", "missing"}:
                 found.append(job.id)
         return found
@@ -317,9 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     folder = sandbox_dir(args.home)
     folder.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         handlers=[logging.FileHandler(folder / "daemon.log")],
-    )  # fmt: skip
+    )
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())

@@ -96,22 +96,34 @@ class BackgroundError:
 
 _PUT = "(PUT part {segment:05d} to s3://{bucket})"
 BACKGROUND_ERRORS = (
-    BackgroundError("InternalError", 0.26,
-                    f"500 InternalError: We encountered an internal error. Please try again. "
-                    f"{_PUT}"),
+    BackgroundError(
+        "InternalError",
+        0.26,
+        f"500 InternalError: We encountered an internal error. Please try again. {_PUT}",
+    ),
     BackgroundError("SlowDown", 0.20, f"503 SlowDown: Please reduce your request rate. {_PUT}"),
-    BackgroundError("RequestTimeout", 0.16,
-                    "400 RequestTimeout: Your socket connection to the server was not read from "
-                    f"or written to within the timeout period. {_PUT}"),
-    BackgroundError("ConnectionReset", 0.16,
-                    "connection reset by peer while streaming from the {connector} connector "
-                    "(part {segment:05d})"),
-    BackgroundError("ServiceUnavailable", 0.10,
-                    f"503 ServiceUnavailable: Service is unable to handle request. {_PUT}"),
+    BackgroundError(
+        "RequestTimeout",
+        0.16,
+        "400 RequestTimeout: Your socket connection to the server was not read from "
+        f"or written to within the timeout period. {_PUT}",
+    ),
+    BackgroundError(
+        "ConnectionReset",
+        0.16,
+        "connection reset by peer while streaming from the {connector} connector "
+        "(part {segment:05d})",
+    ),
+    BackgroundError(
+        "ServiceUnavailable",
+        0.10,
+        f"503 ServiceUnavailable: Service is unable to handle request. {_PUT}",
+    ),
     BackgroundError("AccessDenied", 0.07, f"403 AccessDenied: Access Denied {_PUT}"),
-    BackgroundError("ExpiredToken", 0.05,
-                    f"400 ExpiredToken: The provided token has expired. {_PUT}"),
-)  # fmt: skip
+    BackgroundError(
+        "ExpiredToken", 0.05, f"400 ExpiredToken: The provided token has expired. {_PUT}"
+    ),
+)
 
 
 @dataclass(frozen=True)
@@ -465,10 +477,19 @@ def _simulate(
         np.round(t - shift, 3) for t in (jobs.created, start1, end1, start2, end2)
     )
     return _Outcome(
-        status, first, fate.retried, created, start1, end1, start2, end2,
-        error1=_errors(rng, fate.failed1), error2=_errors(rng, fate.retried & ~fate.retry_ok),
-        segment1=_segments(rng, jobs), segment2=_segments(rng, jobs),
-    )  # fmt: skip
+        status,
+        first,
+        fate.retried,
+        created,
+        start1,
+        end1,
+        start2,
+        end2,
+        error1=_errors(rng, fate.failed1),
+        error2=_errors(rng, fate.retried & ~fate.retry_ok),
+        segment1=_segments(rng, jobs),
+        segment2=_segments(rng, jobs),
+    )
 
 
 # Rows --------------------------------------------------------------------------
@@ -479,9 +500,10 @@ def _messages(jobs: _Jobs, errors: np.ndarray, segments: np.ndarray, names: _Nam
     out = np.full(errors.size, None, dtype=object)
     for i in np.flatnonzero(errors < len(BACKGROUND_ERRORS)).tolist():
         out[i] = BACKGROUND_ERRORS[errors[i]].message.format(
-            segment=int(segments[i]), bucket=names.bucket[jobs.bucket[i]],
+            segment=int(segments[i]),
+            bucket=names.bucket[jobs.bucket[i]],
             connector=names.connector[jobs.connector[i]],
-        )  # fmt: skip
+        )
     return out
 
 
@@ -509,13 +531,22 @@ def _job_rows(
     error = np.where(failed, np.where(out.retried, out.error2, out.error1), len(BACKGROUND_ERRORS))
     bucket = names.bucket[jobs.bucket]
     columns = (
-        ids, names.tenant[jobs.tenant].tolist(), names.connector[jobs.connector].tolist(),
-        bucket.tolist(), names.kind[jobs.kind].tolist(), names.status[out.status].tolist(),
-        (1 + out.retried).tolist(), jobs.chunk.tolist(), jobs.size.tolist(),
-        out.created.tolist(), out.started.tolist(), out.finished.tolist(),
-        names.error[error].tolist(), _only(failed, message),
+        ids,
+        names.tenant[jobs.tenant].tolist(),
+        names.connector[jobs.connector].tolist(),
+        bucket.tolist(),
+        names.kind[jobs.kind].tolist(),
+        names.status[out.status].tolist(),
+        (1 + out.retried).tolist(),
+        jobs.chunk.tolist(),
+        jobs.size.tolist(),
+        out.created.tolist(),
+        out.started.tolist(),
+        out.finished.tolist(),
+        names.error[error].tolist(),
+        _only(failed, message),
         _only(out.status == _SUCCEEDED, bucket),
-    )  # fmt: skip
+    )
     return list(zip(*columns, strict=True))
 
 
@@ -534,10 +565,13 @@ def _attempt_rows(
         np.array(ids, dtype=object)[job].tolist(),
         column(np.ones(len(jobs), np.int64), np.full(len(jobs), 2)),
         names.status[column(out.first, out.second)].tolist(),
-        column(out.start1, out.start2), column(out.end1, out.end2),
-        names.bucket[jobs.bucket[job]].tolist(), jobs.chunk[job].tolist(),
-        names.error[column(out.error1, out.error2)].tolist(), column(*messages),
-    )  # fmt: skip
+        column(out.start1, out.start2),
+        column(out.end1, out.end2),
+        names.bucket[jobs.bucket[job]].tolist(),
+        jobs.chunk[job].tolist(),
+        names.error[column(out.error1, out.error2)].tolist(),
+        column(*messages),
+    )
     return list(zip(*columns, strict=True)), job
 
 
@@ -551,9 +585,13 @@ def _log_rows(
 
 
 def _job_log(
-    job_id: str, i: int, jobs: _Jobs, out: _Outcome, names: _Names,
+    job_id: str,
+    i: int,
+    jobs: _Jobs,
+    out: _Outcome,
+    names: _Names,
     messages: tuple[np.ndarray, ...],
-) -> list[tuple[Any, ...]]:  # fmt: skip
+) -> list[tuple[Any, ...]]:
     """2–4 log lines of a job whose first attempt failed."""
     size, chunk = int(jobs.size[i]), int(jobs.chunk[i])
     start1, end1 = float(out.start1[i]), float(out.end1[i])
@@ -589,9 +627,11 @@ def _history_rows(scenario: Scenario, jobs: _Jobs, out: _Outcome) -> _Rows:
     final = np.where(out.retried, messages[1], messages[0])
     attempts, attempt_job = _attempt_rows(ids, jobs, out, names, messages)
     return _Rows(
-        _job_rows(ids, jobs, out, names, final), attempts, attempt_job,
+        _job_rows(ids, jobs, out, names, final),
+        attempts,
+        attempt_job,
         _log_rows(ids, jobs, out, names, messages),
-    )  # fmt: skip
+    )
 
 
 # Seeding -----------------------------------------------------------------------
@@ -716,24 +756,35 @@ def seed_history(
     with _BulkMode(store.db), store.transaction() as db:
         _ensure_empty(db, store)
         _write(db, scenario, rows, progress)
-        _meta_rows(db, {
-            "scenario": scenario.name, "scenario_seed": scenario.seed, "seeded_at": now,
-            "history_start": history_start, "incident_start": incident_start,
-            "history_jobs": len(jobs),
-        })  # fmt: skip
+        _meta_rows(
+            db,
+            {
+                "scenario": scenario.name,
+                "scenario_seed": scenario.seed,
+                "seeded_at": now,
+                "history_start": history_start,
+                "incident_start": incident_start,
+                "history_jobs": len(jobs),
+            },
+        )
     return SeedReport(
-        jobs=len(jobs), attempts=len(rows.attempts), logs=len(rows.logs),
+        jobs=len(jobs),
+        attempts=len(rows.attempts),
+        logs=len(rows.logs),
         by_status=_count(outcome.status),
         attempts_by_status=_count(np.concatenate((outcome.first, outcome.second[outcome.retried]))),
-        seconds=time.perf_counter() - began, history_start=history_start,
+        seconds=time.perf_counter() - began,
+        history_start=history_start,
         incident_start=incident_start,
-    )  # fmt: skip
+    )
 
 
 def _write(
-    db: sqlite3.Connection, scenario: Scenario, rows: _Rows,
+    db: sqlite3.Connection,
+    scenario: Scenario,
+    rows: _Rows,
     progress: Callable[[int, int], None] | None,
-) -> None:  # fmt: skip
+) -> None:
     """Reference rows, then the bulk tables without their indexes, then indexes and rollup."""
     _reference_rows(db, scenario)
     indexes = _bulk_indexes()

@@ -59,13 +59,18 @@ class SandboxMetrics:
         self.registry = CollectorRegistry()
         labels = ["connector", "storage"]
         self.attempts = Counter(
-            "exportnb_job_attempts", "Finished export attempts.", ["status", *labels],
+            "exportnb_job_attempts",
+            "Finished export attempts.",
+            ["status", *labels],
             registry=self.registry,
-        )  # fmt: skip
+        )
         self.duration = Histogram(
-            "exportnb_job_duration_seconds", "Duration of finished export attempts, in seconds.",
-            labels, buckets=DURATION_BUCKETS, registry=self.registry,
-        )  # fmt: skip
+            "exportnb_job_duration_seconds",
+            "Duration of finished export attempts, in seconds.",
+            labels,
+            buckets=DURATION_BUCKETS,
+            registry=self.registry,
+        )
         self.registry.register(StoreCollector(store))
 
     def observe(self, job: Job, status: str, bucket: str, duration: float) -> None:

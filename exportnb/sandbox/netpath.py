@@ -648,8 +648,17 @@ class PathEmulator:
         try:
             _ip("-n", ns, "addr", "add", f"{plan.tun_addr}/30", "dev", TUN_NAME)
             _ip("-n", ns, "link", "set", TUN_NAME, "up")
-            _ip("route", "add", str(target_net), "via", plan.netns_addr, "dev", ns,
-                "src", plan.root_addr)  # fmt: skip
+            _ip(
+                "route",
+                "add",
+                str(target_net),
+                "via",
+                plan.netns_addr,
+                "dev",
+                ns,
+                "src",
+                plan.root_addr,
+            )
         except BaseException:
             os.close(tun_fd)
             raise

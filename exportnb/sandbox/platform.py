@@ -159,13 +159,21 @@ class SandboxPlatform(Platform):
         batch = f"retry-{uuid.uuid4().hex[:10]}"
         now = time.time()
         queued, skipped = self.store.requeue(
-            ids, batch=batch, concurrency=concurrency, actor=actor, now=now,
+            ids,
+            batch=batch,
+            concurrency=concurrency,
+            actor=actor,
+            now=now,
             abandon_before=now - self.settings.stale_heartbeat,
-        )  # fmt: skip
+        )
         self.store.audit(
-            actor=actor, action="job.retry", target=batch, reason=reason, now=now,
+            actor=actor,
+            action="job.retry",
+            target=batch,
+            reason=reason,
+            now=now,
             new={"jobs": queued, "skipped": skipped, "concurrency": concurrency},
-        )  # fmt: skip
+        )
         return RetryResult(batch, concurrency, queued, skipped)
 
     def set_chunk_size(
@@ -175,9 +183,13 @@ class SandboxPlatform(Platform):
             raise InvalidInput(f"invalid chunk size {size!r}: must be a positive number of bytes")
         old = self.store.set_chunk_size(job_id, size)
         self.store.audit(
-            actor=actor or current_actor(), action="job.update", target=job_id,
-            old={"chunk_size": old}, new={"chunk_size": size}, reason=reason,
-        )  # fmt: skip
+            actor=actor or current_actor(),
+            action="job.update",
+            target=job_id,
+            old={"chunk_size": old},
+            new={"chunk_size": size},
+            reason=reason,
+        )
         return ChunkSizeChange(job_id, old, size)
 
     def pause_bulk(self, *, actor: str | None = None, reason: str = "") -> Flag:

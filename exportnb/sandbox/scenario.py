@@ -212,9 +212,15 @@ class _Table:
         return value
 
     def number(
-        self, key: str, default: Any = _REQUIRED, *, low: float, high: float = math.inf,
-        integer: bool = False, open_low: bool = True,
-    ) -> Any:  # fmt: skip
+        self,
+        key: str,
+        default: Any = _REQUIRED,
+        *,
+        low: float,
+        high: float = math.inf,
+        integer: bool = False,
+        open_low: bool = True,
+    ) -> Any:
         value = self.take(key, default)
         kinds = (int,) if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, kinds):
@@ -265,9 +271,11 @@ def _seconds_or_zero(value: Any) -> float:
 
 def _tenant(t: _Table) -> Tenant:
     tenant = Tenant(
-        id=t.text("id"), name=t.text("name"), tier=t.text("tier", "standard"),
+        id=t.text("id"),
+        name=t.text("name"),
+        tier=t.text("tier", "standard"),
         weight=float(t.number("weight", 1.0, low=0)),
-    )  # fmt: skip
+    )
     t.done()
     return tenant
 
@@ -288,9 +296,11 @@ def _bucket(t: _Table) -> Bucket:
         raise t.error("role", f"must be one of {', '.join(BUCKET_ROLES)}, not {role!r}")
     default_weight = 1.0 if role == "primary" else 0.0
     bucket = Bucket(
-        name, role, t.text("region", "us-east-1"),
+        name,
+        role,
+        t.text("region", "us-east-1"),
         float(t.number("weight", default_weight, low=0, open_low=False)),
-    )  # fmt: skip
+    )
     t.done()
     return bucket
 
@@ -364,8 +374,10 @@ def _fault(t: _Table, world: _World) -> Fault:
     for scope, known in world.scopes().items():
         for name in fault.params.get(scope, []):
             if name not in known:
-                raise t.error(scope, f"{name!r} is not one of the scenario's {scope} "
-                                     f"({', '.join(sorted(known))})")  # fmt: skip
+                raise t.error(
+                    scope,
+                    f"{name!r} is not one of the scenario's {scope} ({', '.join(sorted(known))})",
+                )
     return fault
 
 
@@ -435,8 +447,9 @@ def _role_bucket(t: _Table, world: _World, key: str, roles: tuple[str, ...]) -> 
     if key in t.raw:
         name = t.text(key)
         if name not in names:
-            raise t.error(key, f"{name!r} is not one of the scenario's buckets "
-                               f"({', '.join(sorted(names))})")  # fmt: skip
+            raise t.error(
+                key, f"{name!r} is not one of the scenario's buckets ({', '.join(sorted(names))})"
+            )
         return name
     t.seen.add(key)
     for role in roles:
@@ -455,22 +468,27 @@ def _scenario(t: _Table, name: str) -> Scenario:
     if export_bucket is None:
         raise t.error("export_bucket", "is required: no bucket has role primary")
     scenario = Scenario(
-        name=t.text("name", name), description=t.text("description", ""),
+        name=t.text("name", name),
+        description=t.text("description", ""),
         seed=int(t.number("seed", 1, low=0, integer=True, open_low=False)),
-        tenants=world.tenants, connectors=world.connectors, buckets=world.buckets,
+        tenants=world.tenants,
+        connectors=world.connectors,
+        buckets=world.buckets,
         export_bucket=export_bucket,
         fallback_bucket=_role_bucket(t, world, "fallback_bucket", ("fallback", "secondary")),
-        chunk_sizes=_chunk_sizes(t, world), days=days,
+        chunk_sizes=_chunk_sizes(t, world),
+        days=days,
         volume=int(t.number("volume", 50_000, low=0, high=MAX_VOLUME, integer=True)),
         baseline_success=float(t.number("baseline_success", 0.995, low=0.5, high=1)),
         cancel_share=float(t.number("cancel_share", 0.001, low=0, high=0.5, open_low=False)),
         kinds=_kinds(t.table("kinds")) if "kinds" in t.raw else dict(DEFAULT_KINDS),
-        job_size=_job_size(t.table("job_size")), throughput=_throughput(t.table("throughput")),
+        job_size=_job_size(t.table("job_size")),
+        throughput=_throughput(t.table("throughput")),
         incident=_incident(t.table("incident"), world, days),
         latency_slo=float(t.convert("latency_slo", 60.0, _seconds)),
         running_sla=float(t.convert("running_sla", 1200.0, _seconds)),
         source=t.source,
-    )  # fmt: skip
+    )
     t.seen.add("kinds")
     t.done()
     return scenario
@@ -557,8 +575,9 @@ def _resolve(name_or_path: str, base: Path | None = None, depth: int = 0) -> _So
     if not isinstance(parent, str) or not parent:
         raise InvalidInput(f"scenario {source.label}: extends: must be a scenario name or path")
     if depth >= _MAX_EXTENDS:
-        raise InvalidInput(f"scenario {source.label}: extends: more than {_MAX_EXTENDS} levels "
-                           "(is there a loop?)")  # fmt: skip
+        raise InvalidInput(
+            f"scenario {source.label}: extends: more than {_MAX_EXTENDS} levels (is there a loop?)"
+        )
     inherited = dict(_resolve(parent, source.folder, depth + 1).raw)
     for own in ("name", "description"):
         inherited.pop(own, None)
@@ -591,12 +610,15 @@ def describe(scenario: Scenario) -> str:
     faults = ", ".join(f.describe() for f in scenario.incident.faults) or "none"
     chunks = ", ".join(format_size(c.size) for c in scenario.chunk_sizes)
     worker = [f.kind for f in scenario.incident.faults if f.kind in WORKER_FAULTS]
-    return "\n".join([
-        f"{scenario.name}: {scenario.description}",
-        f"  history: {scenario.volume:,} jobs over {scenario.days:g} days, "
-        f"baseline success {scenario.baseline_success:.1%}",
-        f"  export bucket {scenario.export_bucket}, fallback {scenario.fallback_bucket or '-'}; "
-        f"chunk sizes {chunks}",
-        f"  incident: last {scenario.incident.minutes:g} min; faults: {faults}"
-        + (f" (worker faults: {', '.join(worker)})" if worker else ""),
-    ])  # fmt: skip
+    return "\n".join(
+        [
+            f"{scenario.name}: {scenario.description}",
+            f"  history: {scenario.volume:,} jobs over {scenario.days:g} days, "
+            f"baseline success {scenario.baseline_success:.1%}",
+            f"  export bucket {scenario.export_bucket}, "
+            f"fallback {scenario.fallback_bucket or '-'}; "
+            f"chunk sizes {chunks}",
+            f"  incident: last {scenario.incident.minutes:g} min; faults: {faults}"
+            + (f" (worker faults: {', '.join(worker)})" if worker else ""),
+        ]
+    )

@@ -146,11 +146,23 @@ def _job(row: sqlite3.Row | tuple[Any, ...]) -> Job:
         delivered,
     ) = tuple(row)
     return Job(
-        id=jid, tenant=tenant, connector=connector, bucket=bucket, kind=kind, status=status,
-        attempts=attempts, chunk_size=chunk, bytes=size, created_at=to_dt(created),
-        started_at=to_dt(started), finished_at=to_dt(finished), heartbeat_at=to_dt(heartbeat),
-        error_code=code, error_message=message, delivered_bucket=delivered,
-    )  # fmt: skip
+        id=jid,
+        tenant=tenant,
+        connector=connector,
+        bucket=bucket,
+        kind=kind,
+        status=status,
+        attempts=attempts,
+        chunk_size=chunk,
+        bytes=size,
+        created_at=to_dt(created),
+        started_at=to_dt(started),
+        finished_at=to_dt(finished),
+        heartbeat_at=to_dt(heartbeat),
+        error_code=code,
+        error_message=message,
+        delivered_bucket=delivered,
+    )
 
 
 class Store:
@@ -384,16 +396,32 @@ class Store:
                 "UPDATE jobs SET status = ?, finished_at = ?, heartbeat_at = NULL, error_code = ?, "
                 "error_message = ?, delivered_bucket = CASE WHEN ? = 'succeeded' THEN ? "
                 "ELSE delivered_bucket END, started_at = COALESCE(?, started_at) WHERE id = ?",
-                (status, finished_at, error_code, error_message, status, bucket, started_at,
-                 job_id),
-            )  # fmt: skip
+                (
+                    status,
+                    finished_at,
+                    error_code,
+                    error_message,
+                    status,
+                    bucket,
+                    started_at,
+                    job_id,
+                ),
+            )
             db.execute(
                 "UPDATE attempts SET status = ?, finished_at = ?, bucket = ?, error_code = ?, "
                 "error_message = ?, started_at = COALESCE(?, started_at) "
                 "WHERE job_id = ? AND number = ?",
-                (status, finished_at, bucket, error_code, error_message, started_at, job_id,
-                 attempt),
-            )  # fmt: skip
+                (
+                    status,
+                    finished_at,
+                    bucket,
+                    error_code,
+                    error_message,
+                    started_at,
+                    job_id,
+                    attempt,
+                ),
+            )
             self._count(db, finished_at, status)
             return True
 
@@ -406,9 +434,14 @@ class Store:
         )
 
     def record_manifest(
-        self, job_id: str, attempt: int, bucket: str, key: str, segments: Sequence[Segment],
+        self,
+        job_id: str,
+        attempt: int,
+        bucket: str,
+        key: str,
+        segments: Sequence[Segment],
         created_at: float,
-    ) -> None:  # fmt: skip
+    ) -> None:
         with self.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO manifests VALUES (?, ?, ?, ?, ?, ?)",
@@ -443,9 +476,15 @@ class Store:
         return n, oldest
 
     def requeue(
-        self, job_ids: Sequence[str], *, batch: str, concurrency: int, actor: str, now: float,
+        self,
+        job_ids: Sequence[str],
+        *,
+        batch: str,
+        concurrency: int,
+        actor: str,
+        now: float,
         abandon_before: float,
-    ) -> tuple[list[str], dict[str, str]]:  # fmt: skip
+    ) -> tuple[list[str], dict[str, str]]:
         """Queue jobs again under a new retry batch. Returns (queued, skipped with reasons).
 
         Failed, cancelled and succeeded jobs (a re-export) are queued again. A running
@@ -563,9 +602,15 @@ class Store:
         return [_flag(r) for r in rows]
 
     def put_flag(
-        self, key: str, value: Any, *, actor: str, now: float, expires_at: float | None,
+        self,
+        key: str,
+        value: Any,
+        *,
+        actor: str,
+        now: float,
+        expires_at: float | None,
         reason: str,
-    ) -> Flag:  # fmt: skip
+    ) -> Flag:
         with self.transaction() as db:
             self._expire(db, now)
             old = db.execute("SELECT value FROM flags WHERE key = ?", (key,)).fetchone()
@@ -611,17 +656,30 @@ class Store:
         return len(expired)
 
     def audit(
-        self, *, actor: str, action: str, target: str, old: Any = None, new: Any = None,
-        reason: str = "", now: float | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        *,
+        actor: str,
+        action: str,
+        target: str,
+        old: Any = None,
+        new: Any = None,
+        reason: str = "",
+        now: float | None = None,
+    ) -> None:
         with self.transaction() as db:
             self._audit(db, now or time.time(), actor, action, target, old, new, reason)
 
     @staticmethod
     def _audit(
-        db: sqlite3.Connection, at: float, actor: str, action: str, target: str, old: Any,
-        new: Any, reason: str,
-    ) -> None:  # fmt: skip
+        db: sqlite3.Connection,
+        at: float,
+        actor: str,
+        action: str,
+        target: str,
+        old: Any,
+        new: Any,
+        reason: str,
+    ) -> None:
         db.execute(
             "INSERT INTO audit (at, actor, action, target, old, new, reason) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",

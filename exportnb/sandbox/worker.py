@@ -138,10 +138,15 @@ class Worker:
         )
         self._log(job, level, message, finished)
         closed = self.store.finish(
-            job.id, job.attempts, status=outcome.status, finished_at=finished, bucket=bucket,
-            error_code=outcome.error_code, error_message=outcome.error_message,
+            job.id,
+            job.attempts,
+            status=outcome.status,
+            finished_at=finished,
+            bucket=bucket,
+            error_code=outcome.error_code,
+            error_message=outcome.error_message,
             started_at=started if backdate is not None else None,
-        )  # fmt: skip
+        )
         if closed and self.on_finish is not None:
             self.on_finish(job, outcome, duration)
         return outcome
@@ -153,9 +158,12 @@ class Worker:
     def _deliver(self, job: Job, bucket: str, started: float, *, replay: bool) -> Outcome:
         faults = self.faults()
         hits = faults.worker_hits(
-            job_id=job.id, tenant=job.tenant, connector=job.connector, bucket=bucket,
+            job_id=job.id,
+            tenant=job.tenant,
+            connector=job.connector,
+            bucket=bucket,
             attempt=job.attempts,
-        )  # fmt: skip
+        )
         self._cross_network(job, faults)
         sizes = segment_sizes(job.bytes, job.chunk_size)
         prefix = f"exports/{job.tenant}/{job.id}/attempt-{job.attempts}"
@@ -170,18 +178,28 @@ class Worker:
             segments.append(self._write_segment(job, bucket, prefix, index, logical, hits, bad))
             clock = self._tick(job, logical, clock, replay)
         manifest = Manifest(
-            job_id=job.id, bucket=bucket, key=f"{prefix}/manifest.json", attempt=job.attempts,
-            total_bytes=sum(sizes), segments=segments,
+            job_id=job.id,
+            bucket=bucket,
+            key=f"{prefix}/manifest.json",
+            attempt=job.attempts,
+            total_bytes=sum(sizes),
+            segments=segments,
             created_at=datetime.fromtimestamp(clock, UTC),
-        )  # fmt: skip
+        )
         self._put(bucket, manifest.key, storage.manifest_document(manifest))
         self.store.record_manifest(job.id, job.attempts, bucket, manifest.key, segments, clock)
         return Outcome("succeeded", bucket)
 
     def _write_segment(
-        self, job: Job, bucket: str, prefix: str, index: int, logical: int, hits: set[str],
+        self,
+        job: Job,
+        bucket: str,
+        prefix: str,
+        index: int,
+        logical: int,
+        hits: set[str],
         bad: int,
-    ) -> Segment:  # fmt: skip
+    ) -> Segment:
         key = f"{prefix}/part-{index:05d}.bin"
         body = segment_body(job.id, job.attempts, index, max(1, logical // STORAGE_SCALE))
         checksum = storage.sha256_b64(body)

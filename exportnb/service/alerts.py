@@ -60,9 +60,15 @@ class Alert:
 
     def to_json(self) -> dict[str, Any]:
         """As Alertmanager spells it."""
-        return {"status": self.status, "labels": self.labels, "annotations": self.annotations,
-                "startsAt": self.starts_at, "endsAt": self.ends_at,
-                "generatorURL": self.generator_url, "fingerprint": self.fingerprint}  # fmt: skip
+        return {
+            "status": self.status,
+            "labels": self.labels,
+            "annotations": self.annotations,
+            "startsAt": self.starts_at,
+            "endsAt": self.ends_at,
+            "generatorURL": self.generator_url,
+            "fingerprint": self.fingerprint,
+        }
 
 
 @dataclass(frozen=True)
@@ -98,12 +104,17 @@ class Notification:
     def to_json(self) -> dict[str, Any]:
         """The payload as Alertmanager sent it (its known fields): the notebook's ``alert``."""
         return {
-            "receiver": self.receiver, "status": self.status,
-            "alerts": [a.to_json() for a in self.alerts], "groupLabels": self.group_labels,
-            "commonLabels": self.common_labels, "commonAnnotations": self.common_annotations,
-            "externalURL": self.external_url, "version": self.version,
-            "groupKey": self.group_key, "truncatedAlerts": self.truncated_alerts,
-        }  # fmt: skip
+            "receiver": self.receiver,
+            "status": self.status,
+            "alerts": [a.to_json() for a in self.alerts],
+            "groupLabels": self.group_labels,
+            "commonLabels": self.common_labels,
+            "commonAnnotations": self.common_annotations,
+            "externalURL": self.external_url,
+            "version": self.version,
+            "groupKey": self.group_key,
+            "truncatedAlerts": self.truncated_alerts,
+        }
 
 
 def split_job_ids(value: str) -> list[str]:
@@ -133,14 +144,16 @@ def validate(doc: Any, *, max_alerts: int = 1000) -> Notification:
     body = _object(doc, "payload")
     version = body.get("version", "4")
     if version != "4":
-        raise InvalidInput(f"version: only Alertmanager payload version \"4\" is accepted, "
-                           f"not {_show(version)}")  # fmt: skip
+        raise InvalidInput(
+            f'version: only Alertmanager payload version "4" is accepted, not {_show(version)}'
+        )
     raw_alerts = body.get("alerts")
     if not isinstance(raw_alerts, list) or not raw_alerts:
         raise InvalidInput("alerts: must be a non-empty list of alerts")
     if len(raw_alerts) > max_alerts:
-        raise InvalidInput(f"alerts: {len(raw_alerts)} alerts in one payload; at most "
-                           f"{max_alerts} are accepted")  # fmt: skip
+        raise InvalidInput(
+            f"alerts: {len(raw_alerts)} alerts in one payload; at most {max_alerts} are accepted"
+        )
     alerts = tuple(_alert(item, f"alerts[{i}]") for i, item in enumerate(raw_alerts))
     truncated = body.get("truncatedAlerts", 0)
     if isinstance(truncated, bool) or not isinstance(truncated, int) or truncated < 0:
@@ -168,8 +181,9 @@ def _alert(doc: Any, where: str) -> Alert:
     if fingerprint is None:  # older senders: Alertmanager's fingerprint is a hash of the labels
         fingerprint = hashlib.sha256(json.dumps(labels, sort_keys=True).encode()).hexdigest()[:16]
     if not isinstance(fingerprint, str) or not FINGERPRINT.match(fingerprint):
-        raise InvalidInput(f"{where}.fingerprint: must be 1 to 64 letters and digits, "
-                           f"not {_show(fingerprint)}")  # fmt: skip
+        raise InvalidInput(
+            f"{where}.fingerprint: must be 1 to 64 letters and digits, not {_show(fingerprint)}"
+        )
     return Alert(
         status=_status(body.get("status"), f"{where}.status"),
         labels=labels,
@@ -191,8 +205,10 @@ def _labels(value: Any, where: str) -> dict[str, str]:
     body = _object(value, where)
     if len(body) > MAX_LABELS:
         raise InvalidInput(f"{where}: {len(body)} entries; at most {MAX_LABELS}")
-    return {_string(k, f"{where} name", MAX_NAME): _string(v, f"{where}.{_clip(k)}", MAX_VALUE)
-            for k, v in body.items()}  # fmt: skip
+    return {
+        _string(k, f"{where} name", MAX_NAME): _string(v, f"{where}.{_clip(k)}", MAX_VALUE)
+        for k, v in body.items()
+    }
 
 
 def _string(value: Any, where: str, limit: int) -> str:
@@ -243,13 +259,21 @@ def _check_fits(notification: Notification) -> None:
     size = len(json.dumps(notification.to_json(), ensure_ascii=False).encode())
     room = parameters.MAX_BYTES - 64 * 1024  # what the other parameters may take
     if size > room:
-        raise InvalidInput(f"the payload takes {size} bytes as a notebook parameter; at most "
-                           f"{room}")  # fmt: skip
+        raise InvalidInput(
+            f"the payload takes {size} bytes as a notebook parameter; at most {room}"
+        )
 
 
 def _kind(value: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
-             int: "a number", float: "a number", type(None): "null"}  # fmt: skip
+    names = {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)
 
 

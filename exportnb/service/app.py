@@ -70,8 +70,9 @@ class Receiver:
     async def alertmanager(self, request: Request) -> Response:
         body = await self._body(request)
         if body is None:
-            return error(413, f"the body is larger than {self.settings.max_body} bytes",
-                         Connection="close")  # fmt: skip
+            return error(
+                413, f"the body is larger than {self.settings.max_body} bytes", Connection="close"
+            )
         try:
             status, answer = await run_in_threadpool(self._receive, body)
         except StorageError as exc:
@@ -130,8 +131,9 @@ class Receiver:
         except NotFound as exc:
             return error(404, exc.message)
         base = self.settings.public_url
-        return JSONResponse({**found.summary(base), "history": [r.to_json(base)
-                                                                for r in found.runs]})  # fmt: skip
+        return JSONResponse(
+            {**found.summary(base), "history": [r.to_json(base) for r in found.runs]}
+        )
 
     async def record_page(self, request: Request) -> Response:
         record_id = f"{request.path_params['incident_id']}/{request.path_params['stamp']}"
@@ -173,6 +175,8 @@ def create_app(
         Route("/openapi.json", receiver.openapi, methods=["GET"]),
     ]
     return Starlette(
-        routes=routes, middleware=[Middleware(RequireAuth, credentials=credentials)],
-        exception_handlers={HTTPException: _http_error}, **options,
-    )  # fmt: skip
+        routes=routes,
+        middleware=[Middleware(RequireAuth, credentials=credentials)],
+        exception_handlers={HTTPException: _http_error},
+        **options,
+    )

@@ -23,8 +23,9 @@ from exportnb.service.settings import ServeSettings
 OPEN_PATHS = frozenset({"/healthz"})
 CHALLENGE = b'Bearer realm="exportnb", Basic realm="exportnb", charset="UTF-8"'
 Scope = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
-                   Awaitable[None]]  # fmt: skip
+ASGIApp = Callable[
+    [Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]
+]
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,11 @@ class Credentials:
     def of(cls, settings: ServeSettings, *, insecure: bool = False) -> Credentials:
         """The settings' credentials; ConfigError when there are none and not ``insecure``."""
         if bool(settings.basic_user) != bool(settings.basic_password):
-            raise ConfigError("basic auth needs both a user and a password "
-                              "(basic_user and basic_password_file, or $EXPORTNB_WEBHOOK_USER "
-                              "and $EXPORTNB_WEBHOOK_PASSWORD)")  # fmt: skip
+            raise ConfigError(
+                "basic auth needs both a user and a password "
+                "(basic_user and basic_password_file, or $EXPORTNB_WEBHOOK_USER "
+                "and $EXPORTNB_WEBHOOK_PASSWORD)"
+            )
         if not settings.has_credentials and not insecure:
             raise ConfigError(
                 "no credentials: set $EXPORTNB_WEBHOOK_TOKEN (or [serve] token_file), or basic "
@@ -49,8 +52,12 @@ class Credentials:
             )
         encode = lambda s: s.encode("utf-8") if s else None  # noqa: E731
         open_door = insecure and not settings.has_credentials
-        return cls(encode(settings.token), encode(settings.basic_user),
-                   encode(settings.basic_password), open_door)  # fmt: skip
+        return cls(
+            encode(settings.token),
+            encode(settings.basic_user),
+            encode(settings.basic_password),
+            open_door,
+        )
 
     def allows(self, authorization: bytes | None) -> bool:
         """Whether an ``Authorization`` header value is good."""
@@ -80,9 +87,11 @@ class RequireAuth:
         self.app, self.credentials = app, credentials
 
     async def __call__(
-        self, scope: Scope, receive: Callable[[], Awaitable[Any]],
+        self,
+        scope: Scope,
+        receive: Callable[[], Awaitable[Any]],
         send: Callable[[Any], Awaitable[None]],
-    ) -> None:  # fmt: skip
+    ) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
@@ -91,7 +100,15 @@ class RequireAuth:
             await self.app(scope, receive, send)
             return
         body = json.dumps({"error": "authentication required: a bearer token or basic auth"})
-        await send({"type": "http.response.start", "status": 401, "headers": [
-            (b"content-type", b"application/json"), (b"www-authenticate", CHALLENGE),
-            (b"content-length", str(len(body)).encode())]})  # fmt: skip
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"www-authenticate", CHALLENGE),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body.encode()})

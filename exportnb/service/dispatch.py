@@ -120,8 +120,12 @@ class Dispatcher:
             error = f"the worker was lost during each of {run.attempt} attempts"
             self.store.finish(run, Outcome("error", error=error), now)
             return
-        log.warning("run %s:%d: its worker is gone; attempt %d", run.incident_id, run.number,
-                    run.attempt + 1)  # fmt: skip
+        log.warning(
+            "run %s:%d: its worker is gone; attempt %d",
+            run.incident_id,
+            run.number,
+            run.attempt + 1,
+        )
         self.queue.enqueue(spec_of(run, run.attempt + 1))
         self.store.mark([run], "queued", now, attempt=run.attempt + 1)
 
@@ -130,8 +134,13 @@ class Dispatcher:
         outcome = Outcome(**fields)  # type: ignore[arg-type]
         self.store.finish(run, outcome, now)
         self.queue.forget(run.incident_id, run.number)
-        log.info("run %s:%d %s %s", run.incident_id, run.number, outcome.state,
-                 outcome.record_id or outcome.error or "")  # fmt: skip
+        log.info(
+            "run %s:%d %s %s",
+            run.incident_id,
+            run.number,
+            outcome.state,
+            outcome.record_id or outcome.error or "",
+        )
         if self.settings.slack_webhook:
             self._slack.submit(self.post, run, outcome)
 
@@ -141,10 +150,15 @@ class Dispatcher:
         if base and outcome.record_id:
             page = record_link(outcome.record_id, base)  # a link the reader can open
         payload = slack.message(
-            run.incident_id, run.number, run.reason, status_update=outcome.status_update,
-            record_id=outcome.record_id, record_status=outcome.record_status,
-            html=page, error=outcome.error,
-        )  # fmt: skip
+            run.incident_id,
+            run.number,
+            run.reason,
+            status_update=outcome.status_update,
+            record_id=outcome.record_id,
+            record_status=outcome.record_status,
+            html=page,
+            error=outcome.error,
+        )
         try:
             slack.post(self.settings.slack_webhook, payload)
             self.store.note(run, "status update posted to Slack")
@@ -155,16 +169,20 @@ class Dispatcher:
     def recover(self, now: datetime | None = None, *, grace: float = 0.0) -> None:
         """Queue again the runs queued over ``grace`` seconds ago that the queue lost."""
         now = now or datetime.now(UTC)
-        lost = [r for r in self.store.active()
-                if r.state == "queued" and _age(r.queued_at, now) >= grace]  # fmt: skip
+        lost = [
+            r
+            for r in self.store.active()
+            if r.state == "queued" and _age(r.queued_at, now) >= grace
+        ]
         if not lost:
             return
         waiting = self.queue.queued()
         for run in lost:
             claimed = self.queue.claim_of(run.incident_id, run.number, run.attempt)
             if claimed is None and (run.incident_id, run.number, run.attempt) not in waiting:
-                log.warning("run %s:%d was lost from the queue; queued again", run.incident_id,
-                            run.number)  # fmt: skip
+                log.warning(
+                    "run %s:%d was lost from the queue; queued again", run.incident_id, run.number
+                )
                 self.queue.enqueue(spec_of(run, run.attempt))
 
 

@@ -117,12 +117,21 @@ class Incident:
         skip = ("runs", "fingerprints", "firing")
         return {
             **{k: v for k, v in self.__dict__.items() if k not in skip},
-            "fingerprints": len(self.fingerprints), "firing": len(self.firing),
+            "fingerprints": len(self.fingerprints),
+            "firing": len(self.firing),
             "runs": len(self.runs),
-            "records": [{"id": r.record_id, "run": r.number, "status": r.record_status,
-                         "html": r.html, "url": record_link(r.record_id, base)}
-                        for r in self.runs if r.record_id],
-        }  # fmt: skip
+            "records": [
+                {
+                    "id": r.record_id,
+                    "run": r.number,
+                    "status": r.record_status,
+                    "html": r.html,
+                    "url": record_link(r.record_id, base),
+                }
+                for r in self.runs
+                if r.record_id
+            ],
+        }
 
 
 @dataclass(frozen=True)
@@ -222,8 +231,11 @@ class IncidentStore:
         """Record one notification; see the module docstring for what it does."""
         now = now or datetime.now(UTC)
         with self._tx() as db:
-            row = db.execute("SELECT * FROM incidents WHERE group_key = ? ORDER BY opened_at "
-                             "DESC, rowid DESC LIMIT 1", (note.group_key,)).fetchone()  # fmt: skip
+            row = db.execute(
+                "SELECT * FROM incidents WHERE group_key = ? ORDER BY opened_at "
+                "DESC, rowid DESC LIMIT 1",
+                (note.group_key,),
+            ).fetchone()
             current = _incident(row) if row else None
             if note.status == "firing":
                 if current is None or current.status == "resolved" or not note.firing:
@@ -241,16 +253,26 @@ class IncidentStore:
 
     def _open(self, db: sqlite3.Connection, note: Notification, now: datetime) -> Receipt:
         same_day = incident_id_for(note.group_key, now)
-        taken = db.execute("SELECT COUNT(*) FROM incidents WHERE id = ? OR id LIKE ?",
-                           (same_day, same_day + "-%")).fetchone()[0]  # fmt: skip
+        taken = db.execute(
+            "SELECT COUNT(*) FROM incidents WHERE id = ? OR id LIKE ?", (same_day, same_day + "-%")
+        ).fetchone()[0]
         incident = incident_id_for(note.group_key, now, taken)
         firing = sorted(note.firing)
         db.execute(
             "INSERT INTO incidents VALUES (?, ?, 'open', ?, ?, ?, NULL, 1, 0, ?, ?, ?, ?, ?)",
-            (incident, note.group_key, note.receiver, stamp(now), stamp(now), json.dumps(firing),
-             json.dumps(firing), json.dumps(_alertnames(note)), json.dumps(note.job_ids()),
-             json.dumps(note.to_json())),
-        )  # fmt: skip
+            (
+                incident,
+                note.group_key,
+                note.receiver,
+                stamp(now),
+                stamp(now),
+                json.dumps(firing),
+                json.dumps(firing),
+                json.dumps(_alertnames(note)),
+                json.dumps(note.job_ids()),
+                json.dumps(note.to_json()),
+            ),
+        )
         number = self._add_run(db, incident, "opened", note, now)
         return Receipt(incident, "queued", number, len(firing))
 
@@ -262,23 +284,32 @@ class IncidentStore:
         if not new and current.status == "open":
             return Receipt(current.id, "heartbeat")
         reason = "new_alerts" if new else "firing_again"
-        return Receipt(current.id, "queued", self._add_run(db, current.id, reason, note, now),
-                       len(new))  # fmt: skip
+        return Receipt(
+            current.id, "queued", self._add_run(db, current.id, reason, note, now), len(new)
+        )
 
     def _heard(
         self, db: sqlite3.Connection, current: Incident | None, note: Notification, now: datetime
     ) -> Receipt:
         if current is None:
             return Receipt(None, "ignored")
-        db.execute("UPDATE incidents SET notifications = notifications + 1, heartbeats = "
-                   "heartbeats + 1, updated_at = ? WHERE id = ?",
-                   (stamp(now), current.id))  # fmt: skip
+        db.execute(
+            "UPDATE incidents SET notifications = notifications + 1, heartbeats = "
+            "heartbeats + 1, updated_at = ? WHERE id = ?",
+            (stamp(now), current.id),
+        )
         return Receipt(current.id, "heartbeat")
 
     def _update(
-        self, db: sqlite3.Connection, current: Incident, note: Notification, now: datetime,
-        *, status: str, heartbeat: bool = False,
-    ) -> None:  # fmt: skip
+        self,
+        db: sqlite3.Connection,
+        current: Incident,
+        note: Notification,
+        now: datetime,
+        *,
+        status: str,
+        heartbeat: bool = False,
+    ) -> None:
         seen = sorted(set(current.fingerprints) | note.firing)
         names = list(dict.fromkeys(current.alertnames + _alertnames(note)))
         jobs = list(dict.fromkeys(current.job_ids + note.job_ids()))
@@ -286,33 +317,55 @@ class IncidentStore:
             "UPDATE incidents SET status = ?, updated_at = ?, notifications = notifications + 1, "
             "heartbeats = heartbeats + ?, fingerprints = ?, firing = ?, alertnames = ?, "
             "job_ids = ?, alert = ? WHERE id = ?",
-            (status, stamp(now), int(heartbeat), json.dumps(seen), json.dumps(sorted(note.firing)),
-             json.dumps(names), json.dumps(jobs), json.dumps(note.to_json()), current.id),
-        )  # fmt: skip
+            (
+                status,
+                stamp(now),
+                int(heartbeat),
+                json.dumps(seen),
+                json.dumps(sorted(note.firing)),
+                json.dumps(names),
+                json.dumps(jobs),
+                json.dumps(note.to_json()),
+                current.id,
+            ),
+        )
 
     def _add_run(
-        self, db: sqlite3.Connection, incident: str, reason: str, note: Notification | None,
+        self,
+        db: sqlite3.Connection,
+        incident: str,
+        reason: str,
+        note: Notification | None,
         now: datetime,
-    ) -> int:  # fmt: skip
+    ) -> int:
         """A waiting run with the notification's alert, or the waiting run it joins."""
         if note is None:
-            row = db.execute("SELECT alert, job_ids FROM incidents WHERE id = ?",
-                             (incident,)).fetchone()  # fmt: skip
+            row = db.execute(
+                "SELECT alert, job_ids FROM incidents WHERE id = ?", (incident,)
+            ).fetchone()
             alert, jobs = row["alert"], row["job_ids"]
         else:
             alert, jobs = json.dumps(note.to_json()), json.dumps(note.job_ids())
-        waiting = db.execute("SELECT number FROM runs WHERE incident_id = ? AND state = "
-                             "'waiting' ORDER BY number LIMIT 1",
-                             (incident,)).fetchone()  # fmt: skip
+        waiting = db.execute(
+            "SELECT number FROM runs WHERE incident_id = ? AND state = "
+            "'waiting' ORDER BY number LIMIT 1",
+            (incident,),
+        ).fetchone()
         if waiting:
-            db.execute("UPDATE runs SET reason = ?, alert = ?, job_ids = ? WHERE incident_id = ? "
-                       "AND number = ?", (reason, alert, jobs, incident, waiting[0]))  # fmt: skip
+            db.execute(
+                "UPDATE runs SET reason = ?, alert = ?, job_ids = ? WHERE incident_id = ? "
+                "AND number = ?",
+                (reason, alert, jobs, incident, waiting[0]),
+            )
             return int(waiting[0])
-        number = db.execute("SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE incident_id = ?",
-                            (incident,)).fetchone()[0]  # fmt: skip
-        db.execute("INSERT INTO runs (incident_id, number, reason, state, attempt, created_at, "
-                   "alert, job_ids) VALUES (?, ?, ?, 'waiting', 0, ?, ?, ?)",
-                   (incident, number, reason, stamp(now), alert, jobs))  # fmt: skip
+        number = db.execute(
+            "SELECT COALESCE(MAX(number), 0) + 1 FROM runs WHERE incident_id = ?", (incident,)
+        ).fetchone()[0]
+        db.execute(
+            "INSERT INTO runs (incident_id, number, reason, state, attempt, created_at, "
+            "alert, job_ids) VALUES (?, ?, ?, 'waiting', 0, ?, ?, ?)",
+            (incident, number, reason, stamp(now), alert, jobs),
+        )
         return int(number)
 
     # The dispatcher's side ---------------------------------------------------------------
@@ -339,11 +392,22 @@ class IncidentStore:
     ) -> None:
         """``queued`` (with the attempt) or ``running``, in one transaction."""
         column = "queued_at" if state == "queued" else "started_at"
-        rows = [(state, stamp(now), run.attempt if attempt is None else attempt,
-                 run.incident_id, run.number) for run in runs]  # fmt: skip
+        rows = [
+            (
+                state,
+                stamp(now),
+                run.attempt if attempt is None else attempt,
+                run.incident_id,
+                run.number,
+            )
+            for run in runs
+        ]
         with self._tx() as db:
-            db.executemany(f"UPDATE runs SET state = ?, {column} = ?, attempt = ? WHERE "
-                           "incident_id = ? AND number = ?", rows)  # fmt: skip
+            db.executemany(
+                f"UPDATE runs SET state = ?, {column} = ?, attempt = ? WHERE "
+                "incident_id = ? AND number = ?",
+                rows,
+            )
 
     def finish(self, run: Run, outcome: Outcome, now: datetime) -> None:
         """Record how a run ended; a final run closes its incident."""
@@ -354,22 +418,36 @@ class IncidentStore:
                 "UPDATE runs SET state = ?, ended_at = ?, record_id = ?, record_status = ?, "
                 "location = ?, html = ?, status_update = ?, error = ?, notice = ? "
                 "WHERE incident_id = ? AND number = ?",
-                (outcome.state, stamp(now), outcome.record_id, outcome.record_status,
-                 outcome.location, outcome.html, outcome.status_update, outcome.error,
-                 outcome.notice, run.incident_id, run.number),
-            )  # fmt: skip
+                (
+                    outcome.state,
+                    stamp(now),
+                    outcome.record_id,
+                    outcome.record_status,
+                    outcome.location,
+                    outcome.html,
+                    outcome.status_update,
+                    outcome.error,
+                    outcome.notice,
+                    run.incident_id,
+                    run.number,
+                ),
+            )
             if run.reason == "resolved":
-                db.execute("UPDATE incidents SET status = 'resolved', closed_at = ?, updated_at "
-                           "= ? WHERE id = ? AND status = 'resolving' AND NOT EXISTS (SELECT 1 "
-                           "FROM runs WHERE incident_id = ? AND state = 'waiting')",
-                           (stamp(now), stamp(now), run.incident_id, run.incident_id))  # fmt: skip
+                db.execute(
+                    "UPDATE incidents SET status = 'resolved', closed_at = ?, updated_at "
+                    "= ? WHERE id = ? AND status = 'resolving' AND NOT EXISTS (SELECT 1 "
+                    "FROM runs WHERE incident_id = ? AND state = 'waiting')",
+                    (stamp(now), stamp(now), run.incident_id, run.incident_id),
+                )
 
     def note(self, run: Run, notice: str) -> None:
         """Add a line to a finished run's notice (the Slack post, say)."""
         with self._tx() as db:
-            db.execute("UPDATE runs SET notice = CASE WHEN COALESCE(notice, '') = '' THEN ? "
-                       "ELSE notice || char(10) || ? END WHERE incident_id = ? AND number = ?",
-                       (notice, notice, run.incident_id, run.number))  # fmt: skip
+            db.execute(
+                "UPDATE runs SET notice = CASE WHEN COALESCE(notice, '') = '' THEN ? "
+                "ELSE notice || char(10) || ? END WHERE incident_id = ? AND number = ?",
+                (notice, notice, run.incident_id, run.number),
+            )
 
     def schedule_updates(self, now: datetime, interval: float) -> list[tuple[str, int]]:
         """A waiting ``update`` run for each open incident whose last run ended
@@ -380,8 +458,9 @@ class IncidentStore:
                 "SELECT i.id FROM incidents i WHERE i.status = 'open' AND NOT EXISTS (SELECT 1 "
                 "FROM runs r WHERE r.incident_id = i.id AND r.state IN ('waiting', 'queued', "
                 "'running')) AND (SELECT MAX(ended_at) FROM runs r WHERE r.incident_id = i.id) "
-                "<= ?", (due,)
-            ).fetchall()  # fmt: skip
+                "<= ?",
+                (due,),
+            ).fetchall()
             return [(row[0], self._add_run(db, row[0], "update", None, now)) for row in rows]
 
     # Reading ---------------------------------------------------------------------------
@@ -389,8 +468,10 @@ class IncidentStore:
         """The incidents, newest first, with their runs."""
         where, args = ("WHERE status = ?", [status]) if status else ("", [])
         with self._lock:
-            rows = self.db.execute(f"SELECT * FROM incidents {where} ORDER BY opened_at DESC, "
-                                   "rowid DESC LIMIT ?", (*args, limit)).fetchall()  # fmt: skip
+            rows = self.db.execute(
+                f"SELECT * FROM incidents {where} ORDER BY opened_at DESC, rowid DESC LIMIT ?",
+                (*args, limit),
+            ).fetchall()
             runs = self._runs([row["id"] for row in rows])
         return [_incident(row, runs.get(row["id"], [])) for row in rows]
 
@@ -406,16 +487,18 @@ class IncidentStore:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
-            for row in self.db.execute(f"SELECT * FROM runs WHERE incident_id IN ({marks}) "
-                                       "ORDER BY number", chunk):  # fmt: skip
+            for row in self.db.execute(
+                f"SELECT * FROM runs WHERE incident_id IN ({marks}) ORDER BY number", chunk
+            ):
                 found.setdefault(row["incident_id"], []).append(_run(row))
         return found
 
     def counts(self) -> dict[str, int]:
         """Incidents by status, and the notifications received (for health and benchmarks)."""
         with self._lock:
-            rows = self.db.execute("SELECT status, COUNT(*), SUM(notifications) FROM incidents "
-                                   "GROUP BY status").fetchall()  # fmt: skip
+            rows = self.db.execute(
+                "SELECT status, COUNT(*), SUM(notifications) FROM incidents GROUP BY status"
+            ).fetchall()
         counts = {row[0]: int(row[1]) for row in rows}
         counts["notifications"] = sum(int(row[2]) for row in rows)
         return counts
@@ -428,13 +511,21 @@ def _alertnames(note: Notification) -> list[str]:
 
 def _incident(row: sqlite3.Row, runs: list[Run] | None = None) -> Incident:
     return Incident(
-        id=row["id"], group_key=row["group_key"], status=row["status"],
-        receiver=row["receiver"], opened_at=row["opened_at"], updated_at=row["updated_at"],
-        closed_at=row["closed_at"], notifications=row["notifications"],
-        heartbeats=row["heartbeats"], fingerprints=json.loads(row["fingerprints"]),
-        firing=json.loads(row["firing"]), alertnames=json.loads(row["alertnames"]),
-        job_ids=json.loads(row["job_ids"]), runs=runs or [],
-    )  # fmt: skip
+        id=row["id"],
+        group_key=row["group_key"],
+        status=row["status"],
+        receiver=row["receiver"],
+        opened_at=row["opened_at"],
+        updated_at=row["updated_at"],
+        closed_at=row["closed_at"],
+        notifications=row["notifications"],
+        heartbeats=row["heartbeats"],
+        fingerprints=json.loads(row["fingerprints"]),
+        firing=json.loads(row["firing"]),
+        alertnames=json.loads(row["alertnames"]),
+        job_ids=json.loads(row["job_ids"]),
+        runs=runs or [],
+    )
 
 
 def _run(row: sqlite3.Row) -> Run:

@@ -38,9 +38,14 @@ class ServeProcess:
     """``exportnb serve --host 127.0.0.1 --port PORT`` in a session of its own."""
 
     def __init__(
-        self, home: Path, *, token: str | None = "test-token", port: int | None = None,
-        env: dict[str, str] | None = None, args: tuple[str, ...] = (),
-    ) -> None:  # fmt: skip
+        self,
+        home: Path,
+        *,
+        token: str | None = "test-token",
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.home, self.token, self.port = home, token, port or free_port()
         self.env = {**os.environ, "EXPORTNB_HOME": str(home), **(env or {})}
         if token:
@@ -55,13 +60,26 @@ class ServeProcess:
 
     def start(self, timeout: float = 60.0) -> ServeProcess:
         self.home.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "exportnb.cli", "serve", "--host", "127.0.0.1",
-                   "--port", str(self.port), *self.args]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "exportnb.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *self.args,
+        ]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                command, env=self.env, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                command,
+                env=self.env,
+                stdout=out,
+                stderr=out,
+                stdin=subprocess.DEVNULL,
                 start_new_session=True,
-            )  # fmt: skip
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -80,16 +98,23 @@ class ServeProcess:
         return "\n".join(text.splitlines()[-lines:])
 
     def request(
-        self, method: str, path: str, body: Any = None, *, headers: dict[str, str] | None = None,
-        raw: bytes | None = None, timeout: float = 30.0,
-    ) -> tuple[int, Any]:  # fmt: skip
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+        raw: bytes | None = None,
+        timeout: float = 30.0,
+    ) -> tuple[int, Any]:
         """``(status, JSON answer or text)``; ``body`` goes as JSON, ``raw`` as it is."""
         data = raw if raw is not None else None if body is None else json.dumps(body).encode()
         sent = {"Content-Type": "application/json"}
         if self.token:
             sent["Authorization"] = f"Bearer {self.token}"
-        request = urllib.request.Request(self.url + path, data=data, method=method,
-                                         headers={**sent, **(headers or {})})  # fmt: skip
+        request = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={**sent, **(headers or {})}
+        )
         try:
             with urllib.request.urlopen(request, timeout=timeout) as answer:
                 return answer.status, _parsed(answer.read())
@@ -162,12 +187,19 @@ def write_quick_notebook(path: Path) -> Path:
         "'text/markdown': update}, raw=True)"
     )
     nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}  # fmt: skip
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     cell = nbformat.v4.new_code_cell(parameters)
     cell.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell("# Quick incident"), cell,
-                nbformat.v4.new_code_cell(sleep), nbformat.v4.new_code_cell(show)]  # fmt: skip
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Quick incident"),
+        cell,
+        nbformat.v4.new_code_cell(sleep),
+        nbformat.v4.new_code_cell(show),
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
     return path

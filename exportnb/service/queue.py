@@ -125,9 +125,13 @@ class Queue:
     def consume(self, workers: int, *, poll: float = 1.0) -> None:
         """Drain the queue with ``workers`` threads until SIGTERM or SIGINT (blocks)."""
         consumer = self.huey.create_consumer(
-            workers=workers, periodic=False, initial_delay=0.05, backoff=1.5, max_delay=poll,
+            workers=workers,
+            periodic=False,
+            initial_delay=0.05,
+            backoff=1.5,
+            max_delay=poll,
             check_worker_health=True,
-        )  # fmt: skip
+        )
         consumer.run()
 
 
@@ -143,8 +147,9 @@ def _huey(settings: ServeSettings) -> Huey:
     path = queue_path(settings)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        return SqliteHuey(NAME, filename=str(path), results=False, serializer=serializer,
-                          timeout=30)  # fmt: skip
+        return SqliteHuey(
+            NAME, filename=str(path), results=False, serializer=serializer, timeout=30
+        )
     except Exception as exc:
         raise StorageError(f"cannot open the run queue {path}: {exc}") from exc
 

@@ -91,8 +91,13 @@ def perform(spec: RunSpec, queue: Queue) -> None:
     finally:
         lease.stop()
     queue.put(f"done:{spec.key}", {**asdict(outcome), "attempt": spec.attempt})
-    log.info("run %s attempt %d: %s %s", spec.key, spec.attempt, outcome.state,
-             outcome.record_id or outcome.error or "")  # fmt: skip
+    log.info(
+        "run %s attempt %d: %s %s",
+        spec.key,
+        spec.attempt,
+        outcome.state,
+        outcome.record_id or outcome.error or "",
+    )
 
 
 class Lease:
@@ -156,20 +161,31 @@ def execute(spec: RunSpec, queue: Queue) -> Outcome:
         queue.put(f"record:{spec.key}", asdict(outcome_of(record, archive)))
 
     record = runner.run(
-        settings.notebook, incident_id=spec.incident_id, job_ids=spec.job_ids, alert=spec.alert,
-        defaults=defaults, env=env, archive=archive, cell_timeout=settings.cell_timeout,
-        operator=OPERATOR, hooks=runner.Hooks(on_record=on_record),
-    )  # fmt: skip
+        settings.notebook,
+        incident_id=spec.incident_id,
+        job_ids=spec.job_ids,
+        alert=spec.alert,
+        defaults=defaults,
+        env=env,
+        archive=archive,
+        cell_timeout=settings.cell_timeout,
+        operator=OPERATOR,
+        hooks=runner.Hooks(on_record=on_record),
+    )
     return outcome_of(record, archive)
 
 
 def outcome_of(record: Record, archive: OutboxArchive) -> Outcome:
     kept = archive.holds(record.record_id)
     return Outcome(
-        state=record.status, record_id=record.record_id, record_status=record.status,
-        location=record.location, html=record.path(HTML), status_update=status_update(record),
+        state=record.status,
+        record_id=record.record_id,
+        record_status=record.status,
+        location=record.location,
+        html=record.path(HTML),
+        status_update=status_update(record),
         notice=f"kept in the outbox until {archive.url} takes it" if kept else None,
-    )  # fmt: skip
+    )
 
 
 def status_update(record: Record) -> str | None:

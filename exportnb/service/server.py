@@ -39,9 +39,13 @@ log = logging.getLogger("exportnb.service")
 
 
 def serve(
-    *, host: str = "127.0.0.1", port: int = 9788, workers: int | None = None,
-    insecure: bool = False, settings: ServeSettings | None = None,
-) -> None:  # fmt: skip
+    *,
+    host: str = "127.0.0.1",
+    port: int = 9788,
+    workers: int | None = None,
+    insecure: bool = False,
+    settings: ServeSettings | None = None,
+) -> None:
     """Serve until SIGTERM or SIGINT. ConfigError before anything starts when there are no
     credentials (unless ``insecure``) or the settings are wrong."""
     import uvicorn
@@ -65,8 +69,12 @@ def serve(
     async def lifespan(app: Any) -> AsyncIterator[None]:
         dispatcher.start()
         consumer = Consumer.start(count) if count else None
-        log.info("receiving on http://%s:%d/alerts/alertmanager; %s", host, port,
-                 f"{count} worker(s)" if count else "no embedded worker")  # fmt: skip
+        log.info(
+            "receiving on http://%s:%d/alerts/alertmanager; %s",
+            host,
+            port,
+            f"{count} worker(s)" if count else "no embedded worker",
+        )
         try:
             yield
         finally:
@@ -76,8 +84,14 @@ def serve(
 
     app = create_app(store, settings, credentials, lifespan=lifespan)
     try:
-        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False,
-                    timeout_graceful_shutdown=5)  # fmt: skip
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=5,
+        )
     finally:
         store.close()
 
@@ -101,8 +115,16 @@ class Consumer:
 
     @classmethod
     def start(cls, workers: int) -> Consumer:
-        args = [sys.executable, "-m", "exportnb.cli", "worker", "--workers", str(workers),
-                "--parent", str(os.getpid())]  # fmt: skip
+        args = [
+            sys.executable,
+            "-m",
+            "exportnb.cli",
+            "worker",
+            "--workers",
+            str(workers),
+            "--parent",
+            str(os.getpid()),
+        ]
         prctl = _prctl()  # looked up here: the child must not import between fork and exec
 
         def as_child() -> None:
@@ -144,11 +166,13 @@ def work(*, workers: int = 2, parent: int | None = None) -> None:
     settings = ServeSettings.load()
     queue = Queue(settings)
     stop = threading.Event()
-    threading.Thread(target=deliver_outbox, args=(settings.outbox_interval, stop),
-                     name="outbox", daemon=True).start()  # fmt: skip
+    threading.Thread(
+        target=deliver_outbox, args=(settings.outbox_interval, stop), name="outbox", daemon=True
+    ).start()
     if parent is not None:
-        threading.Thread(target=_watch, args=(parent, _exit_now), name="parent",
-                         daemon=True).start()  # fmt: skip
+        threading.Thread(
+            target=_watch, args=(parent, _exit_now), name="parent", daemon=True
+        ).start()
     try:
         queue.consume(max(workers, 1))
     finally:

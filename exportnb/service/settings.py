@@ -42,10 +42,20 @@ PASSWORD_ENV = "EXPORTNB_WEBHOOK_PASSWORD"
 SLACK_ENV = "EXPORTNB_SLACK_WEBHOOK"
 PUBLIC_URL_ENV = "EXPORTNB_PUBLIC_URL"
 KNOWN = {
-    "token_file", "basic_user", "basic_password_file", "max_body", "max_alerts", "queue",
-    "workers", "update_interval", "slack_webhook", "notebook", "cell_timeout", "outbox_interval",
+    "token_file",
+    "basic_user",
+    "basic_password_file",
+    "max_body",
+    "max_alerts",
+    "queue",
+    "workers",
+    "update_interval",
+    "slack_webhook",
+    "notebook",
+    "cell_timeout",
+    "outbox_interval",
     "public_url",
-}  # fmt: skip
+}
 
 
 def service_dir() -> Path:

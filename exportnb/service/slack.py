@@ -47,9 +47,16 @@ def _sections(text: str) -> list[str]:
 
 
 def message(
-    incident_id: str, run: int, reason: str, *, status_update: str | None, record_id: str | None,
-    record_status: str | None, html: str | None, error: str | None = None,
-) -> dict[str, Any]:  # fmt: skip
+    incident_id: str,
+    run: int,
+    reason: str,
+    *,
+    status_update: str | None,
+    record_id: str | None,
+    record_status: str | None,
+    html: str | None,
+    error: str | None = None,
+) -> dict[str, Any]:
     """The Block Kit payload for one finished run."""
     title = f"Export incident {incident_id}: run {run} ({reason.replace('_', ' ')})"
     if status_update:
@@ -63,23 +70,29 @@ def message(
         context.append(f"<{html}|HTML>" if html.startswith("http") else f"HTML: `{html}`")
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": title[:HEADER_LIMIT]}},
-        *({"type": "section", "text": {"type": "mrkdwn", "text": piece}}
-          for piece in _sections(body)),
-    ]  # fmt: skip
+        *(
+            {"type": "section", "text": {"type": "mrkdwn", "text": piece}}
+            for piece in _sections(body)
+        ),
+    ]
     blocks = blocks[: MAX_BLOCKS - 1]
     blocks.append(
         {"type": "context", "elements": [{"type": "mrkdwn", "text": " · ".join(context)}]}
     )
-    return {"text": f"{title}: {body.splitlines()[0] if body else ''}"[:SECTION_LIMIT],
-            "blocks": blocks}  # fmt: skip
+    return {
+        "text": f"{title}: {body.splitlines()[0] if body else ''}"[:SECTION_LIMIT],
+        "blocks": blocks,
+    }
 
 
 def post(url: str, payload: dict[str, Any], *, timeout: float = 10.0) -> None:
     """POST the message; PlatformError when Slack (or the network) refuses it."""
     request = urllib.request.Request(
-        url, data=json.dumps(payload).encode(), method="POST",
+        url,
+        data=json.dumps(payload).encode(),
+        method="POST",
         headers={"Content-Type": "application/json; charset=utf-8"},
-    )  # fmt: skip
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout) as answer:
             answer.read()
