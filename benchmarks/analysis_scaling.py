@@ -49,12 +49,14 @@ STEPS = (
 # The worker: one sandbox, the analysis on request ---------------------------------------
 def analysis(defaults: dict[str, Any], *, early: bool) -> dict[str, float]:
     """The template's diagnostics calls, in order; seconds per step (and ``total``)."""
-    from exportnb import assessment, baseline, comms, detection, findings, jobstate, response
-    from exportnb.checksums import verify_jobs
-    from exportnb.incident import open_incident
-    from exportnb.network import network_path
-    from exportnb.recovery import verify_recovery
-    from exportnb.storagehealth import storage_health
+    from exportnb.core import findings
+    from exportnb.incident.model import open_incident
+    from exportnb.incident.steps import assessment, baseline, comms, detection, jobstate
+    from exportnb.incident.steps.checksums import verify_jobs
+    from exportnb.incident.steps.network import network_path
+    from exportnb.incident.steps.recovery import verify_recovery
+    from exportnb.incident.steps.storagehealth import storage_health
+    from exportnb.mitigation import response
 
     times: dict[str, float] = {}
     began = last = time.perf_counter()
@@ -125,9 +127,9 @@ def analysis(defaults: dict[str, Any], *, early: bool) -> dict[str, float]:
 
 def worker(home: Path) -> None:
     """Serve ``run`` requests on stdin for the sandbox in ``home``: one JSON line each."""
-    from exportnb import runner
+    from exportnb.platform.registry import local_environment
 
-    found = runner.sandbox_defaults(home)
+    found = local_environment(home)
     if found is None:
         raise SystemExit(f"no sandbox runs in {home}")
     env, defaults = found

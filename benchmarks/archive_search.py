@@ -6,7 +6,7 @@ Builds an archive of synthetic-but-valid records through the library's save path
 (``runner.save``: the record is written, chained and indexed, as after a run), unless
 ``--corpus DIR`` names one built before (it is built there and kept when it does not
 exist; otherwise a temporary one is removed at the end). Then times
-``exportnb.index.search(archive, job_id=...)``, the library call behind ``exportnb archive
+``exportnb.archive.index.search(archive, job_id=...)``, the library call behind ``exportnb archive
 search --job-id``: it opens the index, checks the chain for new records, and queries.
 
 The records are shaped like the template's: a notebook with a chart, the page nbconvert's
@@ -72,7 +72,7 @@ class Maker:
 
     def __init__(self) -> None:
 
-        from exportnb.record import render_html
+        from exportnb.record.model import render_html
 
         self.png = chart_png()
         page = render_html(self.notebook(MARK, [job_id(1)]), title=MARK)
@@ -138,7 +138,7 @@ class Maker:
         )
 
     def record(self, n: int, rng: random.Random) -> tuple[Any, dict[str, bytes]]:
-        from exportnb.record import HTML, METADATA, NOTEBOOK, Record, RecordFile, sha256
+        from exportnb.record.model import HTML, METADATA, NOTEBOOK, Record, RecordFile, sha256
 
         incident = f"INC-{n // 4:05d}"
         started = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(minutes=15 * n)
@@ -245,8 +245,8 @@ def results(n: int, rng: random.Random, jobs: list[str], tenants: list[str]) -> 
 
 def build(root: Path, count: int) -> None:
     """Archive ``count`` records into ``root``/archive through the save path."""
-    from exportnb import runner
-    from exportnb.archive import LocalArchive
+    from exportnb.archive.store import LocalArchive
+    from exportnb.run import runner
 
     store = LocalArchive(root / "archive")
     maker, rng = Maker(), random.Random(42)
@@ -285,8 +285,8 @@ def main() -> int:
 
 
 def measure(root: Path, runs: int) -> int:
-    from exportnb import index
-    from exportnb.archive import LocalArchive
+    from exportnb.archive import index
+    from exportnb.archive.store import LocalArchive
 
     store = LocalArchive(root / "archive")
     total = len(index.search(store))

@@ -8,7 +8,7 @@ times each:
 
 - the baseline: read every file of every record and sha256 it, one after the other in one
   thread (the paths listed beforehand, outside the timing);
-- ``exportnb.integrity.verify_archive``, what ``exportnb archive verify`` runs: it lists
+- ``exportnb.archive.integrity.verify_archive``, what ``exportnb archive verify`` runs: it lists
   the records, reads and checks the whole chain, compares it with the index's witness,
   hashes every file once and checks it against ``record.json`` and the chain entry, on a
   pool of threads.
@@ -37,8 +37,8 @@ TARGET_RATIO = 2.0
 
 
 def record_files(archive: Path) -> list[Path]:
-    from exportnb.archive import LocalArchive
-    from exportnb.record import FILES
+    from exportnb.archive.store import LocalArchive
+    from exportnb.record.model import FILES
 
     store = LocalArchive(archive)
     return [archive / rid / name for rid in store.record_ids() for name in FILES]
@@ -85,7 +85,7 @@ def main() -> int:
 
 
 def measure(archive: Path, rounds: int) -> int:
-    from exportnb import integrity
+    from exportnb.archive import integrity
 
     workers = min(8, (os.cpu_count() or 1) * 2)
     paths = record_files(archive)

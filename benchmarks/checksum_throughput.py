@@ -1,6 +1,7 @@
 """Benchmark: checksum verification of 20 jobs x 50 segments against 1000 raw HeadObject calls.
 
-Target: ``exportnb.checksums.verify_jobs`` (look up each job, read its manifest from S3,
+Target: ``exportnb.incident.steps.checksums.verify_jobs``
+(look up each job, read its manifest from S3,
 check every segment's stored SHA-256 with HeadObject in checksum mode, all through one
 bounded pool) reaches at least 0.8x the throughput (segments per second) of the same 1000
 HeadObject calls issued bare, with the same concurrency, through a thread pool and one
@@ -24,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
-from exportnb import storage
-from exportnb.checksums import verify_jobs
+from exportnb.incident.steps.checksums import verify_jobs
+from exportnb.platform import storage
 from exportnb.platform.model import Manifest, Segment
 from exportnb.sandbox.faults import FaultSet
 from exportnb.sandbox.platform import SandboxPlatform

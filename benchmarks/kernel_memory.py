@@ -23,7 +23,8 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import DeadKernelError
 
-from exportnb import parameters, runner
+from exportnb.platform.registry import local_environment
+from exportnb.run import parameters, runner
 
 PROBE = """import json
 fields = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
@@ -63,7 +64,7 @@ def main() -> None:
     args = parser.parse_args()
     notebook = (args.notebook or runner.default_template()).absolute()
     given = parameters.parse_assignments(args.p, parameters.declared(notebook))
-    found = runner.sandbox_defaults()
+    found = local_environment()
     env, defaults = found if found else ({}, {})
     nb = runner.load(runner.plan(notebook, parameters=given, defaults=defaults, env=env))
     nb.cells.append(nbformat.v4.new_code_cell(PROBE))

@@ -39,8 +39,10 @@ from pathlib import Path
 import nbformat
 import papermill
 
-from exportnb import config, parameters, runner
-from exportnb.archive import LocalArchive
+from exportnb.archive.store import LocalArchive
+from exportnb.core import config
+from exportnb.platform.registry import local_environment
+from exportnb.run import parameters, runner
 
 TARGET = 2.0
 BIN = Path(sys.executable).parent
@@ -125,7 +127,7 @@ def main() -> None:
     args = parser.parse_args()
     notebook = (args.notebook or runner.default_template()).absolute()
     given = parameters.parse_assignments(args.p, parameters.declared(notebook))
-    found = runner.sandbox_defaults()
+    found = local_environment()
     env, defaults = found if found else ({}, {})
     os.environ.update(env)  # the commands and bare papermill's kernels see the sandbox too
     options = {"parameters": given, "defaults": defaults, "env": env}

@@ -15,7 +15,7 @@ import statistics
 import time
 from datetime import UTC, datetime
 
-from exportnb import storage
+from exportnb.platform import storage
 from exportnb.platform.model import Manifest, Segment
 from exportnb.sandbox.faults import FaultSet
 from exportnb.sandbox.s3proxy import FaultProxy

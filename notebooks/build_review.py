@@ -5,10 +5,10 @@ and execute it on an archive built from real runs.
     .venv/bin/python notebooks/build_review.py --check  # exit 1 if the cells are out of date
 
 The notebook takes an incident ID and an archive URL (papermill parameters) and only calls
-``exportnb.review`` and renders. Writing it executes it, with nbclient, on the archive a
+``exportnb.review.model`` and renders. Writing it executes it, with nbclient, on the archive a
 *drill* leaves (:func:`drill`): on a sandbox of its own in a temporary ``EXPORTNB_HOME``
 (the default scenario, the throttled primary bucket), the incident notebook runs for a
-firing alert, the fallback bucket is applied through ``exportnb.mitigations`` (plan,
+firing alert, the fallback bucket is applied through ``exportnb.mitigation.lifecycle`` (plan,
 confirm, apply, journaled), and the incident notebook runs again for the resolved alert.
 The cells whose output nbval compares (``notebooks/conftest.py`` makes the same drill) are
 tagged ``nbval-check-output``: their text is the same from drill to drill once times, IDs
@@ -66,10 +66,10 @@ days = 30  # the cross-incident review covers the incidents of this many days
 until = ""  # ISO-8601 end of that window; empty: now"""
 
 SETUP = """\
-from exportnb.display import show_chart
-from exportnb.review import across_incidents, incident_review, last_days, latest_incident
-from exportnb.review_charts import incident_rate_chart
-from exportnb.review_views import show
+from exportnb.notebook.display import show_chart
+from exportnb.review.model import across_incidents, incident_review, last_days, latest_incident
+from exportnb.review.charts import incident_rate_chart
+from exportnb.review.views import show
 
 review = incident_review(archive, incident_id or latest_incident(archive))
 show("records", review)"""
@@ -165,7 +165,7 @@ def sources(nb: nbformat.NotebookNode) -> list[tuple[str, str, list[str]]]:
 # The drill ---------------------------------------------------------------------------------
 def alert(status: str, starts_at: datetime, ends_at: datetime | None = None) -> dict[str, Any]:
     """An Alertmanager webhook of the runbook's failure-rate alert."""
-    from exportnb.contract import format_time
+    from exportnb.core.codec import format_time
 
     item = {
         "status": status,
@@ -191,13 +191,14 @@ def drill(
     notebook for a firing alert, the fallback bucket applied (journaled), the notebook
     again for the resolved alert. Returns the two records. The incident must be new there
     (its journal empty), so that the mitigation is applied now."""
-    from exportnb import mitigations
-    from exportnb.errors import PreconditionFailed
-    from exportnb.journal import read_journal
-    from exportnb.runner import run, sandbox_defaults
+    from exportnb.core.errors import PreconditionFailed
+    from exportnb.mitigation import lifecycle as mitigations
+    from exportnb.mitigation.journal import read_journal
+    from exportnb.platform.registry import local_environment
+    from exportnb.run.runner import run
     from exportnb.sandbox.platform import SandboxPlatform
 
-    found = sandbox_defaults()
+    found = local_environment()
     if found is None:
         raise PreconditionFailed("no sandbox runs: `exportnb sandbox up` first")
     if read_journal(incident_id):

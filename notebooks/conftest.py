@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from exportnb.findings import RESULT_MIMETYPE
-from exportnb.review_views import REVIEW_MIMETYPE
+from exportnb.core.findings import RESULT_MIMETYPE
+from exportnb.review.views import REVIEW_MIMETYPE
 
 REVIEW_NOTEBOOK = "postmortem_review.ipynb"
 SKIPPED = (RESULT_MIMETYPE, REVIEW_MIMETYPE)
@@ -80,7 +80,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def _drilled(home: Path) -> dict[str, str]:
     from build_review import drill
 
-    from exportnb.errors import ExportnbError
+    from exportnb.core.errors import ExportnbError
 
     archive = str(home / "review-archive")
     try:

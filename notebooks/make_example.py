@@ -16,7 +16,8 @@ from pathlib import Path
 
 import nbformat
 
-from exportnb.runner import run, sandbox_defaults
+from exportnb.platform.registry import local_environment
+from exportnb.run.runner import run
 
 HERE = Path(__file__).resolve().parent
 CHECKED = ("show_parameters(", "show_chart(")
@@ -47,7 +48,7 @@ def main() -> int:
         path = HERE / "example_incident.ipynb"
         nbformat.write(tag(nbformat.read(path, as_version=4)), path)
         return 0
-    found = sandbox_defaults()
+    found = local_environment()
     if found is None:
         print("Error: start the sandbox first: exportnb sandbox up --scenario default")
         return 5

@@ -66,9 +66,9 @@ recovery_minutes = 15  # how long the success rate must be back at baseline
 now = ""  # ISO-8601 time to evaluate at; default: the current time"""
 
 SETUP = """\
-from exportnb import charts
-from exportnb.display import show, show_chart, show_parameters, show_recommendations
-from exportnb.incident import open_incident, parameters_of
+from exportnb.notebook import charts
+from exportnb.notebook.display import show, show_chart, show_parameters, show_recommendations
+from exportnb.incident.model import open_incident, parameters_of
 
 incident = open_incident(**parameters_of(globals()))
 incident.start_probes()"""
@@ -103,7 +103,7 @@ These are the failure rate over the window against the threshold, the latency
 percentiles against twice the SLO, stuck jobs, and the job IDs customers reported. The
 reported jobs are verified under Diagnostics 3."""),
     ("code", """\
-from exportnb.detection import detect
+from exportnb.incident.steps.detection import detect
 
 detection = incident.collect(detect, incident.platform, **incident.detection_options())
 show("detection", detection)"""),
@@ -111,7 +111,7 @@ show("detection", detection)"""),
 The success rate per minute against the baseline: the same minutes of the day over
 the previous `baseline_days` days, with the threshold (1 − `failure_threshold`)."""),
     ("code", """\
-from exportnb.baseline import baseline
+from exportnb.incident.steps.baseline import baseline
 
 usual = baseline(incident.platform, incident.history_since, incident.now,
                  days=incident.baseline_days)
@@ -131,11 +131,11 @@ This notebook never pauses bulk exports itself. The cell below shows whether the
 paused now, and what `exportctl pause bulk` would hold back. In an interactive session,
 the mitigation panel applies it after you confirm."""),
     ("code", """\
-from exportnb.response import bulk_pause, capture
+from exportnb.mitigation.response import bulk_pause, capture
 
 show("immediate_actions", bulk_pause(incident.platform), command="exportctl pause bulk")"""),
     ("code", """\
-from exportnb.jobstate import job_state
+from exportnb.incident.steps.jobstate import job_state
 
 jobs = incident.collect(job_state, incident.platform, **incident.job_state_options())
 show("immediate_actions", capture(jobs, incident.reported_jobs))"""),
@@ -158,7 +158,7 @@ show_chart(charts.failures_chart(jobs.frame()))"""),
 The buckets checked are `$EXPORT_BUCKET`, the `buckets` parameter, the buckets the
 failed jobs name and the fallback bucket."""),
     ("code", """\
-from exportnb.storagehealth import storage_health
+from exportnb.incident.steps.storagehealth import storage_health
 
 storage = incident.collect(storage_health, incident.buckets_to_check(jobs))
 show("storage_health", storage, command="aws s3api head-bucket --bucket $EXPORT_BUCKET")"""),
@@ -171,7 +171,7 @@ show("storage_health", storage, command="aws s3api head-bucket --bucket $EXPORT_
 The jobs verified are the reported jobs, the newest failing jobs, and the newest
 deliveries of each tenant involved."""),
     ("code", """\
-from exportnb.checksums import verify_jobs
+from exportnb.incident.steps.checksums import verify_jobs
 
 checks = incident.collect(verify_jobs, incident.platform,
                           incident.checksum_jobs(jobs, detection))
@@ -186,7 +186,7 @@ The path is measured with `mtr` where it is installed, and with a TCP probe wher
 is not: `probe_count` cycles, `probe_interval` seconds apart. Ask for more cycles (and a
 longer interval) to look closer."""),
     ("code", """\
-from exportnb.network import network_path
+from exportnb.incident.steps.network import network_path
 
 path = incident.collect(network_path, incident.target_host, **incident.network_options())
 show("network_path", path, command="mtr -r $EXPORT_TARGET_HOST")"""),
@@ -196,7 +196,7 @@ show("network_path", path, command="mtr -r $EXPORT_TARGET_HOST")"""),
 The findings of every step lead to recommendations. Each recommendation gives its
 reason (the evidence behind it) and the exact runbook command."""),
     ("code", """\
-from exportnb.assessment import assess
+from exportnb.incident.steps.assessment import assess
 
 assessed = assess(detection, jobs, storage, checks, path, context=incident.assessment_context())
 show_recommendations(assessed)"""),
@@ -217,7 +217,7 @@ show_recommendations(assessed)"""),
 The recommended commands are listed below with what each would change and, for an
 automatic run, what policy did with each."""),
     ("code", """\
-from exportnb.response import respond
+from exportnb.mitigation.response import respond
 
 show("mitigations", respond(incident, assessed))"""),
     ("md", """\
@@ -231,7 +231,7 @@ retried jobs until they finish, and flags the ones that fail again with the same
 The same flow is `exportnb mitigate ACTION --incident ID` at a shell. **Finalize**
 re-executes this notebook unattended into the archive (`exportnb finalize ID`)."""),
     ("code", """\
-from exportnb.panel import mitigation_panel
+from exportnb.notebook.panel import mitigation_panel
 
 mitigation_panel(incident, assessed)"""),
     ("md", """\
@@ -241,7 +241,7 @@ mitigation_panel(incident, assessed)"""),
 > - [ ] Checksums verified for affected jobs; customers notified of re-exports.
 > - [ ] Fallback bucket disabled; configuration reverted."""),
     ("code", """\
-from exportnb.recovery import verify_recovery
+from exportnb.incident.steps.recovery import verify_recovery
 
 recent = baseline(incident.platform, incident.recovery_since, incident.now,
                   days=incident.baseline_days)
@@ -259,8 +259,8 @@ show_chart(charts.success_rate_chart(recovered.rates_frame(), recent.frame(),
 > - [ ] Provide updates every 15 minutes with job success rate and mitigations.
 > - [ ] Summarize affected tenants, files, and corrective actions for audit."""),
     ("code", """\
-from exportnb.comms import audit_summary, status_update
-from exportnb.findings import findings_of
+from exportnb.incident.steps.comms import audit_summary, status_update
+from exportnb.core.findings import findings_of
 
 found = findings_of(detection, jobs, storage, checks, path, recovered)
 update = status_update(detection=detection, recovery=recovered, assessment=assessed,
@@ -274,7 +274,7 @@ reverted, with the operator, the time (UTC), the parameters and the result, its 
 chain verified. It is ordinary cell output, so the archived record shows it. Run this
 cell again after applying from the panel, or finalize the incident."""),
     ("code", """\
-from exportnb.trail import trail
+from exportnb.mitigation.trail import trail
 
 show("mitigations", trail(incident.id))"""),
     ("code", """\

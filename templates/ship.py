@@ -1,5 +1,5 @@
 """Ship the incident template in the wheel: the build copies ``templates/*.ipynb`` into the
-package, as ``exportnb/templates/``, where :func:`exportnb.runner.default_template` finds it
+package, as ``exportnb/templates/``, where :func:`exportnb.run.runner.default_template` finds it
 in an installed (non-editable) exportnb. ``templates/`` stays the one canonical place.
 
 pyproject.toml makes this setuptools' ``build_py``::

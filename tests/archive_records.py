@@ -3,7 +3,7 @@
 :func:`make_record` builds a valid record (notebook, HTML and ``record.json`` whose hashes
 match) holding the result bundles the template displays: JobState, ChecksumReport,
 AuditSummary, the MitigationPlan and, when given, the journal as the template shows it
-(entries appended to a real :class:`~exportnb.journal.Journal`). :func:`save` archives it
+(entries appended to a real :class:`~exportnb.mitigation.journal.Journal`). :func:`save` archives it
 through the runner's save path, so the chain and the index see it as they see a run.
 """
 
@@ -17,10 +17,11 @@ from typing import Any
 
 import nbformat
 
-from exportnb import contract, runner
-from exportnb.archive import Archive
-from exportnb.journal import Journal
-from exportnb.record import HTML, METADATA, NOTEBOOK, Record, RecordError, RecordFile, sha256
+from exportnb.archive.store import Archive
+from exportnb.core import codec
+from exportnb.mitigation.journal import Journal
+from exportnb.record.model import HTML, METADATA, NOTEBOOK, Record, RecordError, RecordFile, sha256
+from exportnb.run import runner
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -55,7 +56,7 @@ def journal_bundle(home: Path, incident: str, applied: Sequence[tuple[str, str]]
                 outcome="succeeded",
                 detail={"summary": f"{action} applied"},
             )
-    entries = [contract.encode(e) for e in journal.entries()]
+    entries = [codec.encode(e) for e in journal.entries()]
     return bundle("mitigations", "JournalReport", {"entries": entries, "chain_ok": True}, 9)
 
 

@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from exportnb import contract
-from exportnb.errors import InvalidInput, NotFound, PreconditionFailed, StorageError
+from exportnb.core import codec
+from exportnb.core.errors import InvalidInput, NotFound, PreconditionFailed, StorageError
 from exportnb.platform import Platform, current_actor
 from exportnb.platform.model import (
     BULK_PAUSE_FLAG,
@@ -152,12 +152,12 @@ class MemoryPlatform(Platform):
         if self.path is None:
             return self._state
         raw = json.loads(self.path.read_text(encoding="utf-8"))
-        return contract.decode(MemoryState, raw)
+        return codec.decode(MemoryState, raw)
 
     def _save(self, state: MemoryState) -> None:
         self._state = state
         if self.path is not None:
-            self.path.write_text(json.dumps(contract.encode(state)), encoding="utf-8")
+            self.path.write_text(json.dumps(codec.encode(state)), encoding="utf-8")
 
     def _job(self, state: MemoryState, job_id: str) -> Job:
         for job in state.jobs:
@@ -326,7 +326,7 @@ class MemoryPlatform(Platform):
         old = _live_flag(state, key, now)
         flag = Flag(key, value, actor or current_actor(), now, expires)
         state.flags = [f for f in state.flags if f.key != key] + [flag]
-        new = {"value": value, "expires_at": contract.format_time(expires) if expires else None}
+        new = {"value": value, "expires_at": codec.format_time(expires) if expires else None}
         self._audit(state, actor, "flag.set", key, old.value if old else None, new, reason)
         self._save(state)
         return flag

@@ -14,12 +14,14 @@ import pytest
 from botocore.exceptions import ClientError
 from click.testing import CliRunner
 
-from exportnb import archive, runner, storage
-from exportnb.archive import LocalArchive, S3Archive, open_archive
+from exportnb.archive import store as archive
+from exportnb.archive.retention import Retention
+from exportnb.archive.store import LocalArchive, S3Archive, open_archive
 from exportnb.cli import main
-from exportnb.errors import ConfigError, InvalidInput, NotFound, StorageError
-from exportnb.record import Record, RecordError, RecordFile
-from exportnb.retention import Retention
+from exportnb.core.errors import ConfigError, InvalidInput, NotFound, StorageError
+from exportnb.platform import storage
+from exportnb.record.model import Record, RecordError, RecordFile
+from exportnb.run import runner
 from exportnb.sandbox.s3server import MotoServer
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
@@ -371,7 +373,7 @@ def test_object_lock_settings_are_checked(home, table):
 
 
 def test_a_record_deleted_from_a_versioned_bucket_is_named_by_verify(locked):
-    from exportnb import integrity
+    from exportnb.archive import integrity
 
     s3, bucket = locked
     store = open_archive(f"s3://{bucket}/records")

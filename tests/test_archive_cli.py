@@ -11,10 +11,10 @@ import pytest
 from archive_records import T0, journal_bundle, make_record, save
 from click.testing import CliRunner
 
-from exportnb.archive import LocalArchive
+from exportnb.archive.store import LocalArchive
 from exportnb.cli import main
 from exportnb.cli.archive import archive_group
-from exportnb.record import sha256
+from exportnb.record.model import sha256
 
 pytestmark = pytest.mark.usefixtures("home")  # a fresh $EXPORTNB_HOME (conftest)
 

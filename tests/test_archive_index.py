@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 from archive_records import T0, bundle, journal_bundle, make_record, save
 
-from exportnb import index, runner
-from exportnb.archive import LocalArchive
-from exportnb.errors import InvalidInput, NotFound, StorageError
-from exportnb.facts import RecordFacts
-from exportnb.index import Index, Query
+from exportnb.archive import index
+from exportnb.archive.index import Index, Query
+from exportnb.archive.store import LocalArchive
+from exportnb.core.errors import InvalidInput, NotFound, StorageError
+from exportnb.record.facts import RecordFacts
+from exportnb.run import runner
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 

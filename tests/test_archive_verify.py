@@ -18,11 +18,11 @@ from archive_records import T0, make_record, save
 from click.testing import CliRunner
 from conftest import exportnb_cmd
 
-from exportnb import chain, index, integrity
-from exportnb.archive import LocalArchive
+from exportnb.archive import chain, index, integrity
+from exportnb.archive.store import LocalArchive
 from exportnb.cli import main
-from exportnb.errors import PreconditionFailed
-from exportnb.record import Record
+from exportnb.core.errors import PreconditionFailed
+from exportnb.record.model import Record
 
 INCIDENTS = ("INC-1", "INC-1", "INC-1", "INC-2", "INC-2")
 

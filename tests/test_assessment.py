@@ -8,10 +8,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from exportnb import contract
-from exportnb.assessment import AssessmentContext, assess
-from exportnb.errors import InvalidInput
-from exportnb.findings import (
+from exportnb.core import codec
+from exportnb.core.errors import InvalidInput
+from exportnb.core.findings import (
     CHECKSUM_MISMATCH,
     CHUNK_TIMEOUTS,
     FAILURE_RATE_HIGH,
@@ -26,6 +25,7 @@ from exportnb.findings import (
     THROTTLING,
     Finding,
 )
+from exportnb.incident.steps.assessment import AssessmentContext, assess
 
 MB = 1_000_000
 CONTEXT = AssessmentContext(export_bucket="exports-primary", fallback_bucket="exports-fallback")
@@ -358,7 +358,7 @@ def test_a_different_world_gets_the_analogous_recommendations():
     assert by_action["chunk-size"].command == "exportctl update --job x-91 --chunk-size 20MB"
     assert by_action["notify-tenants"].params["tenants"] == ["zeta-corp"]
     assert by_action["re-export"].command == "exportctl retry --job x-17 --concurrency 2"
-    text = json.dumps(contract.encode(result))
+    text = json.dumps(codec.encode(result))
     for built_in in ("exports-primary", "exports-fallback", "acme", "wonka"):
         assert built_in not in text
 
@@ -370,7 +370,7 @@ def test_no_findings_no_recommendations():
 
 def test_the_assessment_encodes_to_json_and_frames():
     result = assess(throttling("exports-primary"), context=CONTEXT)
-    doc = json.loads(json.dumps(contract.encode(result)))
+    doc = json.loads(json.dumps(codec.encode(result)))
     assert [r["action"] for r in doc["recommendations"]] == ["fallback-bucket", "retry"]
     assert list(result.frame()["action"]) == ["fallback-bucket", "retry"]
 

@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from constructed import NOW, make_world, minutes
 
-from exportnb import contract
-from exportnb.baseline import (
+from exportnb.core import codec
+from exportnb.core.errors import InvalidInput
+from exportnb.incident.steps.baseline import (
     as_utc,
     baseline,
     binomial_tail,
@@ -19,7 +20,6 @@ from exportnb.baseline import (
     success_rates,
     wilson,
 )
-from exportnb.errors import InvalidInput
 
 DAY = timedelta(days=1)
 
@@ -74,7 +74,7 @@ def test_no_history_is_an_empty_baseline_not_an_error(world):
     assert all(p.expected is None and p.low is None for p in result.points)
     frame = result.frame()
     assert list(frame.columns) == ["expected", "low", "high"] and frame.isna().all().all()
-    json.dumps(contract.encode(result), allow_nan=False)  # no NaN leaks into the record
+    json.dumps(codec.encode(result), allow_nan=False)  # no NaN leaks into the record
 
 
 def test_baseline_pools_the_same_minute_of_previous_days(world):

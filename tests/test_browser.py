@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 from conftest import need
 
-from exportnb import runner
-from exportnb.journal import read_journal
+from exportnb.mitigation.journal import read_journal
 from exportnb.platform.model import BULK_PAUSE_FLAG, FALLBACK_FLAG
+from exportnb.platform.registry import local_environment
+from exportnb.run import runner
 
 CHROMIUM = os.environ.get("EXPORTNB_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -62,9 +63,9 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
 @pytest.fixture(scope="module")
 def lab(sandbox) -> Iterator[object]:
-    from exportnb.cli.run import Lab
+    from exportnb.run.lab import Lab
 
-    found = runner.sandbox_defaults(sandbox.home)
+    found = local_environment(sandbox.home)
     assert found is not None
     env, defaults = found
     target, made = runner.prepare(
@@ -140,7 +141,7 @@ def test_plan_confirm_apply_two_mitigations_and_finalize(sandbox, lab, browser, 
     finally:
         page.close()
 
-    from exportnb.finalize import latest_record
+    from exportnb.run.finalize import latest_record
 
     record = latest_record(INCIDENT)
     assert record is not None and record.status == "succeeded", record and record.error

@@ -9,8 +9,8 @@ import matplotlib.dates as mdates
 import pandas as pd
 import pytest
 
-from exportnb import charts
-from exportnb.errors import InvalidInput
+from exportnb.core.errors import InvalidInput
+from exportnb.notebook import charts
 
 NOW = datetime(2024, 6, 11, 14, 30, tzinfo=UTC)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import pytest
 from conftest import exportnb_cmd, wait_for
 
-from exportnb import contract
-from exportnb.checksums import verify_jobs
-from exportnb.errors import InvalidInput
-from exportnb.findings import CHECKSUM_MISMATCH, MISSING_SEGMENTS
+from exportnb.core import codec
+from exportnb.core.errors import InvalidInput
+from exportnb.core.findings import CHECKSUM_MISMATCH, MISSING_SEGMENTS
+from exportnb.incident.steps.checksums import verify_jobs
 
 UNKNOWN = "job-that-never-existed"
 
@@ -211,7 +211,7 @@ def test_bad_input_is_refused(sandbox, ids, workers):
 
 def test_the_report_encodes_to_json_and_frames(sandbox, world):
     report = verify_jobs(sandbox.platform(), _all(world))
-    doc = json.loads(json.dumps(contract.encode(report)))
+    doc = json.loads(json.dumps(codec.encode(report)))
     assert [j["state"] for j in doc["jobs"]][:3] == ["failed", "failed", "passed"]
     frame = report.frame()
     assert list(frame["state"]) == ["failed", "failed", "passed", "not_found", "no_manifest"]

@@ -1,6 +1,6 @@
 """The ``command`` platform driving real exportctl/featurectl processes through the contract.
 
-The executables are tiny wrapper scripts that run ``python -m exportnb.cli.exportctl``
+The executables are tiny wrapper scripts that run ``python -m exportnb.sandbox.ctl.exportctl``
 (and featurectl) on the in-memory platform, whose state is a JSON file shared by every
 process. Broken executables (missing, slow, chatty, off-contract) are scripts too.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from memory_platform import FALLBACK, MemoryPlatform
 
-from exportnb.errors import (
+from exportnb.core.errors import (
     CommandError,
     ConfigError,
     InvalidInput,
@@ -65,8 +65,8 @@ def platform(tmp_path, state, memory) -> CommandPlatform:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     return CommandPlatform(
-        exportctl=str(wrapper(bin_dir, "exportnb.cli.exportctl")),
-        featurectl=str(wrapper(bin_dir, "exportnb.cli.featurectl")),
+        exportctl=str(wrapper(bin_dir, "exportnb.sandbox.ctl.exportctl")),
+        featurectl=str(wrapper(bin_dir, "exportnb.sandbox.ctl.featurectl")),
         timeout="30s",
         env={
             "EXPORTNB_CTL_PLATFORM": "memory_platform:MemoryPlatform",

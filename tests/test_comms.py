@@ -8,15 +8,15 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from constructed import FALLBACK, NOW, PRIMARY, make_world, minutes
 
-from exportnb import checksums
-from exportnb.baseline import baseline
-from exportnb.comms import audit_summary, corrective_action, status_update
-from exportnb.detection import detect
-from exportnb.errors import InvalidInput
-from exportnb.findings import Finding
-from exportnb.jobstate import job_state
+from exportnb.core.errors import InvalidInput
+from exportnb.core.findings import Finding
+from exportnb.incident.steps import checksums
+from exportnb.incident.steps.baseline import baseline
+from exportnb.incident.steps.comms import audit_summary, corrective_action, status_update
+from exportnb.incident.steps.detection import detect
+from exportnb.incident.steps.jobstate import job_state
+from exportnb.incident.steps.recovery import verify_recovery
 from exportnb.platform.model import FALLBACK_FLAG, AuditEntry, JobQuery
-from exportnb.recovery import verify_recovery
 
 
 @pytest.fixture
@@ -92,7 +92,7 @@ def test_status_update_while_mitigating(incident):
 
 
 def test_status_update_lists_the_assessment_next_steps(incident):
-    from exportnb import assessment
+    from exportnb.incident.steps import assessment
 
     world, _ = incident
     state = job_state(world.platform, since=NOW - minutes(30), until=NOW)

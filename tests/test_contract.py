@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from exportnb import contract
-from exportnb.errors import (
+from exportnb.core import codec
+from exportnb.core.errors import (
     CommandError,
     InvalidInput,
     NotFound,
@@ -19,7 +19,7 @@ from exportnb.errors import (
     SandboxError,
     StorageError,
 )
-from exportnb.platform import Platform, model
+from exportnb.platform import Platform, contract, model
 from exportnb.platform.model import (
     Attempt,
     AuditEntry,
@@ -115,7 +115,7 @@ def test_every_model_class_has_an_example():
 @pytest.mark.parametrize("cls", list(EXAMPLES), ids=lambda c: c.__name__)
 def test_every_model_class_round_trips(cls):
     original = EXAMPLES[cls]
-    assert contract.decode(cls, _through_json(contract.encode(original))) == original
+    assert codec.decode(cls, _through_json(codec.encode(original))) == original
 
 
 @pytest.mark.parametrize("kind", sorted(contract.KINDS))
@@ -156,9 +156,9 @@ def test_every_platform_method_has_a_kind():
 
 def test_times_are_iso_8601_utc_with_z():
     east = timezone(timedelta(hours=2))
-    assert contract.encode(datetime(2024, 5, 1, 14, 0, tzinfo=east)) == "2024-05-01T12:00:00Z"
-    assert contract.encode(AT) == "2024-05-01T12:00:00.123456Z"
-    decoded = contract.decode(datetime, "2024-05-01T14:00:00+02:00")
+    assert codec.encode(datetime(2024, 5, 1, 14, 0, tzinfo=east)) == "2024-05-01T12:00:00Z"
+    assert codec.encode(AT) == "2024-05-01T12:00:00.123456Z"
+    decoded = codec.decode(datetime, "2024-05-01T14:00:00+02:00")
     assert decoded == datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     assert decoded.tzinfo is UTC
 
@@ -197,7 +197,7 @@ def test_unknown_and_unexpected_kinds_are_refused():
 
 
 def test_missing_fields_are_refused_with_their_path():
-    item = contract.encode(JOB)
+    item = codec.encode(JOB)
     del item["created_at"]
     doc = {"apiVersion": contract.API_VERSION, "kind": "JobList", "items": [item]}
     with pytest.raises(CommandError, match=r"JobList.items\[0\]: missing field 'created_at'"):
@@ -207,9 +207,9 @@ def test_missing_fields_are_refused_with_their_path():
 
 
 def test_optional_fields_may_be_omitted_and_unknown_fields_are_ignored():
-    item = {k: v for k, v in contract.encode(JOB).items() if k != "delivered_bucket"}
+    item = {k: v for k, v in codec.encode(JOB).items() if k != "delivered_bucket"}
     item["added_in_a_later_v1"] = 1
-    assert contract.decode(Job, item) == JOB
+    assert codec.decode(Job, item) == JOB
 
 
 @pytest.mark.parametrize(
@@ -226,14 +226,14 @@ def test_optional_fields_may_be_omitted_and_unknown_fields_are_ignored():
     ],
 )
 def test_wrong_types_are_refused(cls, field, value, message):
-    item = contract.encode(EXAMPLES[cls]) | {field: value}
+    item = codec.encode(EXAMPLES[cls]) | {field: value}
     with pytest.raises(CommandError, match=f"{field}: {message}"):
-        contract.decode(cls, item)
+        codec.decode(cls, item)
 
 
 def test_integers_are_accepted_where_numbers_are_expected():
-    item = contract.encode(EXAMPLES[LatencyPercentiles]) | {"p50": 2}
-    assert contract.decode(LatencyPercentiles, item).p50 == 2.0
+    item = codec.encode(EXAMPLES[LatencyPercentiles]) | {"p50": 2}
+    assert codec.decode(LatencyPercentiles, item).p50 == 2.0
 
 
 @pytest.mark.parametrize(

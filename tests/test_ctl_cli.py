@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner, Result
 from memory_platform import FALLBACK, MemoryPlatform
 
-from exportnb import contract
-from exportnb.cli import exportctl, featurectl
+from exportnb.sandbox.ctl import exportctl, featurectl
+from exportnb.platform import contract
 from exportnb.platform.model import BULK_PAUSE_FLAG, FALLBACK_FLAG, JobQuery
 
 

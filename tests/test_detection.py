@@ -11,17 +11,17 @@ import pytest
 from conftest import exportnb_cmd, wait_for
 from constructed import NOW, make_world, minutes
 
-from exportnb import contract
-from exportnb.detection import detect
-from exportnb.errors import InvalidInput
-from exportnb.findings import (
+from exportnb.core import codec
+from exportnb.core.errors import InvalidInput
+from exportnb.core.findings import (
     FAILURE_RATE_HIGH,
     FAILURES_CONCENTRATED,
     LATENCY_HIGH,
     REPORTED_JOBS_UNKNOWN,
     STUCK_JOBS,
 )
-from exportnb.jobstate import job_state
+from exportnb.incident.steps.detection import detect
+from exportnb.incident.steps.jobstate import job_state
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def codes(result) -> list[str]:
 
 
 def encodes(result) -> None:
-    json.dumps(contract.encode(result), allow_nan=False)
+    json.dumps(codec.encode(result), allow_nan=False)
 
 
 def test_no_jobs_in_the_window(world):

@@ -14,19 +14,20 @@ import pytest
 from constructed import FALLBACK, NOW, PRIMARY, SECONDARY, make_world, minutes
 from nbclient import NotebookClient
 
-from exportnb import contract, display, views
-from exportnb.assessment import Assessment, AssessmentContext, Recommendation, assess
-from exportnb.baseline import baseline
-from exportnb.checksums import ChecksumReport, JobCheck
-from exportnb.comms import AuditSummary, StatusUpdate
-from exportnb.detection import detect
-from exportnb.findings import RESULT_MIMETYPE, THROTTLING, Finding
-from exportnb.jobstate import job_state
-from exportnb.network import Hop, NetworkPath
+from exportnb.core import codec
+from exportnb.core.findings import RESULT_MIMETYPE, THROTTLING, Finding
+from exportnb.incident.steps.assessment import Assessment, AssessmentContext, Recommendation, assess
+from exportnb.incident.steps.baseline import baseline
+from exportnb.incident.steps.checksums import ChecksumReport, JobCheck
+from exportnb.incident.steps.comms import AuditSummary, StatusUpdate
+from exportnb.incident.steps.detection import detect
+from exportnb.incident.steps.jobstate import job_state
+from exportnb.incident.steps.network import Hop, NetworkPath
+from exportnb.incident.steps.recovery import ChunkChange, Recovery
+from exportnb.incident.steps.storagehealth import BucketCheck, StorageHealth
+from exportnb.mitigation.response import bulk_pause, capture, mitigation_plan
+from exportnb.notebook import display, views
 from exportnb.platform.model import Flag
-from exportnb.recovery import ChunkChange, Recovery
-from exportnb.response import bulk_pause, capture, mitigation_plan
-from exportnb.storagehealth import BucketCheck, StorageHealth
 
 AT = NOW.replace(second=0)
 THROTTLED = Finding(
@@ -264,7 +265,7 @@ def test_bulk_pause_and_declaration(world, monkeypatch, tmp_path):
         "Bulk exports paused</th><td style='text-align:left'>no" in html
         and "bulk_exports_running" in html
     )
-    from exportnb.incident import open_incident
+    from exportnb.incident.model import open_incident
 
     monkeypatch.setenv("EXPORTNB_HOME", str(world.home))
     for name in ("EXPORT_BUCKET", "EXPORT_FALLBACK_BUCKET", "EXPORT_TARGET_HOST"):
@@ -344,11 +345,11 @@ def test_recommendation_without_codes_renders():
 # In a real kernel ----------------------------------------------------------------------------
 def test_show_makes_one_display_call_in_a_kernel():
     cells = [
-        "from exportnb.display import show, show_chart\n"
-        "from exportnb.assessment import Assessment, Recommendation\n"
+        "from exportnb.notebook.display import show, show_chart\n"
+        "from exportnb.incident.steps.assessment import Assessment, Recommendation\n"
         "show('assessment', Assessment([Recommendation('retry', 'why', {}, [], 'cmd', 1)]),"
         " command='exportctl retry')",
-        "import pandas as pd\nfrom exportnb.charts import latency_chart\n"
+        "import pandas as pd\nfrom exportnb.notebook.charts import latency_chart\n"
         "show_chart(latency_chart(pd.DataFrame(), slo=60))",
     ]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
@@ -369,7 +370,7 @@ def test_times_render_in_utc():
     assert views.cell(plus_two) == "2024-06-11 14:30:00 UTC"
     assert views.cell(None) == "—" and views.cell(True) == "yes" and views.cell([]) == "—"
     assert views.percent(0.02) == "2.00%" and views.percent(None) == "—"
-    assert contract.encode(NOW) == "2024-06-11T14:30:30Z"
+    assert codec.encode(NOW) == "2024-06-11T14:30:30Z"
 
 
 def test_a_recommendation_without_a_runbook_command_says_so():

@@ -1,6 +1,6 @@
 import pytest
 
-from exportnb.errors import InvalidInput
+from exportnb.core.errors import InvalidInput
 from exportnb.sandbox.faults import FaultSet, parse_fault
 
 

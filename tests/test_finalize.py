@@ -11,13 +11,13 @@ import nbformat
 import pytest
 from conftest import exportnb_cmd
 
-from exportnb import finalize
-from exportnb.errors import InvalidInput, NotFound
-from exportnb.journal import Journal
+from exportnb.core.errors import InvalidInput, NotFound
+from exportnb.mitigation.journal import Journal
+from exportnb.run import finalize
 
 TRAIL_CELL = """\
-from exportnb.display import show
-from exportnb.trail import trail
+from exportnb.notebook.display import show
+from exportnb.mitigation.trail import trail
 
 show("mitigations", trail(incident_id))
 print("mode", mode, "window", window_minutes)"""
@@ -90,7 +90,7 @@ def test_finalize_falls_back_to_the_newest_record(home, tmp_path):
     notebook = tiny_notebook(tmp_path)
     first = cli(home, "INC-fin-2", "--notebook", str(notebook), "--json")
     assert first.returncode == 3 and "unknown incident INC-fin-2" in first.stderr
-    from exportnb import runner
+    from exportnb.run import runner
 
     runner.run(notebook, incident_id="INC-fin-2", parameters={"window_minutes": 40})
     again = cli(home, "INC-fin-2", "--notebook", str(notebook))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exportnb.glance import MAX_NAMED, glance_html, with_glance
+from exportnb.record.glance import MAX_NAMED, glance_html, with_glance
 
 
 def finding(severity: str, summary: str) -> dict:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from exportnb.errors import InvalidInput, PreconditionFailed
+from exportnb.core.errors import InvalidInput, PreconditionFailed
 from exportnb.platform.model import FINISHED, JobQuery
 from exportnb.sandbox.history import (
     BACKGROUND_ERRORS,

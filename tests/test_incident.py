@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from constructed import FALLBACK, NOW, PRIMARY, SECONDARY, make_world, minutes
 
-from exportnb import contract
-from exportnb.errors import ConfigError, InvalidInput
-from exportnb.incident import (
+from exportnb.core import codec
+from exportnb.core.errors import ConfigError, InvalidInput
+from exportnb.incident.model import (
     COMMS_LEAD_UNASSIGNED,
     PARAMETERS,
     alert_summary,
@@ -20,8 +20,8 @@ from exportnb.incident import (
     parameters_of,
     validated,
 )
-from exportnb.jobstate import job_state
-from exportnb.response import (
+from exportnb.incident.steps.jobstate import job_state
+from exportnb.mitigation.response import (
     BULK_EXPORTS_RUNNING,
     PAUSE_BULK_COMMAND,
     bulk_pause,
@@ -252,7 +252,7 @@ def test_jobs_to_verify_and_buckets_to_check(world):
     reported = world.job(AT - minutes(40), tenant="initech")
     incident = open_incident(now=NOW.isoformat(), job_ids=[reported, "job-nope"])
     jobs = job_state(world.platform, **incident.job_state_options())
-    from exportnb.detection import detect
+    from exportnb.incident.steps.detection import detect
 
     detection = detect(world.platform, **incident.detection_options())
     assert incident.tenants_involved(jobs, detection) == ["initech", "globex"]
@@ -279,7 +279,7 @@ def test_the_jobs_chosen_for_a_job_state_are_chosen_once(world):
     healthy(world, 30, 0, per_minute=1)
     world.job(AT - minutes(2), "failed", tenant="globex", error_code="SlowDown")
     incident = open_incident(now=NOW.isoformat())
-    from exportnb.detection import detect
+    from exportnb.incident.steps.detection import detect
 
     jobs = job_state(world.platform, **incident.job_state_options())
     detection = detect(world.platform, **incident.detection_options())
@@ -292,7 +292,7 @@ def test_the_jobs_chosen_for_a_job_state_are_chosen_once(world):
 
 
 def test_affected_jobs_and_options(world):
-    from exportnb.checksums import ChecksumReport, JobCheck
+    from exportnb.incident.steps.checksums import ChecksumReport, JobCheck
 
     incident = open_incident(now=NOW.isoformat(), job_ids=["job-r"], recovery_minutes=20)
     report = ChecksumReport(
@@ -322,7 +322,7 @@ def test_declaration_warns_without_a_comms_lead_and_encodes(world):
     incident = open_incident(incident_id="INC-2", now=NOW.isoformat(), alert=WEBHOOK)
     declared = incident.declaration()
     assert [f.code for f in declared.findings] == [COMMS_LEAD_UNASSIGNED]
-    encoded = json.loads(json.dumps(contract.encode(declared)))
+    encoded = json.loads(json.dumps(codec.encode(declared)))
     assert encoded["incident_id"] == "INC-2" and encoded["declared_at"] == "2024-06-11T14:30:30Z"
     assert encoded["alert_summary"].startswith("firing ExportFailureRate")
     assert open_incident(comms_lead="carol", now=NOW.isoformat()).declaration().findings == []
@@ -377,7 +377,7 @@ def test_bulk_pause_state_is_read_never_changed(world):
     world.platform.pause_bulk(actor="bob", reason="test")
     paused = bulk_pause(world.platform)
     assert paused.paused and paused.flag.set_by == "bob" and paused.findings == []
-    assert json.dumps(contract.encode(paused))
+    assert json.dumps(codec.encode(paused))
 
 
 def test_capture_keeps_failing_ids_and_samples(world):
@@ -389,11 +389,11 @@ def test_capture_keeps_failing_ids_and_samples(world):
     assert captured.failing_job_ids == jobs.failing_job_ids and len(captured.failing_job_ids) == 2
     assert captured.reported_jobs == ["job-x"] and captured.total_failed == 2
     assert captured.samples and captured.samples[0].logs
-    assert json.dumps(contract.encode(captured))
+    assert json.dumps(codec.encode(captured))
 
 
 def test_mitigation_plan_lists_commands_and_applies_nothing():
-    from exportnb import assessment
+    from exportnb.incident.steps import assessment
 
     recommendations = [
         assessment.Recommendation(
@@ -420,7 +420,7 @@ def test_mitigation_plan_lists_commands_and_applies_nothing():
     assert plan.steps[0].command.startswith("featurectl set export.fallback_bucket")
     assert "bucket=exports-fallback" in plan.steps[0].plan
     assert mitigation_plan(result, mode="interactive").note.startswith("Nothing has been")
-    assert json.dumps(contract.encode(plan))
+    assert json.dumps(codec.encode(plan))
 
 
 def test_plan_of_unknown_actions_and_long_lists():
@@ -442,10 +442,10 @@ def test_the_cells_collect_what_the_incident_started(sandbox, monkeypatch):
     cell asked, with the cell's arguments; a re-run cell measures again."""
     import time
 
-    from exportnb.checksums import verify_jobs
-    from exportnb.detection import detect
-    from exportnb.network import network_path
-    from exportnb.storagehealth import storage_health
+    from exportnb.incident.steps.checksums import verify_jobs
+    from exportnb.incident.steps.detection import detect
+    from exportnb.incident.steps.network import network_path
+    from exportnb.incident.steps.storagehealth import storage_health
 
     for name, value in sandbox.env.items():
         monkeypatch.setenv(name, value)

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from conftest import Sandbox, exportnb_cmd, need, start_sandbox
 
-from exportnb import findings as codes
-from exportnb.runner import run, sandbox_defaults
+from exportnb.core import findings as codes
+from exportnb.platform.registry import local_environment
+from exportnb.run.runner import run
 
 OTHER_WORLD = """
 extends = "base"
@@ -30,7 +31,7 @@ def incident(tmp_path: Path, scenario: str, name: str) -> Iterator[tuple[Sandbox
     home = tmp_path / name
     sandbox = start_sandbox(home, scenario)
     try:
-        found = sandbox_defaults(home)
+        found = local_environment(home)
         assert found is not None
         env, defaults = found
         record = run(

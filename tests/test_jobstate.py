@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from constructed import MB, NOW, PRIMARY, SECONDARY, make_world, minutes
 
-from exportnb import contract
-from exportnb.errors import InvalidInput
-from exportnb.findings import CHUNK_TIMEOUTS, FAILURES_CONCENTRATED
-from exportnb.jobstate import job_state
+from exportnb.core import codec
+from exportnb.core.errors import InvalidInput
+from exportnb.core.findings import CHUNK_TIMEOUTS, FAILURES_CONCENTRATED
+from exportnb.incident.steps.jobstate import job_state
 
 SINCE = NOW - minutes(30)
 
@@ -44,7 +44,7 @@ def test_no_failed_jobs_is_an_empty_result(world):
         "last_seen",
         "tenants",
     ]
-    json.dumps(contract.encode(state), allow_nan=False)
+    json.dumps(codec.encode(state), allow_nan=False)
 
 
 def test_throttling_concentrated_on_one_bucket(world):

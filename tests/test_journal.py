@@ -10,8 +10,8 @@ from datetime import UTC
 
 import pytest
 
-from exportnb.errors import InvalidInput, PreconditionFailed
-from exportnb.journal import GENESIS, Journal, journal_path, read_journal
+from exportnb.core.errors import InvalidInput, PreconditionFailed
+from exportnb.mitigation.journal import GENESIS, Journal, journal_path, read_journal
 
 
 def write_some(journal: Journal) -> None:
@@ -113,7 +113,7 @@ def test_the_lock_is_reentrant_within_a_journal(tmp_path):
 APPENDER = """
 import sys
 from pathlib import Path
-from exportnb.journal import Journal
+from exportnb.mitigation.journal import Journal
 journal = Journal("INC-6", home=Path(sys.argv[1]))
 for i in range(int(sys.argv[2])):
     journal.append("plan", action="retry", key=f"{sys.argv[3]}-{i}", operator=sys.argv[3])

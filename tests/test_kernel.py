@@ -12,10 +12,11 @@ import nbformat
 import pytest
 from click.testing import CliRunner
 
-from exportnb import probes, runner
 from exportnb.cli import main
-from exportnb.errors import InvalidInput, PreconditionFailed
-from exportnb.kernel import WARM, Kernel
+from exportnb.core.errors import InvalidInput, PreconditionFailed
+from exportnb.incident import probes
+from exportnb.run import runner
+from exportnb.run.kernel import WARM, Kernel
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 SUCCEEDS = NOTEBOOKS / "succeeds.ipynb"

@@ -10,7 +10,7 @@ from conftest import exportnb_cmd
 
 from exportnb.cli import main
 from exportnb.cli.mitigate import mitigate
-from exportnb.journal import journal_path, read_journal
+from exportnb.mitigation.journal import journal_path, read_journal
 from exportnb.platform.model import BULK_PAUSE_FLAG, FALLBACK_FLAG
 
 

@@ -10,11 +10,11 @@ import time
 import pytest
 from conftest import exportnb_cmd, wait_for
 
-from exportnb import mitigations
-from exportnb.actions import normalize
-from exportnb.config import Settings
-from exportnb.errors import InvalidInput, NotFound, PreconditionFailed
-from exportnb.journal import read_journal
+from exportnb.core.config import Settings
+from exportnb.core.errors import InvalidInput, NotFound, PreconditionFailed
+from exportnb.mitigation import lifecycle as mitigations
+from exportnb.mitigation.actions import normalize
+from exportnb.mitigation.journal import read_journal
 from exportnb.platform.model import BULK_PAUSE_FLAG, FALLBACK_FLAG
 from exportnb.sandbox.platform import SandboxPlatform
 
@@ -250,8 +250,8 @@ def test_revert_leaves_a_flag_that_another_incident_set_since(sandbox):
 RACER = """
 import sys, time
 from pathlib import Path
-from exportnb import mitigations
-from exportnb.actions import normalize
+from exportnb.mitigation import lifecycle as mitigations
+from exportnb.mitigation.actions import normalize
 from exportnb.platform import get_platform
 go = Path(sys.argv[1])
 platform = get_platform()

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import pytest
 from conftest import need
 
-from exportnb.errors import InvalidInput, PreconditionFailed
+from exportnb.core.errors import InvalidInput, PreconditionFailed
 from exportnb.sandbox import netpath
 from exportnb.sandbox.netpath import (
     PathEmulator,

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import pytest
 from conftest import exportnb_cmd, need
 
-from exportnb import contract
-from exportnb.errors import InvalidInput, PreconditionFailed
-from exportnb.findings import NETWORK_LATENCY, NETWORK_LOSS, NETWORK_UNREACHABLE
-from exportnb.network import mtr_hops, network_path, percentile
+from exportnb.core import codec
+from exportnb.core.errors import InvalidInput, PreconditionFailed
+from exportnb.core.findings import NETWORK_LATENCY, NETWORK_LOSS, NETWORK_UNREACHABLE
+from exportnb.incident.steps.network import mtr_hops, network_path, percentile
 
 pytestmark = pytest.mark.netpath
 
@@ -143,7 +143,7 @@ def test_auto_falls_back_to_tcp_without_mtr(monkeypatch, tmp_path):
 
 def test_the_result_encodes_to_json_and_frames():
     path = network_path("127.0.0.1", port=9, count=2, method="tcp")
-    doc = json.loads(json.dumps(contract.encode(path)))
+    doc = json.loads(json.dumps(codec.encode(path)))
     assert doc["method"] == "tcp" and doc["hops"][0]["sent"] == 2
     assert list(path.frame()["host"]) == ["127.0.0.1"]
 

@@ -7,13 +7,13 @@ import time
 
 from conftest import exportnb_cmd, wait_for
 
-from exportnb.assessment import Assessment, Recommendation
-from exportnb.cards import params_of
-from exportnb.config import Settings
-from exportnb.journal import read_journal
-from exportnb.panel import MitigationPanel
+from exportnb.core.config import Settings
+from exportnb.incident.steps.assessment import Assessment, Recommendation
+from exportnb.mitigation.journal import read_journal
+from exportnb.mitigation.trail import trail
+from exportnb.notebook.cards import params_of
+from exportnb.notebook.panel import MitigationPanel
 from exportnb.platform.model import BULK_PAUSE_FLAG, FALLBACK_FLAG
-from exportnb.trail import trail
 
 SETTINGS = Settings(max_retry_concurrency=4)
 
@@ -262,7 +262,7 @@ def tiny_notebook(folder):
     params = nbformat.v4.new_code_cell('incident_id = "INC-unset"\nmode = "auto"')
     params.metadata["tags"] = ["parameters"]
     show = nbformat.v4.new_code_cell(
-        "from exportnb.display import show\nfrom exportnb.trail import trail\n"
+        "from exportnb.notebook.display import show\nfrom exportnb.mitigation.trail import trail\n"
         'show("mitigations", trail(incident_id))'
     )
     nb = nbformat.v4.new_notebook(

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from exportnb import parameters
-from exportnb.errors import InvalidInput
-from exportnb.parameters import Declared, check_name, check_value, parse_value, validate
+from exportnb.core.errors import InvalidInput
+from exportnb.run import parameters
+from exportnb.run.parameters import Declared, check_name, check_value, parse_value, validate
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 KNOWN = {

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from exportnb import mitigations, policy
-from exportnb.assessment import AssessmentContext, assess
-from exportnb.config import Settings
-from exportnb.errors import ConfigError, InvalidInput, PreconditionFailed
-from exportnb.findings import FAILURE_RATE_HIGH, THROTTLING, Finding
-from exportnb.journal import read_journal
+from exportnb.core.config import Settings
+from exportnb.core.errors import ConfigError, InvalidInput, PreconditionFailed
+from exportnb.core.findings import FAILURE_RATE_HIGH, THROTTLING, Finding
+from exportnb.incident.steps.assessment import AssessmentContext, assess
+from exportnb.mitigation import lifecycle as mitigations
+from exportnb.mitigation import policy
+from exportnb.mitigation.journal import read_journal
 from exportnb.platform.model import BULK_PAUSE_FLAG, FALLBACK_FLAG
 
 
@@ -112,9 +113,9 @@ def test_interactive_is_forced_to_auto_in_an_unattended_run(sandbox, monkeypatch
 
 AUTO_CELL = """
 import json, os
-from exportnb import mitigations
-from exportnb.assessment import AssessmentContext, assess
-from exportnb.findings import Finding
+from exportnb.mitigation import lifecycle as mitigations
+from exportnb.incident.steps.assessment import AssessmentContext, assess
+from exportnb.core.findings import Finding
 from exportnb.platform import get_platform
 
 bucket, fallback = os.environ["EXPORT_BUCKET"], os.environ["EXPORT_FALLBACK_BUCKET"]
@@ -145,7 +146,7 @@ def statuses(record) -> dict:
 
     import nbformat
 
-    from exportnb.record import NOTEBOOK
+    from exportnb.record.model import NOTEBOOK
 
     nb = nbformat.read(record.path(NOTEBOOK), as_version=4)
     text = "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
@@ -153,8 +154,8 @@ def statuses(record) -> dict:
 
 
 def test_re_executing_a_notebook_or_its_archived_record_applies_nothing_twice(sandbox, tmp_path):
-    from exportnb import runner
-    from exportnb.record import NOTEBOOK
+    from exportnb.record.model import NOTEBOOK
+    from exportnb.run import runner
 
     config = sandbox.home / "config.toml"
     original = config.read_text()

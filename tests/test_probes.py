@@ -16,9 +16,9 @@ import pytest
 from conftest import wait_for
 from constructed import FALLBACK, NOW, PRIMARY, make_world, minutes
 
-from exportnb import probes
-from exportnb.incident import PARAMETERS, open_incident
-from exportnb.probes import EarlyProbes, Handed, HandedProbes, Opened, ProbeProcess
+from exportnb.incident import probes
+from exportnb.incident.model import PARAMETERS, open_incident
+from exportnb.incident.probes import EarlyProbes, Handed, HandedProbes, Opened, ProbeProcess
 
 AT = NOW.replace(second=0)
 
@@ -199,11 +199,11 @@ GIVEN = {
 
 
 def test_the_kernel_collects_what_the_probe_process_measured(world, tmp_path, monkeypatch):
-    from exportnb.checksums import verify_jobs
-    from exportnb.detection import detect
-    from exportnb.jobstate import job_state
-    from exportnb.network import network_path
-    from exportnb.storagehealth import storage_health
+    from exportnb.incident.steps.checksums import verify_jobs
+    from exportnb.incident.steps.detection import detect
+    from exportnb.incident.steps.jobstate import job_state
+    from exportnb.incident.steps.network import network_path
+    from exportnb.incident.steps.storagehealth import storage_health
 
     early = ProbeProcess.launch(tmp_path / "probes", GIVEN, dict(os.environ))
     try:

@@ -1,7 +1,7 @@
 import pytest
 
-from exportnb.errors import InvalidInput
-from exportnb.quantities import format_duration, format_size, parse_size, parse_ttl
+from exportnb.core.errors import InvalidInput
+from exportnb.core.quantities import format_duration, format_size, parse_size, parse_ttl
 
 
 @pytest.mark.parametrize(

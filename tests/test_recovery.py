@@ -11,17 +11,17 @@ import pytest
 from conftest import exportnb_cmd, wait_for
 from constructed import NOW, make_world, minutes
 
-from exportnb import contract
-from exportnb.baseline import baseline
-from exportnb.errors import InvalidInput
-from exportnb.platform.model import BULK_PAUSE_FLAG, FALLBACK_FLAG
-from exportnb.recovery import (
+from exportnb.core import codec
+from exportnb.core.errors import InvalidInput
+from exportnb.incident.steps.baseline import baseline
+from exportnb.incident.steps.recovery import (
     CHECKSUMS_UNVERIFIED,
     CONFIG_NOT_REVERTED,
     RECOVERY_NOT_CONFIRMED,
     TENANTS_TO_NOTIFY,
     verify_recovery,
 )
+from exportnb.platform.model import BULK_PAUSE_FLAG, FALLBACK_FLAG
 
 DAY = timedelta(days=1)
 WINDOW_START = NOW.replace(second=0) - minutes(14)  # the 15 minutes ending with NOW's minute
@@ -60,7 +60,7 @@ def test_recovered_when_the_window_is_back_to_baseline(world):
     assert r.checksums is None and r.tenants_to_notify == [] and r.findings == []
     frame = r.rates_frame()
     assert len(frame) == 15 and frame.index[0] == WINDOW_START and frame["total"].sum() == 30
-    json.dumps(contract.encode(r), allow_nan=False)
+    json.dumps(codec.encode(r), allow_nan=False)
 
 
 def test_not_yet_while_the_rate_is_below_baseline(world):
@@ -208,6 +208,6 @@ def test_checksums_and_a_re_export_in_the_real_sandbox(sandbox):
         assert r.checksums is not None and r.checksums.failed_job_ids == []
         assert r.re_exported == [job_id] and r.tenants_to_notify == ["wonka"]
         assert CHECKSUMS_UNVERIFIED not in codes(r) and TENANTS_TO_NOTIFY in codes(r)
-        json.dumps(contract.encode(r), allow_nan=False)
+        json.dumps(codec.encode(r), allow_nan=False)
     finally:
         sandbox.run(*exportnb_cmd("sandbox", "fault", "clear", str(fault)), check=True)

@@ -9,10 +9,16 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from exportnb import runner
-from exportnb.errors import ConfigError
-from exportnb.findings import RESULT_MIMETYPE
-from exportnb.redaction import Redactor, is_secret_name, redactor, secret_names, secret_values
+from exportnb.core.errors import ConfigError
+from exportnb.core.findings import RESULT_MIMETYPE
+from exportnb.record.redaction import (
+    Redactor,
+    is_secret_name,
+    redactor,
+    secret_names,
+    secret_values,
+)
+from exportnb.run import runner
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"

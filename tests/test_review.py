@@ -18,23 +18,23 @@ import nbformat
 import pytest
 from conftest import exportnb_cmd, start_sandbox
 
-from exportnb import contract
-from exportnb.archive import LocalArchive
-from exportnb.errors import InvalidInput, NotFound
-from exportnb.findings import record_bundle
-from exportnb.journal import Journal, JournalEntry, read_journal
-from exportnb.parameters import declared
-from exportnb.record import FILES, Record, RecordError, sha256
-from exportnb.review import (
+from exportnb.archive.store import LocalArchive
+from exportnb.core import codec
+from exportnb.core.errors import InvalidInput, NotFound
+from exportnb.core.findings import record_bundle
+from exportnb.mitigation.journal import Journal, JournalEntry, read_journal
+from exportnb.mitigation.trail import trail
+from exportnb.record.model import FILES, Record, RecordError, sha256
+from exportnb.review.charts import incident_rate_chart
+from exportnb.review.model import (
     across_incidents,
     incident_review,
     last_days,
     latest_incident,
     review_of,
 )
-from exportnb.review_charts import incident_rate_chart
-from exportnb.review_views import PARTS, REVIEW_MIMETYPE, bundle, review_data
-from exportnb.trail import trail
+from exportnb.review.views import PARTS, REVIEW_MIMETYPE, bundle, review_data
+from exportnb.run.parameters import declared
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "postmortem_review.ipynb"
@@ -46,7 +46,7 @@ def at(minutes: float) -> datetime:
 
 
 def iso(when: datetime) -> str:
-    return contract.format_time(when)
+    return codec.format_time(when)
 
 
 def builder():
@@ -367,7 +367,7 @@ def test_tenants_files_actions_follow_ups_and_findings(incident):
 
 def test_the_review_is_json_and_its_frames_and_markdown_hold_it_all(incident):
     review = review_of(incident)
-    doc = json.loads(json.dumps(contract.encode(review), allow_nan=False))
+    doc = json.loads(json.dumps(codec.encode(review), allow_nan=False))
     assert doc["times"]["to_recover"] == 2430.0 and doc["schema"] == "exportnb.review/v1"
     assert list(review.timeline_frame()["kind"])[:2] == ["start", "alert"]
     assert list(review.records_frame()["version"]) == [1, 2, 3]
@@ -451,7 +451,7 @@ def test_across_incidents_counts_mttr_and_the_most_common_findings(tmp_path, inc
     top = portfolio.findings[0]
     assert (top.code, top.incidents, top.severity) == ("throttling", 2, "critical")
     assert list(portfolio.frame()["incident_id"]) == ["INC-7", "INC-8"]
-    assert json.dumps(contract.encode(portfolio), allow_nan=False)
+    assert json.dumps(codec.encode(portfolio), allow_nan=False)
 
 
 # Views and chart --------------------------------------------------------------------------------
@@ -596,10 +596,10 @@ def test_papermill_runs_the_review_on_nothing_but_the_archive(drilled, tmp_path)
 def check_times(times: dict[str, Any], drilled: Drill, applied: JournalEntry) -> None:
     """The times in the executed notebook are what the records and the journal say."""
     first, second = drilled.records
-    fired = contract.decode(datetime, first.parameters["alert"]["alerts"][0]["startsAt"])
-    ended = contract.decode(datetime, second.parameters["alert"]["alerts"][0]["endsAt"])
+    fired = codec.decode(datetime, first.parameters["alert"]["alerts"][0]["startsAt"])
+    ended = codec.decode(datetime, second.parameters["alert"]["alerts"][0]["endsAt"])
     starts = [
-        contract.decode(datetime, b["result"]["incident_start"])
+        codec.decode(datetime, b["result"]["incident_start"])
         for r in drilled.records
         for b in r.results
         if b["type"] == "Declaration"

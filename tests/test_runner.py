@@ -18,10 +18,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import exportnb_cmd
 
-from exportnb import runner
 from exportnb.cli import main
-from exportnb.errors import InvalidInput, NotFound, PreconditionFailed
+from exportnb.core.errors import InvalidInput, NotFound, PreconditionFailed
 from exportnb.platform.model import JobQuery
+from exportnb.platform.registry import local_environment
+from exportnb.run import runner
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = Path(__file__).parent / "notebooks"
@@ -271,7 +272,7 @@ def test_the_kernel_and_what_it_started_stop_when_the_run_ends(home, tmp_path):
 def test_the_html_renderer_is_kept_and_renders_as_a_new_exporter_would(home):
     from nbconvert import HTMLExporter
 
-    from exportnb.record import HTMLRenderer, render_html, warm_html
+    from exportnb.record.model import HTMLRenderer, render_html, warm_html
 
     record = runner.run(SUCCEEDS, incident_id="INC-7")
     nb = executed(record)
@@ -431,12 +432,12 @@ def test_the_kernel_of_a_run_is_unattended_whatever_the_caller_says(home, tmp_pa
 # Probes beside the kernel --------------------------------------------------------------------
 COLLECTS = """\
 import json, os, sys
-from exportnb.checksums import verify_jobs
-from exportnb.detection import detect
-from exportnb.incident import open_incident, parameters_of
-from exportnb.jobstate import job_state
-from exportnb.network import network_path
-from exportnb.storagehealth import storage_health
+from exportnb.incident.steps.checksums import verify_jobs
+from exportnb.incident.steps.detection import detect
+from exportnb.incident.model import open_incident, parameters_of
+from exportnb.incident.steps.jobstate import job_state
+from exportnb.incident.steps.network import network_path
+from exportnb.incident.steps.storagehealth import storage_health
 
 incident = open_incident(**parameters_of(globals()))
 incident.start_probes()
@@ -463,7 +464,7 @@ def test_an_incident_notebooks_probes_run_beside_its_kernel(sandbox, tmp_path, m
     )
     path = tmp_path / "collects.ipynb"
     nbformat.write(nb, path)
-    env, defaults = runner.sandbox_defaults(sandbox.home) or ({}, {})
+    env, defaults = local_environment(sandbox.home) or ({}, {})
     delivered = [j.id for j in sandbox.platform().list_jobs(JobQuery(status="succeeded", limit=2))]
     record = runner.run(
         path,
@@ -502,7 +503,7 @@ def test_a_built_package_ships_the_template_and_finds_it(tmp_path, monkeypatch):
     import importlib.util
     import tomllib
 
-    from setuptools import Distribution
+    from setuptools import Distribution, find_packages
 
     cmdclass = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert cmdclass["cmdclass"]["build_py"] == "templates.ship.BuildPy"
@@ -512,7 +513,11 @@ def test_a_built_package_ships_the_template_and_finds_it(tmp_path, monkeypatch):
     spec.loader.exec_module(ship)
     monkeypatch.chdir(ROOT)
     distribution = Distribution(
-        {"name": "exportnb", "packages": ["exportnb"], "script_name": "setup.py"}
+        {
+            "name": "exportnb",
+            "packages": find_packages(str(ROOT), include=["exportnb*"]),
+            "script_name": "setup.py",
+        }
     )
     build = ship.BuildPy(distribution)
     build.build_lib = str(tmp_path / "lib")
@@ -524,7 +529,7 @@ def test_a_built_package_ships_the_template_and_finds_it(tmp_path, monkeypatch):
         [
             sys.executable,
             "-c",
-            "import exportnb, exportnb.runner as r; "
+            "import exportnb, exportnb.run.runner as r; "
             "print(exportnb.__file__); print(r.default_template())",
         ],
         env={**os.environ, "PYTHONPATH": str(tmp_path / "lib")},
@@ -541,7 +546,7 @@ def test_a_built_package_ships_the_template_and_finds_it(tmp_path, monkeypatch):
 DECLARED = """\
 import json, sys
 from pathlib import Path
-from exportnb.parameters import declared
+from exportnb.run.parameters import declared
 found = declared(Path(sys.argv[1]))
 print(json.dumps({"papermill": "papermill" in sys.modules,
                   "found": {name: [d.default, d.type_name, d.help] for name, d in found.items()}}))

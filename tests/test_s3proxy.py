@@ -19,7 +19,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 from conftest import need
 
-from exportnb.errors import SandboxError
+from exportnb.core.errors import SandboxError
 from exportnb.sandbox.faults import STORAGE_SCALE, FaultSet, parse_fault
 from exportnb.sandbox.s3proxy import (
     FaultProxy,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import exportnb_cmd, wait_for
 
-from exportnb.errors import InvalidInput, NotFound, StorageError
+from exportnb.core.errors import InvalidInput, NotFound, StorageError
 from exportnb.platform.command import CommandPlatform
 from exportnb.platform.model import JobQuery
 

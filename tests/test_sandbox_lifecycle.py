@@ -12,7 +12,7 @@ import time
 import pytest
 from conftest import QUIET_SCENARIO, exportnb_cmd, wait_for
 
-from exportnb import storage
+from exportnb.platform import storage
 
 
 def run(home, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from exportnb.errors import InvalidInput, NotFound
+from exportnb.core.errors import InvalidInput, NotFound
 from exportnb.sandbox.scenario import builtin_scenarios, describe, load_scenario
 
 REQUIRED = {

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import exportnb_cmd, wait_for
 
-from exportnb.archive import LocalArchive
+from exportnb.archive.store import LocalArchive
 from exportnb.service.process import ServeProcess, free_port, write_quick_notebook
 
 TOKEN = "s3cr3t-token"

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 import pytest
 from conftest import exportnb_cmd, wait_for
 
-from exportnb import chain
-from exportnb.archive import LocalArchive, S3Archive
+from exportnb.archive import chain
+from exportnb.archive.store import LocalArchive, S3Archive
 from exportnb.sandbox.s3server import MotoServer
 from exportnb.service import runs
 from exportnb.service.incidents import stamp

@@ -13,7 +13,7 @@ import time
 import pytest
 from conftest import need, wait_for
 
-from exportnb.archive import LocalArchive
+from exportnb.archive.store import LocalArchive
 from exportnb.service.process import ServeProcess, free_port, write_quick_notebook
 
 

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from exportnb.errors import ConfigError
+from exportnb.core.errors import ConfigError
 from exportnb.service import alerts, runs
 from exportnb.service.auth import Credentials
 from exportnb.service.dispatch import LOST_AFTER, MAX_ATTEMPTS, SWEEP_EVERY, Dispatcher

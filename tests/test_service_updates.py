@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from conftest import wait_for
 
-from exportnb.archive import LocalArchive
-from exportnb.errors import PlatformError
+from exportnb.archive.store import LocalArchive
+from exportnb.core.errors import PlatformError
 from exportnb.service import slack
 from exportnb.service.process import ServeProcess, write_quick_notebook
 

@@ -15,14 +15,19 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from exportnb import contract
-from exportnb.errors import InvalidInput
-from exportnb.findings import BUCKET_MISSING, PERMISSION_DENIED, STORAGE_UNREACHABLE, THROTTLING
+from exportnb.core import codec
+from exportnb.core.errors import InvalidInput
+from exportnb.core.findings import (
+    BUCKET_MISSING,
+    PERMISSION_DENIED,
+    STORAGE_UNREACHABLE,
+    THROTTLING,
+)
+from exportnb.incident.steps.storagehealth import storage_health
 from exportnb.sandbox.faults import FaultSet, parse_fault
 from exportnb.sandbox.s3proxy import FaultProxy
 from exportnb.sandbox.s3server import MotoServer
 from exportnb.sandbox.state import CREDENTIALS
-from exportnb.storagehealth import storage_health
 
 HOME, EU = "health-home", "health-eu"
 
@@ -125,7 +130,7 @@ def test_the_endpoint_comes_from_aws_endpoint_url(proxy, monkeypatch):
 
 
 def test_a_given_client_is_used_as_it_is(proxy):
-    from exportnb import storage
+    from exportnb.platform import storage
 
     s3 = storage.client(proxy.url, max_attempts=0)
     health = storage_health([EU], s3=s3)
@@ -273,7 +278,7 @@ def test_several_verdicts_at_once_give_one_finding_each(proxy, faults):
 
 def test_the_result_encodes_to_json_and_frames(proxy):
     health = storage_health([HOME, "health-absent"], endpoint=proxy.url)
-    doc = json.loads(json.dumps(contract.encode(health)))
+    doc = json.loads(json.dumps(codec.encode(health)))
     assert doc["checks"][1]["verdict"] == "missing"
     assert doc["findings"][0]["code"] == BUCKET_MISSING
     assert doc["checked_at"].endswith("Z")

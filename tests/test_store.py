@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from exportnb.errors import NotFound
+from exportnb.core.errors import NotFound
 from exportnb.platform.model import JobQuery
 from exportnb.sandbox.store import Store
 

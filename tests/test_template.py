@@ -13,8 +13,8 @@ import nbformat
 import pytest
 from conftest import need
 
-from exportnb.findings import RESULT_MIMETYPE
-from exportnb.incident import PARAMETERS
+from exportnb.core.findings import RESULT_MIMETYPE
+from exportnb.incident.model import PARAMETERS
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "templates" / "export_failure.ipynb"
@@ -88,7 +88,7 @@ def test_the_parameters_cell_holds_exactly_the_documented_json_parameters(notebo
 
 
 def test_papermill_reads_every_parameter_with_its_help(notebook):
-    from exportnb.parameters import declared
+    from exportnb.run.parameters import declared
 
     params = declared(TEMPLATE)
     assert list(params) == list(PARAMETERS)

@@ -16,8 +16,9 @@ from collections.abc import Iterator
 import pytest
 from conftest import Sandbox, exportnb_cmd, start_sandbox
 
-from exportnb import runner
-from exportnb.record import NOTEBOOK
+from exportnb.platform.registry import local_environment
+from exportnb.record.model import NOTEBOOK
+from exportnb.run import runner
 
 INCIDENT = "INC-policy-1"
 
@@ -55,7 +56,7 @@ def plan_outcomes(record) -> dict[str, str]:
 
 
 def test_policy_applies_once_across_runs_and_re_execution(throttled, tmp_path):
-    found = runner.sandbox_defaults(throttled.home)
+    found = local_environment(throttled.home)
     assert found is not None
     env, defaults = found
     how = {

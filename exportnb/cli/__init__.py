@@ -1,44 +1,28 @@
-"""The ``exportnb`` command. Each command is a thin call into a library function."""
+"""The ``exportnb`` command. Each command is a thin call into a library function.
+
+===========================  ==========================================================
+command                      module
+===========================  ==========================================================
+run, investigate             :mod:`exportnb.cli.run`
+archive …                    :mod:`exportnb.cli.archive`
+mitigate, journal            :mod:`exportnb.cli.mitigate`
+finalize                     :mod:`exportnb.cli.finalize`
+serve, worker                :mod:`exportnb.cli.serve`
+sandbox …, demo              :mod:`exportnb.sandbox.cli`, through the ``exportnb.commands``
+                             entry-point group (nothing outside the sandbox imports it)
+===========================  ==========================================================
+
+Errors print ``Error: …`` with the error's exit code (:mod:`exportnb.core.console`).
+"""
 
 from __future__ import annotations
 
-import functools
-import json
-import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from importlib.metadata import entry_points
 
 import click
 
 from exportnb import __version__
-from exportnb.errors import ExportnbError
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def fail(message: str, code: int = 1) -> None:
-    """Print ``Error: message`` on stderr and exit with ``code``."""
-    click.echo(f"Error: {message}", err=True)
-    sys.exit(code)
-
-
-def handles_errors(func: F) -> F:
-    """Turn exportnb errors into ``Error: ...`` and their exit codes; never a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except ExportnbError as exc:
-            fail(exc.message, exc.exit_code)
-        except KeyboardInterrupt:
-            fail("interrupted", 130)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+from exportnb.cli import archive, finalize, mitigate, run, serve
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,21 +31,16 @@ def main() -> None:
     """exportnb: investigate failed data exports with runbook notebooks."""
 
 
-def _register() -> None:
-    from exportnb.cli import finalize, mitigate, run, serve
-    from exportnb.cli.sandbox import sandbox
-
-    main.add_command(sandbox)
-    for command in (run.run, run.demo, run.investigate):
-        main.add_command(command)
-    from exportnb.cli.archive import archive_group
-
-    main.add_command(archive_group)
-    main.add_command(mitigate.mitigate)
-    main.add_command(mitigate.journal)
-    main.add_command(finalize.finalize)
-    main.add_command(serve.serve)
-    main.add_command(serve.worker)
-
-
-_register()
+for command in (
+    run.run,
+    run.investigate,
+    archive.archive_group,
+    mitigate.mitigate,
+    mitigate.journal,
+    finalize.finalize,
+    serve.serve,
+    serve.worker,
+):
+    main.add_command(command)
+for entry in entry_points(group="exportnb.commands"):
+    main.add_command(entry.load(), entry.name)

@@ -1,7 +1,7 @@
 """``exportnb archive``: list, show, search, verify, render and export archived records.
 
-Each command is a thin call into the library: :mod:`exportnb.index` (list, search,
-reindex), :mod:`exportnb.integrity` (verify), :mod:`exportnb.bundle` (html, export).
+Each command is a thin call into the library: :mod:`exportnb.archive.index` (list, search,
+reindex), :mod:`exportnb.archive.integrity` (verify), :mod:`exportnb.archive.bundle` (html, export).
 
 Exit codes: 0 done; 2 invalid input (nothing changed); 3 no such record or incident;
 4 verification found a problem (or a record to export or render does not match its
@@ -18,10 +18,9 @@ from typing import Any
 
 import click
 
-from exportnb import contract
-from exportnb.cli import echo_json, fail, handles_errors
-from exportnb.cli.output import cell
-from exportnb.record import HTML, METADATA, NOTEBOOK
+from exportnb.core import codec
+from exportnb.core.console import cell, echo_json, fail, handles_errors
+from exportnb.record.model import HTML, METADATA, NOTEBOOK
 
 F = Callable[..., Any]
 
@@ -85,11 +84,11 @@ def _table(found: Sequence[Any]) -> None:
 @handles_errors
 def list_records(incident: str | None, url: str | None, as_json: bool) -> None:
     """List the records, oldest first (from the index, brought up to date first)."""
-    from exportnb import index
+    from exportnb.archive import index
 
     found = index.search(url, incident=incident)
     if as_json:
-        echo_json(contract.encode(found))
+        echo_json(codec.encode(found))
     else:
         _table(found)
 
@@ -115,7 +114,7 @@ def search_records(
     url: str | None, as_json: bool, since: str | None, until: str | None, **filters: Any
 ) -> None:
     """Find records by incident, job ID, tenant, bucket, status, start time or finding."""
-    from exportnb import index
+    from exportnb.archive import index
 
     found = index.search(
         url,
@@ -124,7 +123,7 @@ def search_records(
         **filters,
     )
     if as_json:
-        echo_json(contract.encode(found))
+        echo_json(codec.encode(found))
     else:
         _table(found)
 
@@ -139,15 +138,15 @@ def show_record(ref: str, url: str | None, as_json: bool) -> None:
 
     Given an incident ID, shows the incident's latest record.
     """
-    from exportnb.archive import open_archive
-    from exportnb.facts import RecordFacts
+    from exportnb.archive.store import open_archive
+    from exportnb.record.facts import RecordFacts
 
     store = open_archive(url)
     record = store.show(store.resolve(ref))
     facts = RecordFacts.of(record)
     if as_json:
         paths = {name: record.path(name) for name in (NOTEBOOK, HTML, METADATA)}
-        echo_json({**contract.encode(record), "paths": paths, "facts": contract.encode(facts)})
+        echo_json({**codec.encode(record), "paths": paths, "facts": codec.encode(facts)})
         return
     status = record.status + (f" at {record.error.describe()}" if record.error else "")
     latest = f" (the latest of incident {ref})" if ref != record.record_id else ""
@@ -180,12 +179,12 @@ def verify_records(incident: str | None, url: str | None, as_json: bool) -> None
 
     Names each problem (record, file, what is wrong) and exits 4 when there is any.
     """
-    from exportnb import integrity
+    from exportnb.archive import integrity
 
     with _progress("Verifying", as_json) as progress:
         found = integrity.verify_archive(url, incident=incident, on_progress=progress)
     if as_json:
-        echo_json({"ok": found.ok, **contract.encode(found)})
+        echo_json({"ok": found.ok, **codec.encode(found)})
         sys.exit(0 if found.ok else 4)
     for problem in found.problems:
         click.echo(problem.describe())
@@ -212,7 +211,7 @@ def html_page(ref: str, output: str | None, open_it: bool, url: str | None) -> N
 
     Given an incident ID, the page of the incident's latest record.
     """
-    from exportnb import bundle
+    from exportnb.archive import bundle
 
     path = bundle.html_page(ref, url, output)
     click.echo(str(path))
@@ -233,11 +232,11 @@ def html_page(ref: str, output: str | None, open_it: bool, url: str | None) -> N
 def export_records(incident: str, output: str, url: str | None, as_json: bool) -> None:
     """Export an incident's records, verified, with a manifest of hashes (MANIFEST.json,
     SHA256SUMS)."""
-    from exportnb import bundle
+    from exportnb.archive import bundle
 
     done = bundle.export_incident(incident, output, url)
     if as_json:
-        echo_json(contract.encode(done))
+        echo_json(codec.encode(done))
         return
     click.echo(
         f"Exported {len(done.records)} record(s) of {incident} to {done.path} "
@@ -257,12 +256,12 @@ def export_records(incident: str, output: str, url: str | None, as_json: bool) -
 @handles_errors
 def reindex(accept_chain: bool, url: str | None, as_json: bool) -> None:
     """Rebuild the archive's index from its records."""
-    from exportnb import index
+    from exportnb.archive import index
 
     with _progress("Indexing", as_json) as progress:
         done = index.reindex(url, accept_chain=accept_chain, on_progress=progress)
     if as_json:
-        echo_json(contract.encode(done))
+        echo_json(codec.encode(done))
         return
     head = f"entry {done.head.seq}" if done.head else "none"
     click.echo(f"Indexed {done.records} record(s) of {done.archive}; chain head witnessed: {head}")

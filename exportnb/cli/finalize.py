@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from exportnb.cli import echo_json, handles_errors
+from exportnb.core.console import echo_json, handles_errors
 
 
 @click.command()
@@ -31,24 +31,23 @@ def finalize(incident: str, notebook: str | None, archive: str | None, as_json: 
     """
     import sys
 
-    from exportnb import runner
-    from exportnb.cli.run import _show_run, _summary
-    from exportnb.finalize import finalize as finalize_incident
-    from exportnb.record import NOTEBOOK
+    from exportnb.record.model import NOTEBOOK
+    from exportnb.run import report, runner
+    from exportnb.run.finalize import finalize as finalize_incident
 
     record = finalize_incident(incident, notebook=notebook, archive=archive, progress=not as_json)
     if as_json:
-        summary: dict[str, Any] = _summary(record)
+        summary: dict[str, Any] = report.summary(record)
         echo_json({"notebook": record.path(NOTEBOOK), "verdict": _verdict(record), **summary})
     else:
-        _show_run(record)
+        report.show(record)
         click.echo(f"  recovery:  {_verdict(record) or 'not recorded'}")
     sys.exit(runner.exit_code(record))
 
 
 def _verdict(record: Any) -> str | None:
     """The recovery verdict the finalized run recorded."""
-    from exportnb.timeline import verdicts_of
+    from exportnb.review.timeline import verdicts_of
 
     found = verdicts_of(record)
     return found[-1].verdict if found and found[-1].verdict else None

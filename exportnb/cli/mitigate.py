@@ -3,7 +3,7 @@
 Each ``mitigate`` command plans the action (what changes, how widely, the runbook
 command), asks for a confirmation (``--yes`` answers it), applies it once and prints the
 result; all of it lands in the incident's journal. It is a thin call into
-:mod:`exportnb.mitigations`, the code path the notebook's panel and automatic runs use.
+:mod:`exportnb.mitigation.lifecycle`, the code path the notebook's panel and automatic runs use.
 
 Exit codes: 0 applied, or applied before (nothing done again); 1 cancelled at the prompt;
 2 invalid input; 3 a job or bucket not found; 4 a precondition failed (nothing changed:
@@ -20,10 +20,9 @@ from typing import Any
 
 import click
 
-from exportnb import contract
-from exportnb.cli import echo_json, handles_errors
-from exportnb.cli.output import echo_table, shorten
-from exportnb.errors import PreconditionFailed
+from exportnb.core import codec
+from exportnb.core.console import echo_json, echo_table, handles_errors, shorten
+from exportnb.core.errors import PreconditionFailed
 
 F = Callable[..., Any]
 CANCELLED_EXIT = 1
@@ -192,7 +191,7 @@ def _mitigate(
     action: str, incident: str, params: dict[str, Any], *, yes: bool, as_json: bool
 ) -> None:
     """Plan, confirm, apply; print the outcome; exit with its code."""
-    from exportnb import mitigations
+    from exportnb.mitigation import lifecycle as mitigations
     from exportnb.platform import get_platform
 
     platform = get_platform()
@@ -217,7 +216,7 @@ def _confirmed(action: str) -> bool:
 
 def _finish(outcome: Any, as_json: bool) -> None:
     if as_json:
-        echo_json(contract.encode(outcome))
+        echo_json(codec.encode(outcome))
     else:
         click.echo(outcome.message)
     if outcome.status in ("applied", "already_applied"):
@@ -240,11 +239,11 @@ def journal(incident: str, as_json: bool) -> None:
 
     Exit code 4 when the chain is broken (the journal was edited).
     """
-    from exportnb.journal import read_journal
+    from exportnb.mitigation.journal import read_journal
 
     entries = read_journal(incident)
     if as_json:
-        echo_json(contract.encode(entries))
+        echo_json(codec.encode(entries))
         return
     echo_table(
         ("SEQ", "AT", "OPERATOR", "KIND", "ACTION", "OUTCOME", "KEY", "DETAIL"),

@@ -10,7 +10,7 @@ import logging
 
 import click
 
-from exportnb.cli import handles_errors
+from exportnb.core.console import handles_errors
 
 
 def _logging(verbose: bool) -> None:

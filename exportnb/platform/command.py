@@ -9,10 +9,10 @@ Configured in ``config.toml``::
 
 Every method runs one command as an argument list, never through a shell, with
 ``--output json`` appended, and reads one document of the JSON contract
-(:mod:`exportnb.contract`, ``docs/contract.md``) from its stdout. An Error document
-is raised again as the matching exception of :mod:`exportnb.errors`. A missing
+(:mod:`exportnb.platform.contract`, ``docs/contract.md``) from its stdout. An Error document
+is raised again as the matching exception of :mod:`exportnb.core.errors`. A missing
 executable, a timeout, output that is not JSON or breaks the contract, or a failure
-without an Error document is a :class:`~exportnb.errors.CommandError`. The acting
+without an Error document is a :class:`~exportnb.core.errors.CommandError`. The acting
 person is passed to the commands as ``$EXPORTNB_OPERATOR``.
 """
 
@@ -27,9 +27,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from exportnb import contract
-from exportnb.errors import CommandError, ConfigError, InvalidInput, NotFound
-from exportnb.platform import Platform, current_actor
+from exportnb.core import codec
+from exportnb.core.errors import CommandError, ConfigError, InvalidInput, NotFound
+from exportnb.core.quantities import parse_ttl
+from exportnb.platform import Platform, contract, current_actor
 from exportnb.platform.model import (
     AuditEntry,
     ChunkSizeChange,
@@ -44,7 +45,6 @@ from exportnb.platform.model import (
     RetryResult,
     Verification,
 )
-from exportnb.quantities import parse_ttl
 
 OPERATOR_ENV = "EXPORTNB_OPERATOR"
 CTL_PLATFORM_ENV = "EXPORTNB_CTL_PLATFORM"
@@ -132,7 +132,7 @@ class CommandPlatform(Platform):
         for option in ("since", "until"):
             moment = getattr(query, option)
             if moment is not None:
-                args.append(f"--{option}={contract.format_time(moment)}")
+                args.append(f"--{option}={codec.format_time(moment)}")
         return self.export(args, "JobList")
 
     def get_job(self, job_id: str) -> JobDetail:
@@ -215,7 +215,7 @@ class CommandPlatform(Platform):
     def audit_log(self, *, since: datetime | None = None, limit: int = 100) -> list[AuditEntry]:
         args = ["audit", f"--limit={limit}"]
         if since is not None:
-            args.append(f"--since={contract.format_time(since)}")
+            args.append(f"--since={codec.format_time(since)}")
         return self.export(args, "AuditLog")
 
 
@@ -244,13 +244,13 @@ def _is_number(value: object) -> bool:
 def _value(value: Any) -> str:
     """A flag value as the JSON text featurectl reads back to the same value."""
     try:
-        return json.dumps(contract.encode(value), ensure_ascii=False, allow_nan=False)
+        return json.dumps(codec.encode(value), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"flag value {value!r} is not a JSON value: {exc}") from exc
 
 
 def _window(since: datetime, until: datetime) -> list[str]:
-    return [f"--since={contract.format_time(since)}", f"--until={contract.format_time(until)}"]
+    return [f"--since={codec.format_time(since)}", f"--until={codec.format_time(until)}"]
 
 
 def _reason(reason: str) -> list[str]:

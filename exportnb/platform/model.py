@@ -1,7 +1,7 @@
 """The things an export platform holds, in the runbook's words.
 
 Times are timezone-aware UTC ``datetime`` objects; sizes are bytes; durations are seconds.
-Every class here crosses the JSON contract (``exportnb.contract``) unchanged.
+Every class here crosses the JSON contract (``exportnb.platform.contract``) unchanged.
 """
 
 from __future__ import annotations

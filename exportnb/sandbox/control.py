@@ -13,13 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exportnb.errors import InvalidInput, PreconditionFailed, SandboxError
+from exportnb.core.errors import InvalidInput, PreconditionFailed, SandboxError
 from exportnb.sandbox.faults import Fault, parse_fault
 from exportnb.sandbox.state import CREDENTIALS, SandboxState, read_state, sandbox_dir
 from exportnb.sandbox.store import Store
 
 STORAGE_FAULTS = ("throttle", "timeout")
-COMMANDS = {"exportctl": "exportnb.cli.exportctl", "featurectl": "exportnb.cli.featurectl"}
+COMMANDS = {
+    "exportctl": "exportnb.sandbox.ctl.exportctl",
+    "featurectl": "exportnb.sandbox.ctl.featurectl",
+}
 
 
 def _phase(folder: Path) -> str:
@@ -184,7 +187,7 @@ def status(*, home: Path | None = None) -> Status:
 def env_values(*, home: Path | None = None) -> dict[str, str]:
     """The sandbox's environment: its bucket, target, S3 endpoint and credentials, and a
     PATH with its own exportctl and featurectl first."""
-    from exportnb import config
+    from exportnb.core import config
 
     state = read_state(home)
     if state is None or not state.alive:
@@ -301,3 +304,21 @@ def _known(what: str, value: str | None, known: list[str]) -> str:
     if value not in known:
         raise InvalidInput(f"unknown {what} {value!r} (known: {', '.join(known)})")
     return value
+
+
+def local_environment(home: Path | None = None) -> tuple[dict[str, str], dict[str, Any]] | None:
+    """``(environment, parameter defaults)`` of the running sandbox, or None if none runs.
+
+    The ``exportnb.environments`` entry point of the sandbox: the environment is
+    :func:`env_values`; the defaults are the customer-reported jobs (``job_ids``) and the
+    target host and port, passed where the notebook declares them.
+    """
+    state = read_state(home)
+    if state is None or not state.alive:
+        return None
+    defaults = {
+        "job_ids": list(state.reported_jobs),
+        "target_host": state.target_host,
+        "target_port": state.target_port,
+    }
+    return env_values(home=home), defaults

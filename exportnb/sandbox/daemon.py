@@ -26,8 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from exportnb import storage
-from exportnb.errors import ExportnbError
+from exportnb.core.errors import ExportnbError
+from exportnb.platform import storage
 from exportnb.platform.model import Job
 from exportnb.sandbox.faults import Fault, FaultSet
 from exportnb.sandbox.history import plan_jobs, seed_history

@@ -28,8 +28,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from exportnb.errors import InvalidInput
-from exportnb.quantities import parse_size, parse_ttl
+from exportnb.core.errors import InvalidInput
+from exportnb.core.quantities import parse_size, parse_ttl
 
 STORAGE_SCALE = 16384
 """The sandbox stores one byte for every STORAGE_SCALE bytes of an export: a 64MB chunk is a

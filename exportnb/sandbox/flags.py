@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from exportnb.errors import InvalidInput, PreconditionFailed
+from exportnb.core.errors import InvalidInput, PreconditionFailed
 from exportnb.platform.model import BULK_PAUSE_FLAG, FALLBACK_FLAG
 
 

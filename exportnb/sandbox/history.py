@@ -49,8 +49,8 @@ from typing import Any
 
 import numpy as np
 
-from exportnb.errors import InvalidInput, PreconditionFailed
-from exportnb.quantities import format_size
+from exportnb.core.errors import InvalidInput, PreconditionFailed
+from exportnb.core.quantities import format_size
 from exportnb.sandbox.scenario import Scenario
 from exportnb.sandbox.store import SCHEMA, Store
 

@@ -63,7 +63,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
-from exportnb.errors import InvalidInput, PreconditionFailed, SandboxError
+from exportnb.core.errors import InvalidInput, PreconditionFailed, SandboxError
 
 NETNS_PREFIX = "enb-"
 STATE_DIR = Path("/run/exportnb/netpath")

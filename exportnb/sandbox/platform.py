@@ -10,10 +10,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from exportnb import storage
-from exportnb.config import Settings
-from exportnb.errors import InvalidInput, NotFound, SandboxError
-from exportnb.platform import Platform, current_actor
+from exportnb.core.config import Settings
+from exportnb.core.errors import InvalidInput, NotFound, SandboxError
+from exportnb.platform import Platform, current_actor, storage
 from exportnb.platform.model import (
     BULK_PAUSE_FLAG,
     FALLBACK_FLAG,

@@ -32,7 +32,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from io import BufferedIOBase
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from exportnb.errors import SandboxError
+from exportnb.core.errors import SandboxError
 from exportnb.sandbox.faults import STORAGE_SCALE, FaultSet
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import time
 
 from moto.server import ThreadedMotoServer
 
-from exportnb.errors import SandboxError
+from exportnb.core.errors import SandboxError
 
 START_TIMEOUT = 10.0
 """Seconds to wait for the server to bind and answer before giving up."""

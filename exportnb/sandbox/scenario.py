@@ -25,9 +25,9 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from exportnb.errors import InvalidInput, NotFound
+from exportnb.core.errors import InvalidInput, NotFound
+from exportnb.core.quantities import format_size, parse_size, parse_ttl
 from exportnb.platform.model import JOB_KINDS
-from exportnb.quantities import format_size, parse_size, parse_ttl
 from exportnb.sandbox.faults import FAULT_KINDS, WORKER_FAULTS, Fault, parse_fault
 
 BUCKET_ROLES = ("primary", "secondary", "fallback")

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exportnb import config
-from exportnb.errors import SandboxError
+from exportnb.core import config
+from exportnb.core.errors import SandboxError
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "sandbox",

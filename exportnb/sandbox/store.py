@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, overload
 
-from exportnb.errors import NotFound
+from exportnb.core.errors import NotFound
 from exportnb.platform.model import (
     Attempt,
     AuditEntry,

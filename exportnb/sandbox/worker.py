@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from exportnb import storage
-from exportnb.errors import StorageError
+from exportnb.core.errors import StorageError
+from exportnb.platform import storage
 from exportnb.platform.model import BULK_PAUSE_FLAG, FALLBACK_FLAG, Job, Manifest, Segment
 from exportnb.sandbox.faults import STORAGE_SCALE, FaultSet
 from exportnb.sandbox.store import Store

@@ -9,7 +9,7 @@ Alertmanager posts one :class:`Notification` per alert group: ``receiver``, ``st
 Reading happens in two steps, so that the receiver can answer each kind of bad input with
 its own status: :func:`decode` (the bytes are not JSON, or nest absurdly deep: 400) and
 :func:`validate` (JSON of the wrong shape, types or sizes: 422). Both raise
-:class:`~exportnb.errors.InvalidInput` with a message that says where
+:class:`~exportnb.core.errors.InvalidInput` with a message that says where
 (``alerts[3].labels.job_id: ...``), and nothing is kept from a payload that fails.
 
 Only the fields above are kept: unknown fields are dropped, labels and annotations must
@@ -30,8 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from exportnb import parameters
-from exportnb.errors import InvalidInput
+from exportnb.core.errors import InvalidInput
+from exportnb.run import parameters
 
 STATUSES = ("firing", "resolved")
 JOB_ID_NAMES = ("job_id", "job_ids")

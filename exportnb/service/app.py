@@ -35,9 +35,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from exportnb.bundle import html_of
-from exportnb.errors import InvalidInput, NotFound, PreconditionFailed, StorageError
-from exportnb.record import RECORD_ID
+from exportnb.archive.bundle import html_of
+from exportnb.core.errors import InvalidInput, NotFound, PreconditionFailed, StorageError
+from exportnb.record.model import RECORD_ID
 from exportnb.service import alerts, openapi
 from exportnb.service.auth import Credentials, RequireAuth
 from exportnb.service.incidents import IncidentStore, Receipt

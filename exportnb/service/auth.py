@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from exportnb.errors import ConfigError
+from exportnb.core.errors import ConfigError
 from exportnb.service.settings import ServeSettings
 
 OPEN_PATHS = frozenset({"/healthz"})

@@ -31,7 +31,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
-from exportnb.errors import ExportnbError
+from exportnb.core.errors import ExportnbError
 from exportnb.service import slack
 from exportnb.service.incidents import IncidentStore, Outcome, Run, record_link
 from exportnb.service.queue import Queue, RunSpec

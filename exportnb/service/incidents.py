@@ -18,7 +18,7 @@ resolved, no incident                       ``ignored``   none
 
 An incident's ID is derived from its group: ``INC-<UTC date opened>-<8 hex of
 sha256(groupKey)>``, with ``-2``, ``-3``... for later incidents of the same group opened
-the same day. It is a valid record incident ID (:func:`exportnb.record.check_incident_id`).
+the same day. It is a valid record incident ID (:func:`exportnb.record.model.check_incident_id`).
 
 Runs of one incident are sequential: a run is created ``waiting``; the dispatcher
 (:mod:`exportnb.service.dispatch`) queues the oldest waiting run of an incident once no
@@ -41,8 +41,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from exportnb.errors import InvalidInput, NotFound, StorageError
-from exportnb.record import check_incident_id
+from exportnb.core.errors import InvalidInput, NotFound, StorageError
+from exportnb.record.model import check_incident_id
 from exportnb.service.alerts import Notification
 
 SCHEMA_VERSION = 1

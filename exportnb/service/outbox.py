@@ -1,9 +1,9 @@
 """The outbox: records that the archive could not take yet, kept locally and delivered later.
 
 :class:`OutboxArchive` is the archive a service run writes to. It wraps the configured
-archive (:func:`exportnb.archive.open_archive`): a record goes there, and when the archive
+archive (:func:`exportnb.archive.store.open_archive`): a record goes there, and when the archive
 cannot be reached (S3 down, the bucket missing...), the record goes into the outbox,
-``$EXPORTNB_HOME/service/outbox``, a :class:`~exportnb.archive.LocalArchive` with the same
+``$EXPORTNB_HOME/service/outbox``, a :class:`~exportnb.archive.store.LocalArchive` with the same
 write-once rules. Its ``location`` is still the archive's: that is where it will be.
 A record the archive already holds is a real conflict, and is raised, never kept.
 
@@ -21,10 +21,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exportnb import chain
-from exportnb.archive import CONTENT_TYPES, Archive, LocalArchive, S3Archive, open_archive
-from exportnb.errors import NotFound, StorageError
-from exportnb.record import FILES, METADATA, RecordSummary
+from exportnb.archive import chain
+from exportnb.archive.store import CONTENT_TYPES, Archive, LocalArchive, S3Archive, open_archive
+from exportnb.core.errors import NotFound, StorageError
+from exportnb.record.model import FILES, METADATA, RecordSummary
 from exportnb.service.settings import service_dir
 
 log = logging.getLogger("exportnb.service")

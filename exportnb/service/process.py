@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from exportnb.errors import PreconditionFailed
+from exportnb.core.errors import PreconditionFailed
 
 SLEEP_ENV = "EXPORTNB_QUICK_SLEEP"
 
@@ -173,7 +173,7 @@ def write_quick_notebook(path: Path) -> Path:
     and shows a status update (see the module docstring)."""
     import nbformat
 
-    from exportnb.findings import RESULT_MIMETYPE
+    from exportnb.core.findings import RESULT_MIMETYPE
 
     parameters = 'incident_id = "INC-unset"\njob_ids = []\nalert = {}\noperator = ""'
     sleep = f"import os, time\ntime.sleep(float(os.environ.get({SLEEP_ENV!r}, '0')))"

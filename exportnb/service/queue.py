@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from huey.serializer import Serializer
 
-from exportnb.errors import ConfigError, StorageError
+from exportnb.core.errors import ConfigError, StorageError
 from exportnb.service.settings import ServeSettings, service_dir
 
 if TYPE_CHECKING:

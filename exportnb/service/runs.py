@@ -11,7 +11,7 @@
    took the record), else a record of the incident in the archive or the outbox that
    started after the first claim (runs of an incident never overlap, so it can only be
    this run's). Found: that record is the run's, and nothing executes. Otherwise the
-   notebook runs (:func:`exportnb.runner.run`) with the alert as one JSON value.
+   notebook runs (:func:`exportnb.run.runner.run`) with the alert as one JSON value.
 4. **Report.** ``done:<incident>:<run>`` holds the
    :class:`~exportnb.service.incidents.Outcome` for the dispatcher.
 
@@ -31,8 +31,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from exportnb.errors import ExportnbError
-from exportnb.record import HTML, Record
+from exportnb.core.errors import ExportnbError
+from exportnb.platform.registry import local_environment
+from exportnb.record.model import HTML, Record
 from exportnb.service.incidents import Outcome, stamp
 from exportnb.service.outbox import OutboxArchive
 from exportnb.service.queue import Queue, RunSpec
@@ -149,11 +150,11 @@ def adopt(spec: RunSpec, queue: Queue) -> Outcome | None:
 
 def execute(spec: RunSpec, queue: Queue) -> Outcome:
     """Run the notebook for this run; the record goes to the archive (or the outbox)."""
-    from exportnb import runner
+    from exportnb.run import runner
 
     settings = queue.settings
     archive = OutboxArchive()
-    found = runner.sandbox_defaults()
+    found = local_environment()
     env, defaults = found if found else ({}, {})
     defaults = {k: v for k, v in defaults.items() if k != "job_ids"}  # the alert's, or none
 

@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from exportnb.errors import PreconditionFailed
+from exportnb.core.errors import PreconditionFailed
 from exportnb.service.settings import ServeSettings, service_dir
 
 STOP_GRACE = 30.0

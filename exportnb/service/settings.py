@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exportnb import config
-from exportnb.errors import ConfigError, InvalidInput
-from exportnb.quantities import parse_size, parse_ttl
+from exportnb.core import config
+from exportnb.core.errors import ConfigError, InvalidInput
+from exportnb.core.quantities import parse_size, parse_ttl
 
 TOKEN_ENV = "EXPORTNB_WEBHOOK_TOKEN"
 USER_ENV = "EXPORTNB_WEBHOOK_USER"

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from exportnb.errors import PlatformError
+from exportnb.core.errors import PlatformError
 
 SECTION_LIMIT = 3000
 """Slack's limit on the text of one section block."""

@@ -1,0 +1,2 @@
+"""The archive: write-once storage of records, their hash chain, integrity checks, retention
+and the search index."""

@@ -1,0 +1,1 @@
+"""An incident and the runbook's diagnostic steps over it."""

@@ -1,0 +1,168 @@
+"""The incident template's parameters: their names and defaults, and their values checked.
+
+The template's parameters cell holds JSON values only; :data:`PARAMETERS` are their names
+and defaults, in the cell's order. :func:`validated` checks values over those defaults
+(types, ranges, the incident ID, the mode), parses ``now`` (ISO-8601 with a zone, or the
+current time) and the alert (one JSON object: an Alertmanager webhook, or one alert), and
+refuses anything else with :class:`~exportnb.core.errors.InvalidInput` before anything is read.
+:func:`alert_summary` is the alert in one line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from exportnb.core.errors import InvalidInput
+from exportnb.record.model import check_incident_id
+
+PARAMETERS: dict[str, Any] = {
+    "incident_id": "INC-unset",
+    "job_ids": [],
+    "alert": {},
+    "window_minutes": 10,
+    "failure_threshold": 0.02,
+    "latency_slo": 60.0,
+    "running_sla": 1200.0,
+    "stale_heartbeat": 30.0,
+    "buckets": [],
+    "target_host": "",
+    "target_port": 22,
+    "probe_count": 10,
+    "probe_interval": 0.05,
+    "probe_grace": 1.0,
+    "platform": "",
+    "operator": "",
+    "comms_lead": "",
+    "mode": "auto",
+    "baseline_days": 7,
+    "recovery_minutes": 15,
+    "now": "",
+}
+"""The template's parameters, in the order of its parameters cell, with their defaults."""
+
+MODES = ("auto", "interactive")
+_RANGES: dict[str, tuple[float, float]] = {
+    "window_minutes": (1, 1440),
+    "failure_threshold": (0.0, 1.0),
+    "latency_slo": (0.0, 86400.0),
+    "running_sla": (0.0, 7 * 86400.0),
+    "stale_heartbeat": (0.0, 86400.0),
+    "target_port": (1, 65535),
+    "probe_count": (1, 1000),
+    "probe_interval": (0.0, 60.0),
+    "probe_grace": (0.0, 60.0),
+    "baseline_days": (1, 90),
+    "recovery_minutes": (1, 1440),
+}
+
+
+def parameters_of(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The template's parameters found in ``namespace`` (a notebook's ``globals()``)."""
+    return {name: namespace[name] for name in PARAMETERS if name in namespace}
+
+
+def validated(parameters: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters checked, over their defaults, with ``now`` and ``alert`` parsed."""
+    unknown = sorted(set(parameters) - set(PARAMETERS))
+    if unknown:
+        raise InvalidInput(
+            f"unknown parameter(s): {', '.join(unknown)} (known: {', '.join(PARAMETERS)})"
+        )
+    values = {**PARAMETERS, **parameters}
+    checked = {name: _check(name, values[name], PARAMETERS[name]) for name in PARAMETERS}
+    check_incident_id(checked["incident_id"])  # the archive's rule: it names a folder
+    if checked["mode"] not in MODES:
+        raise InvalidInput(f"mode {checked['mode']!r}: use one of {', '.join(MODES)}")
+    checked["now"] = parse_now(checked["now"])
+    checked["alert"] = parse_alert(values["alert"])
+    checked["job_ids"] = unique(j.strip() for j in checked["job_ids"] if j.strip())
+    checked["buckets"] = unique(b.strip() for b in checked["buckets"] if b.strip())
+    return checked
+
+
+def _check(name: str, value: Any, default: Any) -> Any:
+    if name == "alert":
+        return value
+    if isinstance(default, list):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InvalidInput(f"{name} must be a list of strings, got {value!r}")
+        return list(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise InvalidInput(f"{name} must be a string, got {value!r}")
+        return value.strip()
+    return _number(name, value, integer=isinstance(default, int))
+
+
+def _number(name: str, value: Any, *, integer: bool) -> int | float:
+    """A number in its range: whole numbers inclusive, fractions and seconds above zero."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise InvalidInput(f"{name} must be a number, got {value!r}")
+    if integer and float(value) != int(value):
+        raise InvalidInput(f"{name} must be a whole number, got {value!r}")
+    low, high = _RANGES[name]
+    if integer and not low <= value <= high:
+        raise InvalidInput(f"{name} {value!r} is out of range: use {low:g} to {high:g}")
+    if not integer and not low < value < high:
+        raise InvalidInput(
+            f"{name} {value!r} is out of range: use more than {low:g} and less than {high:g}"
+        )
+    return int(value) if integer else float(value)
+
+
+def parse_now(text: str) -> datetime:
+    """``""`` is the current time; otherwise an ISO-8601 time with its zone, as UTC."""
+    if not text:
+        return datetime.now(UTC)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"now {text!r} is not an ISO-8601 time") from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise InvalidInput(f"now {text!r} has no time zone: add Z or an offset such as +00:00")
+    return parsed.astimezone(UTC)
+
+
+def parse_alert(value: Any) -> dict[str, Any]:
+    """The alert as one JSON object (a dict, or the text of one)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip() else {}
+        except ValueError as exc:
+            raise InvalidInput(f"alert is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"alert must be one JSON object, got {type(value).__name__}")
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"alert must hold JSON values only: {exc}") from None
+    return value
+
+
+def alert_summary(alert: Mapping[str, Any]) -> str:
+    """One line about an Alertmanager webhook (or a single alert): status, names, summary."""
+    if not alert:
+        return "no alert: opened by hand"
+    alerts = [a for a in alert.get("alerts", [alert]) if isinstance(a, dict)]
+    common = alert.get("commonLabels") or {}
+    names = unique(
+        [str(a.get("labels", {}).get("alertname", "")) for a in alerts]
+        + [str(common.get("alertname", ""))]
+    )
+    notes = alert.get("commonAnnotations") or (alerts[0].get("annotations") if alerts else {})
+    summary = (notes or {}).get("summary") or (notes or {}).get("description") or ""
+    starts = sorted(str(a["startsAt"]) for a in alerts if a.get("startsAt"))
+    parts = [
+        str(alert.get("status") or (alerts[0].get("status") if alerts else "") or "alert"),
+        ", ".join(n for n in names if n) or "unnamed alert",
+    ]
+    line = " ".join(parts) + (f": {summary}" if summary else "")
+    return line + (f" (since {starts[0]})" if starts else "")
+
+
+def unique(values: Iterable[str]) -> list[str]:
+    """The values in order, each once, empty ones left out."""
+    return list(dict.fromkeys(v for v in values if v))

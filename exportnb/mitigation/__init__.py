@@ -1,0 +1,2 @@
+"""Mitigations: what each action changes, its plan, confirmation, application, journal and
+policy."""

@@ -1,0 +1,1 @@
+"""What notebook cells call to render: result views, charts, the mitigation panel."""

@@ -1,0 +1,1 @@
+"""Postmortem review: the incident timeline, times, views and charts from archived records."""

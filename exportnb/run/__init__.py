@@ -1,0 +1,1 @@
+"""Running the incident notebook: papermill on a kernel, validated parameters, finalize."""

@@ -1,0 +1,1 @@
+"""The emulated ``exportctl`` and ``featurectl``: the contract's reference implementation."""
