@@ -138,7 +138,8 @@ class Maker:
         )
 
     def record(self, n: int, rng: random.Random) -> tuple[Any, dict[str, bytes]]:
-        from exportnb.record.model import HTML, METADATA, NOTEBOOK, Record, RecordFile, sha256
+        from exportnb.core.ids import sha256
+        from exportnb.record.model import HTML, METADATA, NOTEBOOK, Record, RecordFile
 
         incident = f"INC-{n // 4:05d}"
         started = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(minutes=15 * n)

@@ -19,8 +19,9 @@ import nbformat
 
 from exportnb.archive.store import Archive
 from exportnb.core import codec
+from exportnb.core.ids import sha256
 from exportnb.mitigation.journal import Journal
-from exportnb.record.model import HTML, METADATA, NOTEBOOK, Record, RecordError, RecordFile, sha256
+from exportnb.record.model import HTML, METADATA, NOTEBOOK, Record, RecordError, RecordFile
 from exportnb.run import runner
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from exportnb.archive.store import LocalArchive
 from exportnb.cli import main
 from exportnb.cli.archive import archive_group
-from exportnb.record.model import sha256
+from exportnb.core.ids import sha256
 
 pytestmark = pytest.mark.usefixtures("home")  # a fresh $EXPORTNB_HOME (conftest)
 

@@ -15,9 +15,9 @@ import pytest
 from click.testing import CliRunner, Result
 from memory_platform import FALLBACK, MemoryPlatform
 
-from exportnb.sandbox.ctl import exportctl, featurectl
 from exportnb.platform import contract
 from exportnb.platform.model import BULK_PAUSE_FLAG, FALLBACK_FLAG, JobQuery
+from exportnb.sandbox.ctl import exportctl, featurectl
 
 
 @pytest.fixture

@@ -22,9 +22,10 @@ from exportnb.archive.store import LocalArchive
 from exportnb.core import codec
 from exportnb.core.errors import InvalidInput, NotFound
 from exportnb.core.findings import record_bundle
+from exportnb.core.ids import sha256
 from exportnb.mitigation.journal import Journal, JournalEntry, read_journal
 from exportnb.mitigation.trail import trail
-from exportnb.record.model import FILES, Record, RecordError, sha256
+from exportnb.record.model import FILES, Record, RecordError
 from exportnb.review.charts import incident_rate_chart
 from exportnb.review.model import (
     across_incidents,

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from exportnb.core.errors import InvalidInput, NotFound
-from exportnb.record.model import check_incident_id
+from exportnb.core.ids import check_incident_id
 from exportnb.service import alerts
 from exportnb.service.incidents import IncidentStore, Outcome, incident_id_for
 

@@ -33,12 +33,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from exportnb.archive import chain
+from exportnb.archive import chain, index, integrity
 from exportnb.archive.store import Archive, LocalArchive, open_archive
 from exportnb.core import codec, config
 from exportnb.core.errors import InvalidInput, NotFound, PreconditionFailed, StorageError
-from exportnb.record.model import FILES, HTML, METADATA, Record, check_incident_id
-from exportnb.record.model import sha256 as digest
+from exportnb.core.ids import check_incident_id
+from exportnb.core.ids import sha256 as digest
+from exportnb.record.model import FILES, HTML, METADATA, Record
 
 EXPORT_SCHEMA = "exportnb.export/v1"
 MANIFEST, SUMS = "MANIFEST.json", "SHA256SUMS"
@@ -95,8 +96,6 @@ def export_incident(
     incident: str, target: str | Path, archive: str | Archive | None = None
 ) -> Exported:
     """Write the incident's records, with a manifest of hashes, to a folder or a .tar.gz."""
-    from exportnb.archive import index, integrity
-
     check_incident_id(incident)
     target = Path(target).expanduser().absolute()
     if target.exists() and not (target.is_dir() and not any(target.iterdir())):

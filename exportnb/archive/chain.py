@@ -48,8 +48,8 @@ from typing import TYPE_CHECKING, Any
 
 from exportnb.core import codec
 from exportnb.core.errors import NotFound, StorageError
+from exportnb.core.ids import sha256
 from exportnb.mitigation.journal import fingerprint
-from exportnb.record.model import sha256
 
 if TYPE_CHECKING:
     from exportnb.archive.store import Archive

@@ -27,8 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 from exportnb.archive import chain
 from exportnb.archive.chain import Head, Witness
+from exportnb.archive.index import Index
+from exportnb.archive.store import open_archive
 from exportnb.core.errors import NotFound, PreconditionFailed, StorageError
-from exportnb.record.model import FILES, METADATA, RECORD_SCHEMA, sha256
+from exportnb.core.ids import sha256
+from exportnb.record.model import FILES, METADATA, RECORD_SCHEMA
 
 if TYPE_CHECKING:
     from exportnb.archive.store import Archive
@@ -404,9 +407,6 @@ def verify_archive(
     """:func:`verify` the archive against what the index witnessed before. When the chain
     holds no problem, the index then witnesses the chain's head as it is now (records that
     other machines archived included)."""
-    from exportnb.archive.index import Index
-    from exportnb.archive.store import open_archive
-
     store = open_archive(archive)
     with Index() as index:
         witness = index.witness(store.url)

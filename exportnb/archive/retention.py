@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from exportnb.core.errors import ConfigError
+from exportnb.platform import storage
 
 MODES = ("governance", "compliance")
 DEFAULT_MODE = "governance"
@@ -75,8 +76,6 @@ class Retention:
 def bucket_retention(s3: Any, bucket: str, settings: RetentionSettings) -> Retention | None:
     """The retention for puts into ``bucket``: None when the bucket has no Object Lock."""
     from botocore.exceptions import ClientError
-
-    from exportnb.platform import storage
 
     try:
         answer = s3.get_object_lock_configuration(Bucket=bucket)

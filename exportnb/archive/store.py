@@ -42,9 +42,10 @@ from typing import Any
 from urllib.parse import urlparse
 
 from exportnb.archive import chain
-from exportnb.archive.retention import Retention, RetentionSettings
+from exportnb.archive.retention import Retention, RetentionSettings, bucket_retention
 from exportnb.core import config
 from exportnb.core.errors import ConfigError, InvalidInput, NotFound, StorageError
+from exportnb.platform import storage
 from exportnb.record.model import (
     FILES,
     INCIDENT_ID,
@@ -278,8 +279,6 @@ class S3Archive(Archive):
     @property
     def s3(self) -> Any:
         if self._s3 is None:
-            from exportnb.platform import storage
-
             self._s3 = storage.client()
         return self._s3
 
@@ -287,8 +286,6 @@ class S3Archive(Archive):
     def retention(self) -> Retention | None:
         """The Object Lock retention of every put: None when the bucket has no Object Lock."""
         if not self._retention:
-            from exportnb.archive.retention import bucket_retention
-
             self._retention.append(bucket_retention(self.s3, self.bucket, self.settings))
         return self._retention[0]
 
@@ -296,8 +293,6 @@ class S3Archive(Archive):
         return "/".join(p for p in (self.prefix, record_id, name) if p)
 
     def check(self) -> None:
-        from exportnb.platform import storage
-
         storage.head_bucket(self.s3, self.bucket)
 
     def location(self, record_id: str) -> str:
@@ -317,8 +312,6 @@ class S3Archive(Archive):
 
     def _put_once(self, key: str, body: bytes, content_type: str) -> bool:
         """Put a new object (with the retention, if any); False if the key exists."""
-        from exportnb.platform import storage
-
         lock = self.retention.put_arguments() if self.retention else {}
         try:
             storage.put_object(
@@ -331,8 +324,6 @@ class S3Archive(Archive):
         return True
 
     def _get(self, key: str, missing: str) -> bytes:
-        from exportnb.platform import storage
-
         try:
             body: bytes = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except Exception as exc:
@@ -347,8 +338,6 @@ class S3Archive(Archive):
 
     def _keys(self, start: str, *, hidden: bool = False) -> list[str]:
         """Keys under ``start``, relative to the prefix; ``hidden``: those a delete hides."""
-        from exportnb.platform import storage
-
         operation, field = (
             ("list_object_versions", "DeleteMarkers") if hidden else ("list_objects_v2", "Contents")
         )

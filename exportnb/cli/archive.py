@@ -18,8 +18,11 @@ from typing import Any
 
 import click
 
+from exportnb.archive import bundle, index, integrity
+from exportnb.archive.store import open_archive
 from exportnb.core import codec
 from exportnb.core.console import cell, echo_json, fail, handles_errors
+from exportnb.record.facts import RecordFacts
 from exportnb.record.model import HTML, METADATA, NOTEBOOK
 
 F = Callable[..., Any]
@@ -84,8 +87,6 @@ def _table(found: Sequence[Any]) -> None:
 @handles_errors
 def list_records(incident: str | None, url: str | None, as_json: bool) -> None:
     """List the records, oldest first (from the index, brought up to date first)."""
-    from exportnb.archive import index
-
     found = index.search(url, incident=incident)
     if as_json:
         echo_json(codec.encode(found))
@@ -114,8 +115,6 @@ def search_records(
     url: str | None, as_json: bool, since: str | None, until: str | None, **filters: Any
 ) -> None:
     """Find records by incident, job ID, tenant, bucket, status, start time or finding."""
-    from exportnb.archive import index
-
     found = index.search(
         url,
         since=index.parse_time(since) if since else None,
@@ -138,9 +137,6 @@ def show_record(ref: str, url: str | None, as_json: bool) -> None:
 
     Given an incident ID, shows the incident's latest record.
     """
-    from exportnb.archive.store import open_archive
-    from exportnb.record.facts import RecordFacts
-
     store = open_archive(url)
     record = store.show(store.resolve(ref))
     facts = RecordFacts.of(record)
@@ -179,8 +175,6 @@ def verify_records(incident: str | None, url: str | None, as_json: bool) -> None
 
     Names each problem (record, file, what is wrong) and exits 4 when there is any.
     """
-    from exportnb.archive import integrity
-
     with _progress("Verifying", as_json) as progress:
         found = integrity.verify_archive(url, incident=incident, on_progress=progress)
     if as_json:
@@ -211,8 +205,6 @@ def html_page(ref: str, output: str | None, open_it: bool, url: str | None) -> N
 
     Given an incident ID, the page of the incident's latest record.
     """
-    from exportnb.archive import bundle
-
     path = bundle.html_page(ref, url, output)
     click.echo(str(path))
     if open_it:
@@ -232,8 +224,6 @@ def html_page(ref: str, output: str | None, open_it: bool, url: str | None) -> N
 def export_records(incident: str, output: str, url: str | None, as_json: bool) -> None:
     """Export an incident's records, verified, with a manifest of hashes (MANIFEST.json,
     SHA256SUMS)."""
-    from exportnb.archive import bundle
-
     done = bundle.export_incident(incident, output, url)
     if as_json:
         echo_json(codec.encode(done))
@@ -256,8 +246,6 @@ def export_records(incident: str, output: str, url: str | None, as_json: bool) -
 @handles_errors
 def reindex(accept_chain: bool, url: str | None, as_json: bool) -> None:
     """Rebuild the archive's index from its records."""
-    from exportnb.archive import index
-
     with _progress("Indexing", as_json) as progress:
         done = index.reindex(url, accept_chain=accept_chain, on_progress=progress)
     if as_json:

@@ -12,6 +12,10 @@ from typing import Any
 import click
 
 from exportnb.core.console import echo_json, handles_errors
+from exportnb.record.model import NOTEBOOK
+from exportnb.review.timeline import verdicts_of
+from exportnb.run import report, runner
+from exportnb.run.finalize import finalize as finalize_incident
 
 
 @click.command()
@@ -31,10 +35,6 @@ def finalize(incident: str, notebook: str | None, archive: str | None, as_json: 
     """
     import sys
 
-    from exportnb.record.model import NOTEBOOK
-    from exportnb.run import report, runner
-    from exportnb.run.finalize import finalize as finalize_incident
-
     record = finalize_incident(incident, notebook=notebook, archive=archive, progress=not as_json)
     if as_json:
         summary: dict[str, Any] = report.summary(record)
@@ -47,7 +47,5 @@ def finalize(incident: str, notebook: str | None, archive: str | None, as_json: 
 
 def _verdict(record: Any) -> str | None:
     """The recovery verdict the finalized run recorded."""
-    from exportnb.review.timeline import verdicts_of
-
     found = verdicts_of(record)
     return found[-1].verdict if found and found[-1].verdict else None

@@ -7,6 +7,7 @@ setting); 4 the address is taken; 6 the incident store or the queue cannot be op
 from __future__ import annotations
 
 import logging
+from types import ModuleType
 
 import click
 
@@ -59,10 +60,8 @@ def serve(host: str, port: int, workers: int | None, insecure: bool, verbose: bo
     none configured, serve refuses to start unless --insecure-no-auth is given.
     See docs/alerts.md.
     """
-    from exportnb.service.server import serve as run_server
-
     _logging(verbose)
-    run_server(host=host, port=port, workers=workers, insecure=insecure)
+    _server().serve(host=host, port=port, workers=workers, insecure=insecure)
 
 
 @click.command()
@@ -85,7 +84,12 @@ def worker(workers: int, parent: int | None, verbose: bool) -> None:
     (queue, notebook, archive, cell_timeout) under its own $EXPORTNB_HOME. Stops on
     SIGTERM or SIGINT (SIGINT lets the runs in progress finish).
     """
-    from exportnb.service.server import work
-
     _logging(verbose)
-    work(workers=workers, parent=parent)
+    _server().work(workers=workers, parent=parent)
+
+
+def _server() -> ModuleType:
+    """The service, imported when a command needs it."""
+    from exportnb.service import server  # deferred: starlette, uvicorn and huey are heavy
+
+    return server

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exportnb.core.errors import InvalidInput
-from exportnb.record.model import check_incident_id
+from exportnb.core.ids import check_incident_id
 
 PARAMETERS: dict[str, Any] = {
     "incident_id": "INC-unset",

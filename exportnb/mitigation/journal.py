@@ -45,7 +45,7 @@ from typing import IO, Any
 
 from exportnb.core import codec, config
 from exportnb.core.errors import InvalidInput, PreconditionFailed
-from exportnb.record.model import check_incident_id
+from exportnb.core.ids import check_incident_id
 
 SCHEMA = 1
 KINDS: tuple[str, ...] = ("plan", "apply", "result", "revert", "skip")

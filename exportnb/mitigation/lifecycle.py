@@ -40,6 +40,7 @@ from exportnb.core import codec
 from exportnb.core.config import Settings
 from exportnb.core.errors import ExportnbError, InvalidInput, PreconditionFailed
 from exportnb.core.findings import Finding
+from exportnb.core.ids import check_incident_id
 from exportnb.mitigation.actions import (
     PLANNERS,
     REVERTIBLE,
@@ -56,7 +57,6 @@ from exportnb.mitigation.policy import MITIGATIONS, Decision, decide
 from exportnb.mitigation.retries import RETRY_REPEAT_ERRORS, RetryJob, RetryWatch, watch_retry
 from exportnb.mitigation.revert import Standing, plan_revert
 from exportnb.platform import Platform, current_actor
-from exportnb.record.model import check_incident_id
 
 if TYPE_CHECKING:
     from pathlib import Path

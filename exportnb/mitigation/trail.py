@@ -24,9 +24,9 @@ from typing import Any
 
 from exportnb.core.errors import PreconditionFailed
 from exportnb.core.findings import Finding
+from exportnb.core.ids import check_incident_id
 from exportnb.mitigation.journal import Journal, JournalEntry
 from exportnb.notebook.views import Body, cell, paragraph, renders
-from exportnb.record.model import check_incident_id
 
 JOURNAL_BROKEN = "journal_broken"
 STEP = "mitigations"

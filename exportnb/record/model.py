@@ -22,10 +22,8 @@ notebook's sha256), holding:
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import platform
-import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -35,8 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from exportnb.core import codec
-from exportnb.core.errors import CommandError, InvalidInput, StorageError
+from exportnb.core.errors import CommandError, StorageError
 from exportnb.core.findings import RESULT_MIMETYPE, SEVERITIES, Finding
+from exportnb.core.ids import (  # noqa: F401 - the record's IDs, named here too
+    INCIDENT_ID,
+    RECORD_ID,
+    check_incident_id,
+    check_record_id,
+    sha256,
+)
 from exportnb.record.glance import glance_html, with_glance
 from exportnb.record.redaction import Redactor
 
@@ -44,8 +49,6 @@ RECORD_SCHEMA = "exportnb.record/v1"
 NOTEBOOK, HTML, METADATA = "notebook.ipynb", "notebook.html", "record.json"
 FILES = (NOTEBOOK, HTML, METADATA)
 """The files of a record, in the order they are written (``record.json`` last)."""
-INCIDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-RECORD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}/\d{8}T\d{6}Z-[0-9a-f]{8}$")
 STATUSES = ("succeeded", "failed")
 TOOLS = ("exportnb", "papermill", "nbclient", "nbconvert", "nbformat", "ipykernel")
 
@@ -176,24 +179,6 @@ def _findings(result: Mapping[str, Any]) -> list[Finding]:
     return found
 
 
-def check_incident_id(incident_id: str) -> str:
-    """An incident ID is a path segment: letters, digits, ``.``, ``_`` and ``-``."""
-    if not INCIDENT_ID.match(incident_id):
-        raise InvalidInput(
-            f"incident ID {incident_id!r} must start with a letter or digit and hold only "
-            "letters, digits, '.', '_' and '-' (at most 100)"
-        )
-    return incident_id
-
-
-def check_record_id(record_id: str) -> str:
-    if not RECORD_ID.match(record_id):
-        raise InvalidInput(
-            f"{record_id!r} is not a record ID (like INC-42/20240501T120000Z-3fa9c2d1)"
-        )
-    return record_id
-
-
 def results_of(nb: Any) -> list[dict[str, Any]]:
     """The result bundles a notebook displayed under RESULT_MIMETYPE, with their cell index."""
     found = []
@@ -218,10 +203,6 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             found[tool] = "unknown"
     return found
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def render_html(nb: Any, *, title: str, hide_input: bool = False) -> bytes:

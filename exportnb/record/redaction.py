@@ -46,6 +46,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from exportnb.core import config
 from exportnb.core.errors import ConfigError
 
 MIN_SECRET_LENGTH = 6
@@ -288,8 +289,6 @@ def redactor(
 
 def secret_names(path: Any = None) -> tuple[str, ...]:
     """``[secrets] names`` of ``$EXPORTNB_HOME/config.toml``: env vars whose values are secret."""
-    from exportnb.core import config
-
     path = path or config.home() / "config.toml"
     if not path.exists():
         return ()

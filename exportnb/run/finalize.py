@@ -30,10 +30,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from exportnb.archive.store import open_archive
 from exportnb.core import config
 from exportnb.core.errors import NotFound, StorageError
+from exportnb.core.ids import check_incident_id
 from exportnb.platform.registry import local_environment
-from exportnb.record.model import check_incident_id
+from exportnb.run import parameters, runner
 
 if TYPE_CHECKING:
     from exportnb.archive.store import Archive
@@ -69,8 +71,6 @@ def incident_parameters(
 
 def latest_record(incident: str, archive: str | Archive | None = None) -> Record | None:
     """The incident's newest archived record, or None."""
-    from exportnb.archive.store import open_archive
-
     store = open_archive(archive)
     ids = store.record_ids(incident)
     return store.show(ids[-1]) if ids else None
@@ -104,8 +104,6 @@ def finalize(
     ``notebook`` defaults to the incident template. Returns the record (failed or not,
     like :func:`exportnb.run.runner.run`); NotFound for an unknown incident.
     """
-    from exportnb.run import parameters, runner
-
     given = incident_parameters(incident, home=home, archive=archive)
     path = Path(notebook) if notebook else runner.default_template()
     known = parameters.declared(path)

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from exportnb.core.config import home
 from exportnb.core.errors import InvalidInput
 
 MAX_DEPTH = 20
@@ -109,8 +110,6 @@ def _content_key(notebook: Path) -> str | None:
 
 
 def _kept(key: str | None) -> dict[str, Declared] | None:
-    from exportnb.core.config import home
-
     if key is None:
         return None
     try:
@@ -121,8 +120,6 @@ def _kept(key: str | None) -> dict[str, Declared] | None:
 
 
 def _keep(key: str, params: Mapping[str, Declared]) -> None:
-    from exportnb.core.config import home
-
     folder = home() / "cache" / "declared"
     part = folder / f"{key}.json.{os.getpid()}"
     try:

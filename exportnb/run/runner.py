@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from exportnb.archive import index as archive_index
 from exportnb.archive import store as archives
 from exportnb.core import config
 from exportnb.core.errors import (
@@ -35,6 +36,7 @@ from exportnb.core.errors import (
     StorageError,
 )
 from exportnb.incident import probes
+from exportnb.platform import current_actor
 from exportnb.record import redaction
 from exportnb.record.model import (
     Outcome,
@@ -118,8 +120,6 @@ def plan(
     ``defaults`` are passed only where declared and not given otherwise (the sandbox's
     target host, say).
     """
-    from exportnb.platform import current_actor
-
     path = (Path(notebook).expanduser() if notebook else default_template()).absolute()
     known = declared(path)
     flags = {"incident_id": incident_id or None, "job_ids": list(job_ids) or None, "alert": alert}
@@ -256,9 +256,7 @@ def save(store: archives.Archive, record: Record, files: Mapping[str, bytes]) ->
         raise StorageError(
             f"{exc.message}; the record is kept in {where}", code=exc.code, status=exc.status
         ) from exc
-    from exportnb.archive import index
-
-    index.record_saved(store, record, files)  # never raises: the index can be rebuilt
+    archive_index.record_saved(store, record, files)  # never raises: the index can be rebuilt
 
 
 # Execution -----------------------------------------------------------------------------

@@ -9,10 +9,13 @@ from typing import Any
 import click
 
 from exportnb.core.console import echo_json, handles_errors
+from exportnb.core.errors import NotFound
+from exportnb.core.quantities import parse_size
 from exportnb.record.model import HTML
 from exportnb.run import report
 from exportnb.sandbox import control
 from exportnb.sandbox.demo import demo as run_demo
+from exportnb.sandbox.scenario import builtin_scenarios
 
 
 @click.group()
@@ -116,8 +119,6 @@ def env() -> None:
 @handles_errors
 def scenarios(as_json: bool) -> None:
     """List the built-in scenarios."""
-    from exportnb.sandbox.scenario import builtin_scenarios
-
     found = builtin_scenarios()
     if as_json:
         echo_json(found)
@@ -185,8 +186,6 @@ def clear(fault_id: int | None, clear_all: bool) -> None:
         raise click.UsageError("give a fault ID or --all")
     n = control.clear(None if clear_all else fault_id)
     if fault_id is not None and n == 0:
-        from exportnb.core.errors import NotFound
-
         raise NotFound(f"no active fault #{fault_id}")
     click.echo(f"Cleared {n} fault(s).")
 
@@ -203,8 +202,6 @@ def clear(fault_id: int | None, clear_all: bool) -> None:
 @handles_errors
 def submit(chunk_size: str, size: str, as_json: bool, **options: Any) -> None:
     """Queue new export jobs (for game days and tests); the sandbox's worker runs them."""
-    from exportnb.core.quantities import parse_size
-
     ids = control.submit(chunk_size=parse_size(chunk_size), size=parse_size(size), **options)
     if as_json:
         echo_json(ids)

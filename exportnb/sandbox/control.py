@@ -13,8 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exportnb.core import config
 from exportnb.core.errors import InvalidInput, PreconditionFailed, SandboxError
+from exportnb.platform.model import JOB_KINDS
 from exportnb.sandbox.faults import Fault, parse_fault
+from exportnb.sandbox.scenario import load_scenario
 from exportnb.sandbox.state import CREDENTIALS, SandboxState, read_state, sandbox_dir
 from exportnb.sandbox.store import Store
 
@@ -67,8 +70,6 @@ def up(
     environment's credentials; without it, it starts moto server on loopback behind the
     fault proxy. Storage faults (throttle, timeout) need the embedded endpoint.
     """
-    from exportnb.sandbox.scenario import load_scenario
-
     world = load_scenario(scenario)  # a bad name or file fails here, before anything starts
     storage_faults = [f.kind for f in world.incident.faults if f.kind in STORAGE_FAULTS]
     if s3_endpoint and storage_faults:
@@ -187,8 +188,6 @@ def status(*, home: Path | None = None) -> Status:
 def env_values(*, home: Path | None = None) -> dict[str, str]:
     """The sandbox's environment: its bucket, target, S3 endpoint and credentials, and a
     PATH with its own exportctl and featurectl first."""
-    from exportnb.core import config
-
     state = read_state(home)
     if state is None or not state.alive:
         raise SandboxError("the sandbox is not running: start it with `exportnb sandbox up`")
@@ -265,8 +264,6 @@ def submit(
 ) -> list[str]:
     """Queue new export jobs in the running sandbox; the worker runs them. Returns their IDs."""
     import uuid
-
-    from exportnb.platform.model import JOB_KINDS
 
     state = read_state(home)
     if state is None or not state.alive:

@@ -29,9 +29,12 @@ from typing import Any
 from exportnb.core.errors import ExportnbError
 from exportnb.platform import storage
 from exportnb.platform.model import Job
+from exportnb.sandbox import netpath
 from exportnb.sandbox.faults import Fault, FaultSet
 from exportnb.sandbox.history import plan_jobs, seed_history
 from exportnb.sandbox.metrics import SandboxMetrics
+from exportnb.sandbox.netpath import tcp_connect_time
+from exportnb.sandbox.s3proxy import FaultProxy
 from exportnb.sandbox.scenario import Scenario, load_scenario
 from exportnb.sandbox.state import CREDENTIALS, SandboxState, sandbox_dir
 from exportnb.sandbox.store import Store
@@ -164,8 +167,7 @@ class Sandbox:
 
     def _start_storage(self) -> str:
         """The embedded moto server behind the fault proxy, or the configured endpoint."""
-        from exportnb.sandbox.s3proxy import FaultProxy
-        from exportnb.sandbox.s3server import MotoServer
+        from exportnb.sandbox.s3server import MotoServer  # deferred: moto is heavy
 
         if self.external_s3 is not None:
             self._create_buckets(self.external_s3)
@@ -193,8 +195,6 @@ class Sandbox:
                     raise error from exc
 
     def _start_path(self) -> tuple[str, int, bool]:
-        from exportnb.sandbox import netpath
-
         ok, why = netpath.emulator_available()
         if ok:
             try:
@@ -221,8 +221,6 @@ class Sandbox:
             self.emulator.set_impairment(latency=p["latency"], jitter=p["jitter"], loss=p["loss"])
 
     def _connect(self, host: str, port: int, timeout: float) -> float:
-        from exportnb.sandbox.netpath import tcp_connect_time
-
         return tcp_connect_time(host, port, timeout)
 
     def _finished(self, job: Job, outcome: Outcome, duration: float) -> None:

@@ -37,7 +37,7 @@ from starlette.routing import Route
 
 from exportnb.archive.bundle import html_of
 from exportnb.core.errors import InvalidInput, NotFound, PreconditionFailed, StorageError
-from exportnb.record.model import RECORD_ID
+from exportnb.core.ids import RECORD_ID
 from exportnb.service import alerts, openapi
 from exportnb.service.auth import Credentials, RequireAuth
 from exportnb.service.incidents import IncidentStore, Receipt

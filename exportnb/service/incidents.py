@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from exportnb.core.errors import InvalidInput, NotFound, StorageError
-from exportnb.record.model import check_incident_id
+from exportnb.core.ids import check_incident_id
 from exportnb.service.alerts import Notification
 
 SCHEMA_VERSION = 1

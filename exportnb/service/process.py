@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from exportnb.core.errors import PreconditionFailed
+from exportnb.core.findings import RESULT_MIMETYPE
 
 SLEEP_ENV = "EXPORTNB_QUICK_SLEEP"
 
@@ -172,8 +173,6 @@ def write_quick_notebook(path: Path) -> Path:
     """A notebook with the incident parameters that sleeps ``$EXPORTNB_QUICK_SLEEP`` seconds
     and shows a status update (see the module docstring)."""
     import nbformat
-
-    from exportnb.core.findings import RESULT_MIMETYPE
 
     parameters = 'incident_id = "INC-unset"\njob_ids = []\nalert = {}\noperator = ""'
     sleep = f"import os, time\ntime.sleep(float(os.environ.get({SLEEP_ENV!r}, '0')))"

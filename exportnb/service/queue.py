@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from huey.serializer import Serializer
 
-from exportnb.core.errors import ConfigError, StorageError
+from exportnb.core.errors import ConfigError, PreconditionFailed, StorageError
 from exportnb.service.settings import ServeSettings, service_dir
 
 if TYPE_CHECKING:
@@ -72,18 +73,23 @@ def queue_path(settings: ServeSettings) -> Path:
     return service_dir() / "queue.db"
 
 
+Handler = Callable[["RunSpec", "Queue"], None]
+"""What a worker does with a run it takes (:func:`exportnb.service.runs.perform`)."""
+
+
 class Queue:
     """The huey instance with the ``exportnb.run`` task, and the run keys beside it."""
 
-    def __init__(self, settings: ServeSettings) -> None:
+    def __init__(self, settings: ServeSettings, handler: Handler | None = None) -> None:
         self.settings = settings
+        self.handler = handler
         self.huey = _huey(settings)
         self.task = self.huey.task(name=TASK)(self._execute)
 
     def _execute(self, spec: dict[str, Any]) -> None:
-        from exportnb.service.runs import perform
-
-        perform(RunSpec.from_json(spec), self)
+        if self.handler is None:
+            raise PreconditionFailed("this queue only takes runs: no handler executes them")
+        self.handler(RunSpec.from_json(spec), self)
 
     def enqueue(self, spec: RunSpec) -> None:
         try:

@@ -34,8 +34,9 @@ from typing import Any
 from exportnb.core.errors import ExportnbError
 from exportnb.platform.registry import local_environment
 from exportnb.record.model import HTML, Record
+from exportnb.run import runner
 from exportnb.service.incidents import Outcome, stamp
-from exportnb.service.outbox import OutboxArchive
+from exportnb.service.outbox import OutboxArchive, deliver
 from exportnb.service.queue import Queue, RunSpec
 
 LEASE_SECONDS = 60.0
@@ -150,8 +151,6 @@ def adopt(spec: RunSpec, queue: Queue) -> Outcome | None:
 
 def execute(spec: RunSpec, queue: Queue) -> Outcome:
     """Run the notebook for this run; the record goes to the archive (or the outbox)."""
-    from exportnb.run import runner
-
     settings = queue.settings
     archive = OutboxArchive()
     found = local_environment()
@@ -203,8 +202,6 @@ def status_update(record: Record) -> str | None:
 
 def deliver_outbox(every: float, stop: threading.Event) -> None:
     """Deliver the outbox to the archive every ``every`` seconds until ``stop`` is set."""
-    from exportnb.service.outbox import deliver
-
     while not stop.wait(every):
         try:
             result = deliver(OutboxArchive())

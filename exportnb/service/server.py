@@ -30,6 +30,12 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from exportnb.core.errors import PreconditionFailed
+from exportnb.service.app import create_app
+from exportnb.service.auth import Credentials
+from exportnb.service.dispatch import Dispatcher
+from exportnb.service.incidents import IncidentStore
+from exportnb.service.queue import Queue
+from exportnb.service.runs import deliver_outbox, perform
 from exportnb.service.settings import ServeSettings, service_dir
 
 STOP_GRACE = 30.0
@@ -49,12 +55,6 @@ def serve(
     """Serve until SIGTERM or SIGINT. ConfigError before anything starts when there are no
     credentials (unless ``insecure``) or the settings are wrong."""
     import uvicorn
-
-    from exportnb.service.app import create_app
-    from exportnb.service.auth import Credentials
-    from exportnb.service.dispatch import Dispatcher
-    from exportnb.service.incidents import IncidentStore
-    from exportnb.service.queue import Queue
 
     settings = settings or ServeSettings.load()
     credentials = Credentials.of(settings, insecure=insecure)
@@ -160,11 +160,8 @@ def _prctl() -> Callable[..., int] | None:
 
 def work(*, workers: int = 2, parent: int | None = None) -> None:
     """Drain the queue until SIGTERM or SIGINT, delivering the outbox meanwhile."""
-    from exportnb.service.queue import Queue
-    from exportnb.service.runs import deliver_outbox
-
     settings = ServeSettings.load()
-    queue = Queue(settings)
+    queue = Queue(settings, handler=perform)
     stop = threading.Event()
     threading.Thread(
         target=deliver_outbox, args=(settings.outbox_interval, stop), name="outbox", daemon=True
