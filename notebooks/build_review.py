@@ -76,61 +76,95 @@ show("records", review)"""
 
 # (kind, source, checked): "md" cells are Markdown, "code" cells are code; nbval compares
 # the output of the checked ones.
-# fmt: off
 CELLS: list[tuple[str, str, bool]] = [
     ("md", TITLE, False),
     ("parameters", PARAMETERS, False),
-    ("md", """\
+    (
+        "md",
+        """\
 ## The records
 
 Every record of the incident, oldest first: each run of the incident notebook (an alert,
-an update every 15 minutes, an engineer finalizing an investigation) is a version.""", False),
+an update every 15 minutes, an engineer finalizing an investigation) is a version.""",
+        False,
+    ),
     ("code", SETUP, False),
-    ("md", """\
+    (
+        "md",
+        """\
 ## Timeline
 
 When the failures began, the alert, each record, each mitigation applied and who applied
 it (from the mitigation journal the records carry), each recovery verdict, and the
-resolution: the first `recovered` verdict, or the alert resolving.""", False),
+resolution: the first `recovered` verdict, or the alert resolving.""",
+        False,
+    ),
     ("code", 'show("timeline", review)', True),
-    ("md", """\
+    (
+        "md",
+        """\
 ## Success rate across the incident
 
 The success rate per minute, from every record's detection and recovery data (where
 records overlap, the latest one's count), against the baseline each record judged it by,
-with the threshold and the incident's events marked.""", False),
+with the threshold and the incident's events marked.""",
+        False,
+    ),
     ("code", "show_chart(incident_rate_chart(review))", True),
-    ("md", """\
-## Affected tenants and files""", False),
+    (
+        "md",
+        """\
+## Affected tenants and files""",
+        False,
+    ),
     ("code", 'show("impact", review)', False),
-    ("md", """\
+    (
+        "md",
+        """\
 ## Corrective actions
 
 The mitigations applied, the changes in the platform's audit log, and the follow-ups: what
-the latest assessment recommends that was not applied.""", False),
+the latest assessment recommends that was not applied.""",
+        False,
+    ),
     ("code", 'show("actions", review)', False),
-    ("md", """\
+    (
+        "md",
+        """\
 ## Times to detect, mitigate and recover
 
 Each is counted from when the failures began: to the first signal (the alert, or the
-first record), to the first mitigation applied, and to the resolution.""", False),
+first record), to the first mitigation applied, and to the resolution.""",
+        False,
+    ),
     ("code", 'show("times", review)', True),
-    ("md", """\
+    (
+        "md",
+        """\
 ## Summary for the postmortem document
 
-Copy this Markdown into the postmortem.""", False),
+Copy this Markdown into the postmortem.""",
+        False,
+    ),
     ("code", 'show("summary", review)', False),
-    ("md", """\
+    (
+        "md",
+        """\
 ## Across incidents
 
 The incidents whose first record started in the last `days` days: how many, how many are
 resolved, the mean times to detect, mitigate and recover (MTTR), and the most common
-findings.""", False),
-    ("code", """\
+findings.""",
+        False,
+    ),
+    (
+        "code",
+        """\
 portfolio = across_incidents(archive, *last_days(days, until))
-show("portfolio", portfolio)""", False),
+show("portfolio", portfolio)""",
+        False,
+    ),
 ]
-# fmt: on
 
 
 def build() -> nbformat.NotebookNode:
