@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
+import click
 import pytest
 from click.testing import CliRunner
 from conftest import exportnb_cmd
 
 from exportnb.cli import main
 from exportnb.cli.mitigate import mitigate
+from exportnb.mitigation import registry
 from exportnb.mitigation.journal import journal_path, read_journal
 from exportnb.platform.model import BULK_PAUSE_FLAG, FALLBACK_FLAG
 
@@ -21,8 +23,12 @@ def cli(*args: str, answer: str | None = None):
 
 
 def test_every_command_has_help():
-    for name, command in mitigate.commands.items():
-        assert command.help and command.help.strip(), name
+    context = click.Context(mitigate)
+    names = mitigate.list_commands(context)
+    assert names == sorted(registry.names())  # one subcommand per registered mitigation
+    for name in names:
+        command = mitigate.get_command(context, name)
+        assert command is not None and command.help and command.help.strip(), name
         result = cli("mitigate", name, "--help")
         assert result.exit_code == 0 and "--incident" in result.output
     assert "mitigate" in cli("--help").output and "journal" in cli("--help").output

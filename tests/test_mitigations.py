@@ -1,20 +1,33 @@
-"""Mitigations against the real sandbox: plans, applied once, guardrails, revert, bounds."""
+"""Mitigations against the real sandbox: plans, applied once, guardrails, revert, bounds;
+and the registry: an action added at run time goes through the same lifecycle."""
 
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
 
+import click
 import pytest
 from conftest import exportnb_cmd, wait_for
+from memory_platform import MemoryPlatform
 
+import exportnb
+from exportnb.cli.mitigate import mitigate
+from exportnb.core import codec
 from exportnb.core.config import Settings
 from exportnb.core.errors import InvalidInput, NotFound, PreconditionFailed
+from exportnb.incident.steps import assessment
 from exportnb.mitigation import lifecycle as mitigations
-from exportnb.mitigation.actions import normalize
+from exportnb.mitigation import policy, registry
 from exportnb.mitigation.journal import read_journal
+from exportnb.mitigation.model import By, Change, Context, Draft, Progress
+from exportnb.mitigation.registry import ROUND, Mitigation, Param
 from exportnb.platform.model import BULK_PAUSE_FLAG, FALLBACK_FLAG
 from exportnb.sandbox.platform import SandboxPlatform
 
@@ -55,8 +68,9 @@ def journal_kinds(incident: str) -> list[tuple[str, str]]:
 
 
 def test_the_key_does_not_depend_on_spelling_or_order():
-    a = normalize("chunk-size", {"job_ids": ["j2", "j1"], "chunk_size": "50MB"}, SETTINGS)
-    b = normalize("chunk-size", {"job_ids": ["j1", "j2", "j1"], "chunk_size": 50_000_000}, SETTINGS)
+    normalize = registry.get("chunk-size").normalize
+    a = normalize({"job_ids": ["j2", "j1"], "chunk_size": "50MB"}, SETTINGS)
+    b = normalize({"job_ids": ["j1", "j2", "j1"], "chunk_size": 50_000_000}, SETTINGS)
     assert a == b
     key = mitigations.idempotency_key
     assert key("INC-1", "chunk-size", a) == key("INC-1", "chunk-size", b)
@@ -251,7 +265,6 @@ RACER = """
 import sys, time
 from pathlib import Path
 from exportnb.mitigation import lifecycle as mitigations
-from exportnb.mitigation.actions import normalize
 from exportnb.platform import get_platform
 go = Path(sys.argv[1])
 platform = get_platform()
@@ -369,3 +382,129 @@ def test_the_same_flow_drives_an_organisations_own_tools(sandbox):
         assert sandbox.platform().get_flag(FALLBACK_FLAG) is None
     finally:
         sandbox.run("featurectl", "unset", FALLBACK_FLAG)
+
+
+# The registry -------------------------------------------------------------------------
+class HoldBulk(Mitigation):
+    """Another package's action: holds bulk exports back, with a note saying why."""
+
+    name = "hold-bulk"
+    label = "Hold bulk exports"
+    help = "Hold bulk exports back (exportctl pause bulk), with a note."
+    params = (Param("note", "Note", "text", "", "Why they are held."), ROUND)
+    revertible = True
+
+    def canonical(self, given: dict[str, Any], settings: Settings) -> dict[str, Any]:
+        if not isinstance(given["note"], str):
+            raise InvalidInput("note is text")
+        return {"note": given["note"].strip()}
+
+    def plan(self, context: Context, params: dict[str, Any]) -> Draft:
+        if context.platform.get_flag(BULK_PAUSE_FLAG) is not None:
+            raise PreconditionFailed("bulk exports are held already")
+        change = Change("bulk_pause", BULK_PAUSE_FLAG, None, True)
+        return Draft(f"Hold bulk exports: {params['note']}.", [change], [], [], [], ["x"])
+
+    def apply(
+        self, context: Context, draft: Draft, params: dict[str, Any], by: By, progress: Progress
+    ) -> None:
+        flag = context.platform.pause_bulk(actor=by.actor, reason=by.reason)
+        progress.response = flag
+        progress.changes.append(Change("bulk_pause", BULK_PAUSE_FLAG, None, codec.encode(flag)))
+
+    def command(self, params: Mapping[str, Any]) -> str:
+        return "exportctl pause bulk"
+
+
+@pytest.fixture
+def hold_bulk() -> Iterator[HoldBulk]:
+    action = registry.register(HoldBulk())
+    try:
+        yield action
+    finally:
+        registry.unregister(action.name)
+
+
+def test_a_mitigation_registered_at_run_time_goes_through_the_same_lifecycle(home, hold_bulk):
+    assert "hold-bulk" in policy.known() and "hold-bulk" in registry.names()
+    assert policy.allows("hold-bulk", "auto", Settings(auto_apply=("hold-bulk",)))
+    assert "hold-bulk" in mitigate.list_commands(click.Context(mitigate))
+    platform = MemoryPlatform()
+    how = {"operator": "dana", "settings": SETTINGS}
+    with pytest.raises(InvalidInput, match="takes no parameter colour"):
+        mitigations.plan(platform, "INC-plugin", "hold-bulk", {"colour": "red"}, **how)
+    p = mitigations.plan(platform, "INC-plugin", "hold-bulk", {"note": " drill "}, **how)
+    assert p.params == {"note": "drill", "round": 1} and p.summary == "Hold bulk exports: drill."
+    first = mitigations.apply(platform, p, confirmed=True, **how)
+    second = mitigations.apply(platform, p, confirmed=True, **how)
+    assert (first.status, second.status) == ("applied", "already_applied")
+    flag = platform.get_flag(BULK_PAUSE_FLAG)
+    assert flag is not None and flag.set_by == "dana"
+    assert platform.flag_history(BULK_PAUSE_FLAG)[-1].reason == f"INC-plugin hold-bulk {p.key[:12]}"
+    assert [(e.kind, e.action) for e in read_journal("INC-plugin")][:3] == [
+        ("plan", "hold-bulk"),
+        ("apply", "hold-bulk"),
+        ("result", "hold-bulk"),
+    ]
+    assert [s.action for s in mitigations.standing_changes("INC-plugin")] == ["hold-bulk"]
+    undo = mitigations.plan(platform, "INC-plugin", "revert", **how)
+    assert undo.commands == ["exportctl resume bulk"]
+    assert mitigations.apply(platform, undo, confirmed=True, **how).status == "applied"
+    assert platform.get_flag(BULK_PAUSE_FLAG) is None
+
+
+@pytest.mark.parametrize(
+    ("action", "params"),
+    [
+        ("pause-bulk", {}),
+        ("fallback-bucket", {"bucket": "exports-fallback", "ttl": "30m"}),
+        ("chunk-size", {"job_ids": ["j-1", "j-2"], "chunk_size": 50_000_000}),
+        ("retry", {"job_ids": ["j-1"], "concurrency": 2}),
+        ("retry", {"status": "failed", "limit": 20, "concurrency": 2}),
+    ],
+)
+def test_a_recommendation_shows_the_command_its_mitigation_plans(action, params):
+    mitigation = registry.get(action)
+    canonical = mitigation.normalize(params, SETTINGS)
+    assert mitigation.command(canonical) == assessment.command(action, params)
+
+
+def test_an_unknown_mitigation_is_refused_naming_the_known_ones():
+    with pytest.raises(InvalidInput, match=r"unknown mitigation 'reboot' .*pause-bulk"):
+        registry.get("reboot")
+    with pytest.raises(InvalidInput, match="not a Mitigation"):
+        registry.register("reboot")  # type: ignore[arg-type]
+
+
+KNOWN_ELSEWHERE = {
+    # The assessment (incident layer, below mitigation) spells each recommendation's
+    # runbook command, and the review rebuilds mitigations seen on the platform; both
+    # belong to other owners and are to read the Mitigation objects instead.
+    "exportnb/incident/steps/assessment.py",
+    "exportnb/review/timeline.py",
+}
+
+
+def _names_an_action(node: ast.AST, names: set[str]) -> bool:
+    if isinstance(node, ast.Constant):
+        return isinstance(node.value, str) and node.value in names
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return any(_names_an_action(e, names) for e in node.elts)
+    return False
+
+
+def test_no_code_outside_the_mitigation_package_compares_an_action_name():
+    """What an action does is in its Mitigation object, not in branches on its name."""
+    names, package = set(registry.names()), Path(exportnb.__file__).parent
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        where = path.relative_to(package.parent).as_posix()
+        if where.startswith("exportnb/mitigation/") or where in KNOWN_ELSEWHERE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            operands = [node.left, *node.comparators] if isinstance(node, ast.Compare) else []
+            if isinstance(node, ast.MatchValue):
+                operands = [node.value]
+            if any(_names_an_action(o, names) for o in operands):
+                found.append(f"{where}:{node.lineno}: {ast.unparse(node)}")
+    assert found == []

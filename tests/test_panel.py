@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator, Mapping
+from types import SimpleNamespace
+from typing import Any
 
+import pytest
 from conftest import exportnb_cmd, wait_for
+from memory_platform import MemoryPlatform
 
 from exportnb.core.config import Settings
+from exportnb.core.errors import PreconditionFailed
 from exportnb.incident.steps.assessment import Assessment, Recommendation
+from exportnb.mitigation import registry
 from exportnb.mitigation.journal import read_journal
+from exportnb.mitigation.model import By, Context, Draft, Progress
+from exportnb.mitigation.registry import ROUND, Mitigation, Param
 from exportnb.mitigation.trail import trail
 from exportnb.notebook.cards import params_of
-from exportnb.notebook.panel import MitigationPanel
+from exportnb.notebook.panel import MitigationPanel, incident_prefill
 from exportnb.platform.model import BULK_PAUSE_FLAG, FALLBACK_FLAG
 
 SETTINGS = Settings(max_retry_concurrency=4)
@@ -274,3 +283,59 @@ def tiny_notebook(folder):
     path = folder / "tiny.ipynb"
     nbformat.write(nb, path)
     return path
+
+
+class DrainQueue(Mitigation):
+    """An action another package adds: the panel makes its card from it."""
+
+    name = "drain-queue"
+    label = "Drain the export queue"
+    help = "Drain the export queue (exportctl drain)."
+    order = 5
+    params = (
+        Param("limit", "Limit", "int", 5, "At most this many.", maximum=9),
+        Param("ttl", "TTL", "duration", 600, "How long."),
+        ROUND,
+    )
+
+    def canonical(self, given: dict[str, Any], settings: Settings) -> dict[str, Any]:
+        return {"limit": given["limit"], "ttl": given["ttl"]}
+
+    def plan(self, context: Context, params: dict[str, Any]) -> Draft:
+        raise PreconditionFailed("nothing to drain")
+
+    def apply(
+        self, context: Context, draft: Draft, params: dict[str, Any], by: By, progress: Progress
+    ) -> None:
+        raise AssertionError("never planned, never applied")
+
+    def command(self, params: Mapping[str, Any]) -> str:
+        return "exportctl drain"
+
+
+@pytest.fixture
+def drain_queue() -> Iterator[DrainQueue]:
+    action = registry.register(DrainQueue())
+    try:
+        yield action
+    finally:
+        registry.unregister(action.name)
+
+
+def test_a_registered_mitigation_gets_a_card_made_from_it(home, drain_queue):
+    panel = MitigationPanel(MemoryPlatform(), "INC-card", operator="dana", settings=SETTINGS)
+    assert next(iter(panel.cards)) == "drain-queue"  # its order puts it first
+    card = panel.cards["drain-queue"]
+    assert "Drain the export queue" in card.widget.children[0].value
+    assert card.inputs["limit"].value == 5 and card.inputs["limit"].max == 9
+    assert card.inputs["ttl"].value == "10m" and card.inputs["round"].value == 1
+    assert panel.cards["revert"].inputs == {}  # revert takes no inputs: the journal decides
+    card.plan_button.click()
+    assert "Refused: nothing to drain" in card.status.value
+    assert [(e.kind, e.outcome) for e in read_journal("INC-card")] == [("plan", "refused")]
+
+
+def test_the_incident_fills_the_inputs_that_name_its_facts():
+    found = incident_prefill(SimpleNamespace(fallback_bucket="exports-fallback"))
+    assert found == {"fallback-bucket": {"bucket": "exports-fallback"}}
+    assert incident_prefill(SimpleNamespace(fallback_bucket=None)) == {}

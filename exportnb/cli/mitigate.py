@@ -1,6 +1,9 @@
 """``exportnb mitigate ACTION`` and ``exportnb journal``: the mitigation panel's flow at a shell.
 
-Each ``mitigate`` command plans the action (what changes, how widely, the runbook
+There is one ``mitigate`` subcommand per mitigation of the registry
+(:mod:`exportnb.mitigation.registry`), made from it: its help, an option per parameter
+(``--job`` repeatable, flags without a value, defaults shown), then ``--incident``,
+``--yes`` and ``--json``. Each plans the action (what changes, how widely, the runbook
 command), asks for a confirmation (``--yes`` answers it), applies it once and prints the
 result; all of it lands in the incident's journal. It is a thin call into
 :mod:`exportnb.mitigation.lifecycle`, the code path the notebook's panel and automatic runs use.
@@ -15,7 +18,6 @@ the action may be tried again).
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import click
@@ -23,48 +25,46 @@ import click
 from exportnb.core import codec
 from exportnb.core.console import echo_json, echo_table, handles_errors, shorten
 from exportnb.core.errors import PreconditionFailed
+from exportnb.mitigation import lifecycle as mitigations
+from exportnb.mitigation import registry
+from exportnb.mitigation.journal import read_journal
+from exportnb.mitigation.registry import Mitigation, Param
+from exportnb.platform import get_platform
 
-F = Callable[..., Any]
 CANCELLED_EXIT = 1
+COMMON = [
+    click.Option(
+        ["--incident", "incident"],
+        required=True,
+        metavar="ID",
+        help="The incident this mitigation belongs to (its journal).",
+    ),
+    click.Option(["--yes", "-y", "yes"], is_flag=True, help="Apply without asking (confirmed)."),
+    click.Option(
+        ["--json", "as_json"],
+        is_flag=True,
+        help="Print the outcome (plan, result) as JSON on stdout.",
+    ),
+]
+"""The options every mitigation takes: incident, confirmation, output."""
 
 
-def _common(func: F) -> F:
-    """The options every mitigation takes: incident, confirmation, output."""
-    options = [
-        click.option(
-            "--incident",
-            "incident",
-            required=True,
-            metavar="ID",
-            help="The incident this mitigation belongs to (its journal).",
-        ),
-        click.option("--yes", "-y", is_flag=True, help="Apply without asking (confirmed)."),
-        click.option(
-            "--json",
-            "as_json",
-            is_flag=True,
-            help="Print the outcome (plan, result) as JSON on stdout.",
-        ),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+class MitigateGroup(click.Group):
+    """``exportnb mitigate``: one subcommand per mitigation of the registry, made from it."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *registry.names()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        found = super().get_command(ctx, cmd_name)
+        if found is None and cmd_name in registry.names():
+            found = command_for(registry.get(cmd_name))
+        return found
 
 
-round_option = click.option(
-    "--round",
-    "round_",
-    type=int,
-    default=1,
-    show_default=True,
-    help="Do the same thing again on purpose: a new round is a new idempotency key.",
+@click.group(
+    "mitigate", cls=MitigateGroup, context_settings={"help_option_names": ["-h", "--help"]}
 )
-jobs_option = click.option(
-    "--job", "job_ids", multiple=True, metavar="ID", help="A job ID; repeat for more jobs."
-)
-
-
-@click.group("mitigate", context_settings={"help_option_names": ["-h", "--help"]})
 def mitigate() -> None:
     """Plan, confirm and apply a mitigation of an incident; every step is journaled.
 
@@ -73,127 +73,43 @@ def mitigate() -> None:
     """
 
 
-@mitigate.command("pause-bulk")
-@round_option
-@_common
-@handles_errors
-def pause_bulk(incident: str, yes: bool, as_json: bool, round_: int) -> None:
-    """Pause new bulk exports (exportctl pause bulk); running ones finish."""
-    _mitigate("pause-bulk", incident, {"round": round_}, yes=yes, as_json=as_json)
+def command_for(mitigation: Mitigation) -> click.Command:
+    """The subcommand of one mitigation: an option per parameter, then the common ones."""
+
+    @handles_errors
+    def run(incident: str, yes: bool, as_json: bool, **values: Any) -> None:
+        given = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+        params = mitigation.form_params(given)
+        _mitigate(mitigation.name, incident, params, yes=yes, as_json=as_json)
+
+    options = [option_for(p) for p in mitigation.params]
+    return click.Command(
+        mitigation.name, callback=run, params=[*options, *COMMON], help=mitigation.help
+    )
 
 
-@mitigate.command("resume-bulk")
-@round_option
-@_common
-@handles_errors
-def resume_bulk(incident: str, yes: bool, as_json: bool, round_: int) -> None:
-    """Resume new bulk exports (exportctl resume bulk)."""
-    _mitigate("resume-bulk", incident, {"round": round_}, yes=yes, as_json=as_json)
-
-
-@mitigate.command("retry")
-@jobs_option
-@click.option("--status", metavar="STATUS", help="Retry the newest jobs in this status (failed).")
-@click.option(
-    "--limit",
-    type=int,
-    default=20,
-    show_default=True,
-    help="With --status: at most this many jobs.",
-)
-@click.option(
-    "--concurrency",
-    type=int,
-    default=2,
-    show_default=True,
-    help="At most this many retried jobs run at once (capped by config).",
-)
-@round_option
-@_common
-@handles_errors
-def retry(
-    incident: str,
-    yes: bool,
-    as_json: bool,
-    job_ids: tuple[str, ...],
-    status: str | None,
-    limit: int,
-    concurrency: int,
-    round_: int,
-) -> None:
-    """Queue failed jobs again with bounded concurrency (exportctl retry).
-
-    Name the jobs (--job ID, repeatable) or a status (default: --status failed --limit 20).
-    """
-    params: dict[str, Any] = {"concurrency": concurrency, "round": round_}
-    params |= {"job_ids": list(job_ids)} if job_ids else {"status": status, "limit": limit}
-    _mitigate("retry", incident, params, yes=yes, as_json=as_json)
-
-
-@mitigate.command("fallback-bucket")
-@click.option("--bucket", required=True, help="The bucket new exports and retries go to.")
-@click.option(
-    "--ttl",
-    default="30m",
-    show_default=True,
-    help="How long the redirect lasts (required > 0, at most [limits] max_flag_ttl).",
-)
-@round_option
-@_common
-@handles_errors
-def fallback_bucket(
-    incident: str, yes: bool, as_json: bool, bucket: str, ttl: str, round_: int
-) -> None:
-    """Redirect exports to a fallback bucket for a TTL (featurectl set export.fallback_bucket)."""
-    params = {"bucket": bucket, "ttl": ttl, "round": round_}
-    _mitigate("fallback-bucket", incident, params, yes=yes, as_json=as_json)
-
-
-@mitigate.command("chunk-size")
-@jobs_option
-@click.option(
-    "--chunk-size",
-    "chunk_size",
-    default="50MB",
-    show_default=True,
-    help="The new chunk size, such as 50MB or 64MiB.",
-)
-@click.option("--force", is_flag=True, help="Allow raising a chunk size (the runbook reduces).")
-@round_option
-@_common
-@handles_errors
-def chunk_size(
-    incident: str,
-    yes: bool,
-    as_json: bool,
-    job_ids: tuple[str, ...],
-    chunk_size: str,
-    force: bool,
-    round_: int,
-) -> None:
-    """Reduce the chunk size of jobs for their next attempt (exportctl update --chunk-size)."""
-    params = {"job_ids": list(job_ids), "chunk_size": chunk_size, "force": force, "round": round_}
-    _mitigate("chunk-size", incident, params, yes=yes, as_json=as_json)
-
-
-@mitigate.command("revert")
-@_common
-@handles_errors
-def revert(incident: str, yes: bool, as_json: bool) -> None:
-    """Undo what this incident changed: fallback flag, bulk pause, chunk sizes.
-
-    Changes made since by other people or incidents are left as they are.
-    """
-    _mitigate("revert", incident, {}, yes=yes, as_json=as_json)
+def option_for(param: Param) -> click.Option:
+    """A parameter as a command-line option: ``--job`` repeats, a flag takes no value."""
+    how: dict[str, Any] = {"help": param.cli.help or param.help, "metavar": param.cli.metavar}
+    if param.kind == "flag":
+        return click.Option([param.flag, param.name], is_flag=True, **how)
+    if param.kind == "ids":
+        return click.Option([param.flag, param.name], multiple=True, **how)
+    shown = param.default is not None
+    return click.Option(
+        [param.flag, param.name],
+        type=int if param.kind == "int" else str,
+        default=param.default,
+        show_default=shown,
+        required=param.cli.required,
+        **how,
+    )
 
 
 def _mitigate(
     action: str, incident: str, params: dict[str, Any], *, yes: bool, as_json: bool
 ) -> None:
     """Plan, confirm, apply; print the outcome; exit with its code."""
-    from exportnb.mitigation import lifecycle as mitigations
-    from exportnb.platform import get_platform
-
     platform = get_platform()
     try:
         plan = mitigations.plan(platform, incident, action, params)
@@ -239,8 +155,6 @@ def journal(incident: str, as_json: bool) -> None:
 
     Exit code 4 when the chain is broken (the journal was edited).
     """
-    from exportnb.mitigation.journal import read_journal
-
     entries = read_journal(incident)
     if as_json:
         echo_json(codec.encode(entries))

@@ -6,8 +6,10 @@ notebook's mitigation panel, ``exportnb mitigate`` and automatic runs::
     outcome = apply(platform, p, confirmed=True)  # after the engineer said yes
     outcome.status                                # "applied", "already_applied", "failed", ...
 
-Actions (CLI names): ``pause-bulk``, ``resume-bulk``, ``retry``, ``fallback-bucket``,
-``chunk-size`` and ``revert`` (see :mod:`exportnb.mitigation.actions` for their parameters).
+The actions are the :class:`~exportnb.mitigation.registry.Mitigation` objects of
+:mod:`exportnb.mitigation.registry`, looked up by name; this module treats every one the
+same way and names none of them. Each says what it takes (its canonical parameters), what
+it would change (its plan, from the platform) and how it is done (its apply).
 
 * The **idempotency key** is the sha256 of the canonical JSON of incident, action and
   canonical parameters (:func:`idempotency_key`): ``50MB`` and ``50000000`` or two orders of
@@ -32,30 +34,33 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from exportnb.core import codec
 from exportnb.core.config import Settings
-from exportnb.core.errors import ExportnbError, InvalidInput, PreconditionFailed
+from exportnb.core.errors import ExportnbError, PreconditionFailed
 from exportnb.core.findings import Finding
-from exportnb.core.ids import check_incident_id
-from exportnb.mitigation.actions import (
-    PLANNERS,
-    REVERTIBLE,
-    Change,
-    Draft,
-    Progress,
-    Undo,
-    apply_change,
-    failure,
-    normalize,
-)
+from exportnb.mitigation import registry
 from exportnb.mitigation.journal import FAILED, SUCCEEDED, Journal, JournalEntry
-from exportnb.mitigation.policy import MITIGATIONS, Decision, decide
+from exportnb.mitigation.model import (
+    ALREADY_APPLIED,
+    APPLIED,
+    FAILED_STATUS,
+    STATUSES,
+    By,
+    Change,
+    Context,
+    Draft,
+    Outcome,
+    Plan,
+    Progress,
+    Result,
+)
+from exportnb.mitigation.policy import Decision, decide
 from exportnb.mitigation.retries import RETRY_REPEAT_ERRORS, RetryJob, RetryWatch, watch_retry
-from exportnb.mitigation.revert import Standing, plan_revert
+from exportnb.mitigation.standing import standing, standing_changes
 from exportnb.platform import Platform, current_actor
 
 if TYPE_CHECKING:
@@ -66,6 +71,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 __all__ = [
     "RETRY_REPEAT_ERRORS",
+    "STATUSES",
     "Outcome",
     "Plan",
     "Result",
@@ -82,11 +88,9 @@ __all__ = [
     "watch_retry",
 ]
 STEP = "mitigations"
-APPLIED, FAILED_STATUS = "applied", "failed"
-STATUSES = (APPLIED, FAILED_STATUS, "already_applied", "not_allowed", "cancelled", "refused")
 SEVERITY = {
     APPLIED: "info",
-    "already_applied": "info",
+    ALREADY_APPLIED: "info",
     "not_allowed": "info",
     "cancelled": "info",
     FAILED_STATUS: "warning",
@@ -95,89 +99,6 @@ SEVERITY = {
 NOTE_SUMMARY = ("error", "summary", "why", "target")
 NOTE_LIMIT = 200
 PLAN_DETAIL = ("summary", "changes", "jobs", "tenants", "buckets", "commands", "warnings", "undo")
-
-
-@dataclass(frozen=True)
-class Result:
-    """What an apply did: the changes made, the platform's answer, or the error."""
-
-    ok: bool
-    at: datetime
-    operator: str
-    changes: list[Change]
-    response: Any  # the platform's answer, as JSON (RetryResult, Flag, ChunkSizeChange...)
-    error: str | None = None
-    error_type: str | None = None
-    exit_code: int = 0
-    already_applied: bool = False
-    seq: int = 0  # the journal entry that holds this result
-
-
-@dataclass(frozen=True)
-class Plan:
-    """What an action would change and how widely, before anything is changed."""
-
-    incident: str
-    action: str
-    params: dict[str, Any]
-    key: str
-    summary: str
-    changes: list[Change]
-    jobs: list[str]
-    tenants: list[str]
-    buckets: list[str]
-    commands: list[str]
-    warnings: list[str]
-    planned_at: datetime
-    planned_by: str
-    already_applied: bool = False
-    applied: Result | None = None  # the recorded result, when already applied
-    undo: list[Undo] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-
-    @property
-    def command(self) -> str:
-        """The equivalent runbook command(s), one per line."""
-        return "\n".join(self.commands)
-
-    @property
-    def reach(self) -> dict[str, int]:
-        return {"jobs": len(self.jobs), "tenants": len(self.tenants), "buckets": len(self.buckets)}
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """How one apply (or the decision not to apply) ended; ``status`` is one of STATUSES."""
-
-    action: str
-    key: str
-    status: str
-    message: str
-    plan: Plan | None = None
-    result: Result | None = None
-    findings: list[Finding] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.status in (APPLIED, "already_applied")
-
-    @property
-    def already_applied(self) -> bool:
-        return self.status == "already_applied"
-
-    @property
-    def retried(self) -> list[str]:
-        """The jobs a retry queued again (for :func:`watch_retry`)."""
-        return [c.target for c in self.result.changes if c.kind == "retry"] if self.result else []
-
-    @property
-    def attempts_before(self) -> dict[str, int]:
-        changes = self.result.changes if self.result else []
-        return {
-            c.target: int(c.old.get("attempts", 0))
-            for c in changes
-            if c.kind == "retry" and isinstance(c.old, dict)
-        }
 
 
 # Keys and plans -------------------------------------------------------------------
@@ -208,10 +129,13 @@ class _Desk:
         home: Path | None,
         quiet: bool = False,
     ) -> _Desk:
-        journal = Journal(check_incident_id(incident), home=home)
+        journal = Journal(incident, home=home)
         return cls(
             platform, journal, operator or current_actor(), settings or Settings.load(), quiet
         )
+
+    def context(self, platform: Platform) -> Context:
+        return Context(platform, self.settings, self.journal)
 
     def record(
         self, kind: str, plan: Plan, outcome: str, detail: Mapping[str, Any]
@@ -265,23 +189,17 @@ def plan(
     (journaled as refused) when it cannot run; ``already_applied`` when its key has been.
     ``journaled=False`` only shows the plan (for a decision the journal holds already)."""
     desk = _Desk.of(platform, incident, operator, settings, home, quiet=not journaled)
-    if action == "revert" and params:
-        raise InvalidInput("revert takes no parameters: it undoes what the journal shows")
-    pending = standing(desk.journal) if action == "revert" else []
-    given = {"changes": [s.id for s in pending]} if action == "revert" else dict(params or {})
-    canonical = normalize(action, given, desk.settings)
+    mitigation = registry.get(action)
+    given = mitigation.params_for(desk.journal, params)
+    canonical = mitigation.normalize(given, desk.settings)
     key = idempotency_key(incident, action, canonical)
     done = desk.journal.applied(key)
     if done is not None:
         found = _recorded_plan(incident, action, canonical, key, done, desk.operator)
-        desk.record_plan(found, "already_applied", _plan_detail(found))
+        desk.record_plan(found, ALREADY_APPLIED, _plan_detail(found))
         return found
     try:
-        draft = (
-            plan_revert(platform, pending)
-            if action == "revert"
-            else PLANNERS[action](platform, canonical, desk.settings)
-        )
+        draft = mitigation.plan(desk.context(platform), canonical)
     except ExportnbError as exc:
         refused = Draft(exc.message, [], [], [], [], [])
         refusal = _plan_of(incident, action, canonical, key, refused, desk.operator)
@@ -359,9 +277,9 @@ def apply(
     with desk.journal.locked():
         done = desk.journal.applied(plan.key)
         if done is not None:
-            desk.record("skip", plan, "already_applied", {"result_seq": done.seq})
+            desk.record("skip", plan, ALREADY_APPLIED, {"result_seq": done.seq})
             message = f"Already applied at {codec.readable_time(done.at)} by {done.operator}."
-            return _outcome(plan, "already_applied", message, _result_of(done, already=True))
+            return _outcome(plan, ALREADY_APPLIED, message, _result_of(done, already=True))
         if not decision.allowed:
             desk.record(
                 "skip", plan, "not_allowed", {"mode": decision.mode, "why": decision.reason}
@@ -372,22 +290,15 @@ def apply(
 
 
 def _still_holds(desk: _Desk, platform: Platform, plan: Plan) -> Draft:
-    """Plan again under the lock; refuses (journaled) when the plan no longer holds."""
+    """Plan again under the lock, with what the engineer saw; refuses (journaled) when the
+    plan no longer holds."""
     try:
-        canonical = normalize(plan.action, plan.params, desk.settings)
+        mitigation = registry.get(plan.action)
+        canonical = mitigation.normalize(plan.params, desk.settings)
         if idempotency_key(plan.incident, plan.action, canonical) != plan.key:
             raise PreconditionFailed("the plan does not match its idempotency key; plan again")
-        if plan.action == "revert":
-            pending = standing(desk.journal)
-            if sorted(s.id for s in pending) != plan.params["changes"]:
-                raise PreconditionFailed(
-                    "this incident's changes are not what the revert plan "
-                    "showed any more; plan the revert again"
-                )
-            return plan_revert(platform, pending)
-        if plan.action == "retry":  # the jobs the engineer saw, not the newest ones now
-            canonical = {"job_ids": plan.jobs, "concurrency": canonical["concurrency"]}
-        return PLANNERS[plan.action](platform, canonical, desk.settings)
+        again = mitigation.replan_params(canonical, plan.jobs)
+        return mitigation.plan(desk.context(platform), again)
     except ExportnbError as exc:
         desk.record("skip", plan, "refused", failure(exc))
         raise
@@ -404,33 +315,13 @@ def _carry_out(
     }
     desk.record("apply", plan, "applying", intent)
     progress, error = Progress(), None
-    reason = f"{plan.incident} {plan.action} {plan.key[:12]}"
+    by = By(desk.operator, f"{plan.incident} {plan.action} {plan.key[:12]}")
+    mitigation = registry.get(plan.action)
     try:
-        apply_change(
-            platform,
-            plan.action,
-            fresh,
-            plan.params,
-            actor=desk.operator,
-            reason=reason,
-            progress=progress,
-        )
+        mitigation.apply(desk.context(platform), fresh, plan.params, by, progress)
     except ExportnbError as exc:
         error = exc
-    for undo, how in progress.undone:
-        desk.record(
-            "revert",
-            plan,
-            how,
-            {
-                "reverts": undo.changes,
-                "kind": undo.kind,
-                "target": undo.target,
-                "from": undo.current,
-                "to": undo.restore,
-                "why": undo.left,
-            },
-        )
+    _record_undone(desk, plan, progress)
     detail = {
         "changes": progress.changes,
         "response": progress.response,
@@ -440,6 +331,20 @@ def _carry_out(
     if error is not None:
         return _outcome(plan, FAILED_STATUS, f"Failed: {error.message}", _result_of(entry))
     return _outcome(plan, APPLIED, f"Applied: {fresh.summary}", _result_of(entry))
+
+
+def _record_undone(desk: _Desk, plan: Plan, progress: Progress) -> None:
+    """A ``revert`` journal entry for each change an apply undid (or left), naming it."""
+    for undo, how in progress.undone:
+        detail = {
+            "reverts": undo.changes,
+            "kind": undo.kind,
+            "target": undo.target,
+            "from": undo.current,
+            "to": undo.restore,
+            "why": undo.left,
+        }
+        desk.record("revert", plan, how, detail)
 
 
 def decline(
@@ -469,11 +374,12 @@ def auto_apply(
     (re-export, notify-tenants, ...) are left to people and not listed."""
     settings = settings or Settings.load()
     how: dict[str, Any] = {"operator": operator, "settings": settings, "home": home}
-    journal = Journal(check_incident_id(incident), home=home)
+    journal = Journal(incident, home=home)
     outcomes = []
     for rec in assessment.recommendations:
-        if rec.action not in MITIGATIONS or rec.action == "revert":
-            continue
+        mitigation = registry.find(rec.action)
+        if mitigation is None or mitigation.undoes:
+            continue  # not a mitigation (re-export, notify-tenants...), or a revert
         try:
             decision = decide(rec.action, "auto", settings=settings)
             if not decision.allowed and _declined_before(journal, rec.action, rec.params, settings):
@@ -493,33 +399,14 @@ def _declined_before(
 ) -> bool:
     """Policy refused this very action (same key) before: the journal says so once."""
     try:
-        key = idempotency_key(journal.incident, action, normalize(action, params, settings))
+        canonical = registry.get(action).normalize(params, settings)
+        key = idempotency_key(journal.incident, action, canonical)
     except ExportnbError:
         return False
     return any(e.key == key and e.outcome == "not_allowed" for e in journal.entries())
 
 
-# The journal -------------------------------------------------------------------------
-def standing(journal: Journal) -> list[Standing]:
-    """The changes of the incident that a revert undoes and no revert has undone yet."""
-    entries = journal.entries()
-    undone = {c for e in entries if e.kind == "revert" for c in e.detail.get("reverts", [])}
-    found = []
-    for e in entries:
-        if e.kind != "result" or e.action not in REVERTIBLE:
-            continue
-        for change in codec.decode(list[Change], e.detail.get("changes", [])):
-            change_id = f"{e.seq}:{change.kind}:{change.target}"
-            if change.kind != "retry" and change_id not in undone:
-                found.append(Standing(change_id, e.action, change))
-    return found
-
-
-def standing_changes(incident: str, *, home: Path | None = None) -> list[Standing]:
-    """What a revert of ``incident`` would undo now (its changes not reverted yet)."""
-    return standing(Journal(check_incident_id(incident), home=home))
-
-
+# Results -----------------------------------------------------------------------------
 def _result_of(entry: JournalEntry, *, already: bool = False) -> Result:
     detail = entry.detail
     changes = codec.decode(list[Change], detail.get("changes", []))
@@ -540,6 +427,11 @@ def _result_of(entry: JournalEntry, *, already: bool = False) -> Result:
 def _outcome(plan: Plan, status: str, message: str, result: Result | None = None) -> Outcome:
     findings = [_finding(status, plan.action, message)]
     return Outcome(plan.action, plan.key, status, message, plan, result, findings)
+
+
+def failure(exc: ExportnbError) -> dict[str, Any]:
+    """An error as a journal entry's detail holds it."""
+    return {"error": exc.message, "error_type": type(exc).__name__, "exit_code": exc.exit_code}
 
 
 def _finding(status: str, action: str, message: str) -> Finding:

@@ -10,6 +10,9 @@ Two modes, the notebook's ``mode`` parameter:
       [policy]
       auto_apply = ["pause-bulk"]     # default: nothing is applied automatically
 
+The actions are those of :mod:`exportnb.mitigation.registry` (:func:`known`); the
+configuration checks ``auto_apply`` against the names of its entry-point group.
+
 ``$EXPORTNB_MODE=auto`` in the environment (a runner may set it for the kernels it
 starts) forces ``auto`` whatever mode a caller asks for, so that a notebook executed
 without a person never applies what policy does not allow.
@@ -22,16 +25,8 @@ from dataclasses import dataclass
 
 from exportnb.core.config import Settings
 from exportnb.core.errors import InvalidInput
+from exportnb.mitigation import registry
 
-MITIGATIONS: tuple[str, ...] = (
-    "pause-bulk",
-    "resume-bulk",
-    "retry",
-    "fallback-bucket",
-    "chunk-size",
-    "revert",
-)
-"""The actions that change the platform, by their CLI names."""
 MODES: tuple[str, ...] = ("auto", "interactive")
 MODE_ENV = "EXPORTNB_MODE"
 
@@ -45,9 +40,14 @@ class Decision:
     reason: str
 
 
+def known() -> tuple[str, ...]:
+    """The mitigations policy knows: every one in the registry, by its CLI name."""
+    return registry.names()
+
+
 def check_action(action: str) -> str:
-    if action not in MITIGATIONS:
-        raise InvalidInput(f"unknown mitigation {action!r} (known: {', '.join(MITIGATIONS)})")
+    """``action`` if it is a known mitigation; InvalidInput naming the known ones if not."""
+    registry.get(action)
     return action
 
 

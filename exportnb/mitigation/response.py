@@ -19,10 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from exportnb.core.findings import Finding
 from exportnb.incident.steps.jobstate import JobSample
+from exportnb.mitigation import registry
+from exportnb.mitigation.lifecycle import auto_apply
+from exportnb.mitigation.policy import effective_mode
 from exportnb.platform import Platform
 from exportnb.platform.model import BULK_PAUSE_FLAG, Flag, JobQuery
 
@@ -40,12 +43,7 @@ NOTHING_APPLIED = {
     "interactive": "Nothing has been applied yet: each command needs a plan, a confirmation "
     "and a journal entry, from the mitigation panel.",
 }
-PLANS = {
-    "pause-bulk": "Set export.bulk_paused: queued bulk exports wait, running ones finish.",
-    "retry": "Requeue failed jobs with bounded concurrency; watch for repeat errors.",
-    "fallback-bucket": "Set export.fallback_bucket with a TTL: new exports land in the "
-    "fallback bucket; the audit trail records the change.",
-    "chunk-size": "Lower the chunk size of the named jobs so each upload finishes in time.",
+OTHER_PLANS = {  # recommendations that are not mitigations: people carry them out
     "re-export": "Export again the jobs whose delivered files failed verification.",
     "notify-tenants": "Tell the affected tenants which files are re-exported, and when.",
     "escalate-network": "Hand the path measurements to the network team.",
@@ -58,6 +56,7 @@ SCAN_QUEUED = 1000
 class BulkPause:
     """Pause new bulk exports: the current state, and what pausing would hold back."""
 
+    KIND: ClassVar[str] = "bulk-pause/v1"
     paused: bool
     flag: Flag | None
     queued_bulk: int
@@ -72,6 +71,7 @@ class BulkPause:
 class FailureCapture:
     """Capture failing job IDs and sample logs."""
 
+    KIND: ClassVar[str] = "failure-capture/v1"
     failing_job_ids: list[str]
     total_failed: int
     truncated: bool
@@ -105,6 +105,7 @@ class AutoOutcome:
 class MitigationPlan:
     """The recommended commands, most urgent first, and what was applied (by policy)."""
 
+    KIND: ClassVar[str] = "mitigation-plan/v1"
     mode: str
     steps: list[PlannedMitigation]
     applied: list[str]
@@ -153,9 +154,6 @@ def respond(incident: Incident, assessment: Assessment) -> MitigationPlan:
     """The mitigation plan; in an unattended run (``auto``), with what policy applied.
 
     Interactive sessions apply nothing here: the engineer uses the panel."""
-    from exportnb.mitigation.lifecycle import auto_apply
-    from exportnb.mitigation.policy import effective_mode
-
     mode = effective_mode(incident.mode)
     if mode != "auto":
         return mitigation_plan(assessment, mode=mode)
@@ -202,8 +200,12 @@ def mitigation_plan(
 
 
 def plan_of(action: str, params: dict[str, Any]) -> str:
-    """What a recommended action would change, in words, with its parameters."""
-    plan = PLANS.get(action, "Run the command below.")
+    """What a recommended action would change, in words, with its parameters: a
+    mitigation's :attr:`~exportnb.mitigation.registry.Mitigation.gist`, else the words for
+    what people do."""
+    mitigation = registry.find(action)
+    gist = mitigation.gist if mitigation is not None else OTHER_PLANS.get(action, "")
+    plan = gist or "Run the command below."
     shown = ", ".join(f"{k}={_short(v)}" for k, v in params.items())
     return f"{plan} ({shown})" if shown else plan
 

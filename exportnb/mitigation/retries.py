@@ -50,7 +50,7 @@ class RetryWatch:
     findings: list[Finding] = field(default_factory=list)
 
     def frame(self) -> Any:
-        import pandas as pd
+        import pandas as pd  # deferred: pandas is heavy, and only a frame needs it
 
         return pd.DataFrame([codec.encode(j) for j in self.jobs])
 

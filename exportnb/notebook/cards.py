@@ -1,6 +1,9 @@
 """One card per mitigation: inputs, Plan, Apply…, Confirm/Cancel, the result, the watch.
 
-A card calls :mod:`exportnb.mitigation.lifecycle` and nothing else: the plan (journaled), the
+A card is made from its :class:`~exportnb.mitigation.registry.Mitigation`: its label is
+the title, and each parameter is an input of the parameter's kind (job IDs, text, a size,
+a duration, a whole number up to its maximum, a choice, a checkbox). Its buttons call
+:mod:`exportnb.mitigation.lifecycle` and nothing else: the plan (journaled), the
 confirmation, the apply (journaled, once per idempotency key) or the decline. Handlers
 run one at a time: buttons are disabled while a call runs, and a click that arrives
 meanwhile is ignored. A change to any input drops the plan, so that what is confirmed is
@@ -21,61 +24,17 @@ import ipywidgets as widgets
 
 from exportnb.core.config import Settings
 from exportnb.core.errors import ExportnbError
+from exportnb.core.quantities import format_duration, format_size
 from exportnb.mitigation import lifecycle as mitigations
-from exportnb.mitigation.actions import MAX_ROUND, SCAN
+from exportnb.mitigation import registry
+from exportnb.mitigation.registry import Param
 from exportnb.notebook.retrywatch import RetryWatcher, message, preformatted
 
 if TYPE_CHECKING:
     from exportnb.incident.steps.assessment import Recommendation
     from exportnb.platform import Platform
 
-TITLES = {
-    "pause-bulk": "Pause new bulk exports",
-    "resume-bulk": "Resume bulk exports",
-    "retry": "Retry failed jobs with safe concurrency",
-    "fallback-bucket": "Redirect exports to the fallback bucket",
-    "chunk-size": "Reduce the chunk size",
-    "revert": "Revert this incident's changes",
-}
-
-
-@dataclass(frozen=True)
-class Field:
-    """One input of an action's card: the action parameter it fills, and how."""
-
-    name: str
-    label: str
-    kind: str  # "ids" | "text" | "int" | "choice" | "flag"
-    hint: str = ""
-    choices: tuple[str, ...] = ()
-
-
-ROUND = Field("round", "Round", "int", "Raise it to apply the same action again on purpose.")
-FIELDS: dict[str, tuple[Field, ...]] = {
-    "pause-bulk": (ROUND,),
-    "resume-bulk": (ROUND,),
-    "revert": (),
-    "retry": (
-        Field("job_ids", "Job IDs", "ids", "One per line. Empty: retry jobs by status."),
-        Field(
-            "status", "Status", "choice", "Used when no job IDs are given.", ("failed", "cancelled")
-        ),
-        Field("limit", "Limit", "int", "How many jobs of that status, newest first."),
-        Field("concurrency", "Concurrency", "int", "Capped by [limits] max_retry_concurrency."),
-        ROUND,
-    ),
-    "fallback-bucket": (
-        Field("bucket", "Bucket", "text", "The fallback bucket new exports land in."),
-        Field("ttl", "TTL", "text", "Mandatory, e.g. 30m; at most [limits] max_flag_ttl."),
-        ROUND,
-    ),
-    "chunk-size": (
-        Field("job_ids", "Job IDs", "ids", "One per line: the jobs whose chunk size to reduce."),
-        Field("chunk_size", "Chunk size", "text", "e.g. 50MB"),
-        Field("force", "Allow larger", "flag", "Allow a chunk size above the current one."),
-        ROUND,
-    ),
-}
+UNBOUNDED = 2**31 - 1  # a whole number without a maximum of its own
 
 
 @dataclass(frozen=True)
@@ -118,45 +77,51 @@ class Desk:
 
 
 # Small pieces ---------------------------------------------------------------------------
-def _input(field: Field, value: Any, settings: Settings) -> widgets.Widget:
+def _input(param: Param, value: Any, settings: Settings) -> widgets.Widget:
+    """The input of one parameter, of its kind, showing ``value``."""
     options: dict[str, Any] = {
-        "description": field.label,
-        "tooltip": field.hint,
+        "description": param.label,
+        "tooltip": param.help,
         "style": {"description_width": "initial"},
     }
-    if field.kind == "ids":
+    if param.kind == "ids":
         ids = value if isinstance(value, (list, tuple)) else ([value] if value else [])
         return widgets.Textarea(
-            "\n".join(str(i) for i in ids), placeholder=field.hint, rows=3, **options
+            "\n".join(str(i) for i in ids), placeholder=param.help, rows=3, **options
         )
-    if field.kind == "choice":
+    if param.kind == "choice":
         return widgets.Dropdown(
-            options=list(field.choices), value=value or field.choices[0], **options
+            options=list(param.choices), value=value or param.choices[0], **options
         )
-    if field.kind == "flag":
+    if param.kind == "flag":
         return widgets.Checkbox(value=bool(value), indent=False, **options)
-    if field.kind == "int":
-        top = {"concurrency": settings.max_retry_concurrency, "limit": SCAN}.get(field.name)
+    if param.kind == "int":
+        top = param.top(settings) or UNBOUNDED
         return widgets.BoundedIntText(
-            value=int(value or 1), min=1, max=top or MAX_ROUND, layout={"width": "160px"}, **options
+            value=int(value or 1), min=1, max=top, layout={"width": "160px"}, **options
         )
-    return widgets.Text("" if value is None else str(value), placeholder=field.hint, **options)
+    return widgets.Text(_text(param, value), placeholder=param.help, **options)
 
 
-def _value(field: Field, widget: widgets.Widget) -> Any:
-    if field.kind == "ids":
+def _text(param: Param, value: Any) -> str:
+    """A value as its text input shows it: sizes and durations as people write them."""
+    if param.kind == "size" and isinstance(value, int) and not isinstance(value, bool):
+        return format_size(value)
+    if param.kind == "duration" and isinstance(value, (int, float)):
+        return format_duration(value)
+    return "" if value is None else str(value)
+
+
+def _value(param: Param, widget: widgets.Widget) -> Any:
+    if param.kind == "ids":
         text = str(widget.value).replace(",", "\n")
         return [line.strip() for line in text.splitlines() if line.strip()]
     return widget.value
 
 
 def params_of(action: str, values: Mapping[str, Any]) -> dict[str, Any]:
-    """An action's parameters from its card's values (retry: IDs, else status and limit)."""
-    given = dict(values)
-    if action == "retry":
-        chosen = ("status", "limit") if given.get("job_ids") else ("job_ids",)
-        for name in chosen:
-            given.pop(name, None)
+    """An action's parameters from its card's values, as the action reads a form."""
+    given = registry.get(action).form_params(values)
     if given.get("round") == 1:
         given.pop("round")  # round 1 is the default: the same key as the CLI's
     return given
@@ -182,7 +147,8 @@ class ActionCard:
         self.outcome: mitigations.Outcome | None = None
         self.watcher: RetryWatcher | None = None
         self._busy = threading.Lock()
-        self.fields = FIELDS[action]
+        self.mitigation = registry.get(action)
+        self.fields = self.mitigation.params
         self.inputs = {f.name: _input(f, prefill.get(f.name), desk.settings) for f in self.fields}
         self.plan_button = self._button("Plan", "exportnb-plan", "Show what would change.")
         self.apply_button = self._button("Apply…", "exportnb-apply", "Apply after confirming.")
@@ -211,7 +177,7 @@ class ActionCard:
             widget.observe(self._changed, names="value")
 
     def _layout(self) -> widgets.VBox:
-        title = f"<b>{escape(TITLES[self.action])}</b> <code>{escape(self.action)}</code>"
+        title = f"<b>{escape(self.mitigation.label)}</b> <code>{escape(self.action)}</code>"
         if self.recommendation is not None:
             title += "<br>" + message(f"Recommended: {self.recommendation.reason}", "warn")
         inputs = list(self.inputs.values())

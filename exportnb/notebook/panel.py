@@ -1,7 +1,8 @@
 """The mitigation panel: plan, confirm, apply and watch each runbook mitigation in JupyterLab.
 
-One card per action (ipywidgets 8), the recommended ones first, each with its inputs
-prefilled from the assessment::
+One card per action of the registry (:mod:`exportnb.mitigation.registry`, ipywidgets 8),
+the recommended ones first, each with its inputs prefilled from the assessment (and from
+the incident, for a parameter that says which of its facts fills it)::
 
     [Plan]      -> what would change and how widely (jobs, tenants, buckets), the runbook
                    command, warnings; journaled as a plan
@@ -35,14 +36,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
+from IPython.display import Markdown
 
 from exportnb.core.config import Settings
 from exportnb.core.errors import ExportnbError
-from exportnb.core.quantities import format_duration, format_size
-from exportnb.mitigation.actions import DEFAULTS
-from exportnb.mitigation.policy import MITIGATIONS, effective_mode
+from exportnb.mitigation import registry
+from exportnb.mitigation.policy import effective_mode
 from exportnb.notebook.cards import ActionCard, Desk
 from exportnb.notebook.retrywatch import message
+from exportnb.record.model import HTML
+from exportnb.run.finalize import finalize
 
 if TYPE_CHECKING:
     from exportnb.incident.model import Incident
@@ -72,7 +75,7 @@ class MitigationPanel:
         settings = settings or Settings.load()
         self.desk = Desk(platform, incident, operator, mode, settings, home)
         recommended = _recommended(assessment)
-        order = [*recommended, *(a for a in MITIGATIONS if a not in recommended)]
+        order = [*recommended, *(a for a in registry.names() if a not in recommended)]
         self.cards = {
             action: ActionCard(
                 self.desk,
@@ -119,9 +122,6 @@ class MitigationPanel:
             self._finalizing.join()
 
     def _finalize(self) -> None:
-        from exportnb.record.model import HTML
-        from exportnb.run.finalize import finalize
-
         try:
             record = finalize(self.desk.incident, home=self.desk.home, operator=self.desk.operator)
             self.record = record
@@ -139,7 +139,8 @@ def _recommended(assessment: Assessment | None) -> dict[str, Recommendation]:
     if assessment is None:
         return {}
     ranked = sorted(assessment.recommendations, key=lambda r: r.priority)
-    return {r.action: r for r in ranked if r.action in MITIGATIONS}
+    known = registry.names()
+    return {r.action: r for r in ranked if r.action in known}
 
 
 def _prefill(
@@ -147,33 +148,38 @@ def _prefill(
     recommended: Mapping[str, Recommendation],
     given: Mapping[str, Mapping[str, Any]] | None,
 ) -> dict[str, Any]:
-    values = {**DEFAULTS.get(action, {}), "round": 1, **(given or {}).get(action, {})}
+    """A card's first values: the action's defaults, then what the caller gives, then the
+    recommendation's parameters."""
+    values = {**registry.get(action).defaults(), **(given or {}).get(action, {})}
     if action in recommended:
         values |= dict(recommended[action].params)
-    if isinstance(values.get("chunk_size"), int):
-        values["chunk_size"] = format_size(values["chunk_size"])
-    if isinstance(values.get("ttl"), (int, float)):
-        values["ttl"] = format_duration(values["ttl"])
     return values
 
 
 def mitigation_panel(incident: Incident, assessment: Assessment | None = None) -> Any:
     """The panel for the notebook's incident; in an unattended run, a note instead."""
-    from IPython.display import Markdown
-
     if effective_mode(incident.mode) == "auto":
         return Markdown(
             '*The mitigation panel appears in interactive sessions (`mode = "interactive"`, '
             "as `exportnb investigate` prepares the notebook). An unattended run applies only "
             "what `[policy] auto_apply` allows: see the plan above.*"
         )
-    prefill = {"fallback-bucket": {"bucket": incident.fallback_bucket}}
-    if not incident.fallback_bucket:
-        prefill = {}
     return MitigationPanel(
         incident.platform,
         incident.id,
         assessment=assessment,
         operator=incident.operator,
-        prefill=prefill,
+        prefill=incident_prefill(incident),
     )
+
+
+def incident_prefill(incident: Incident) -> dict[str, dict[str, Any]]:
+    """Inputs the incident fills: each parameter that names one of its facts
+    (:attr:`~exportnb.mitigation.registry.Param.prefill`, the fallback bucket say)."""
+    found: dict[str, dict[str, Any]] = {}
+    for mitigation in registry.mitigations():
+        for param in mitigation.params:
+            value = getattr(incident, param.prefill, None) if param.prefill else None
+            if value:
+                found.setdefault(mitigation.name, {})[param.name] = value
+    return found
