@@ -5,17 +5,23 @@
 
 The notebook follows the export-failure runbook heading by heading and quotes its
 checklist lines. Cells only call the exportnb library and show what it returns; the
-logic lives in the package. ``tests/test_template.py`` checks that the committed
-notebook is what this script builds, so edit here, not in JupyterLab.
+logic lives in the package. The parameters cell is written from the one parameter table,
+``exportnb.incident.parameters.PARAMETER_TABLE``: add or change a parameter there.
+``tests/test_template.py`` checks that the committed notebook is what this script builds,
+so edit here, not in JupyterLab.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from exportnb.incident.parameters import PARAMETER_TABLE
 
 NOTEBOOK = Path(__file__).with_name("export_failure.ipynb")
 
@@ -42,28 +48,25 @@ command it stands for. The executed notebook is archived as the audit record, an
 result is also stored in it as machine-readable JSON. The parameters are in the next
 cell. They are JSON values, and an alert arrives as one JSON value."""
 
-PARAMETERS = """\
-incident_id = "INC-unset"  # the incident's ID, e.g. INC-1234
-job_ids = []  # job IDs customers reported as incomplete or failing
-alert = {}  # the alert (an Alertmanager webhook payload) as one JSON value
-window_minutes = 10  # detection window, in minutes
-failure_threshold = 0.02  # failure rate above which the window breaches (2%)
-latency_slo = 60.0  # latency SLO (p95), in seconds; the alert fires at 2x SLO
-running_sla = 1200.0  # longest a job may stay running, in seconds
-stale_heartbeat = 30.0  # a running job silent this long is stuck, in seconds
-buckets = []  # extra buckets to check; $EXPORT_BUCKET is always checked
-target_host = ""  # the export target; default: $EXPORT_TARGET_HOST
-target_port = 22  # the target's port, probed over TCP where mtr is missing
-probe_count = 10  # network path: mtr cycles (or TCP connects) to the target
-probe_interval = 0.05  # network path: seconds between mtr cycles (at least 1 unless root)
-probe_grace = 1.0  # network path: seconds mtr waits after its last cycle; later is lost
-platform = ""  # platform name; default: from $EXPORTNB_HOME/config.toml
-operator = ""  # who runs this; default: $EXPORTNB_OPERATOR or the login name
-comms_lead = ""  # who sends the status updates
-mode = "auto"  # "auto" (papermill on an alert: nothing applied) or "interactive"
-baseline_days = 7  # days of history the baseline is taken from
-recovery_minutes = 15  # how long the success rate must be back at baseline
-now = ""  # ISO-8601 time to evaluate at; default: the current time"""
+
+def literal(value: Any) -> str:
+    """A JSON value as Python source that reads back as itself (``True``, not ``true``)."""
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k)}: {literal(v)}" for k, v in value.items()) + "}"
+    return json.dumps(value)
+
+
+def parameters_cell() -> str:
+    """The parameters cell, from the one parameter table: each name = its default (a JSON
+    value), with its help as the comment papermill reads."""
+    return "\n".join(f"{p.name} = {literal(p.default)}  # {p.help}" for p in PARAMETER_TABLE)
+
+
+PARAMETERS = parameters_cell()
 
 SETUP = """\
 from exportnb.notebook import charts

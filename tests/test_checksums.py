@@ -16,6 +16,7 @@ from exportnb.core import codec
 from exportnb.core.errors import InvalidInput
 from exportnb.core.findings import CHECKSUM_MISMATCH, MISSING_SEGMENTS
 from exportnb.incident.steps.checksums import verify_jobs
+from exportnb.sandbox.platform import SandboxPlatform
 
 UNKNOWN = "job-that-never-existed"
 
@@ -220,8 +221,6 @@ def test_the_report_encodes_to_json_and_frames(sandbox, world):
 
 def test_the_first_delivered_manifest_is_read_alone(sandbox, world):
     """A platform that sets its storage client up on first use sets it up once."""
-    from exportnb.sandbox.platform import SandboxPlatform
-
     delivered = [world.corrupt, world.missing, world.healthy]
 
     class Watched(SandboxPlatform):
@@ -257,3 +256,29 @@ def test_the_first_delivered_manifest_is_read_alone(sandbox, world):
     first, *others = platform.calls
     assert first == (1, True)  # alone, and it made the client
     assert others and not any(unmade for _, unmade in others)
+
+
+def test_the_sandbox_names_its_storage_and_its_exportctl_shows_no_keys(sandbox):
+    access = sandbox.platform().info().storage
+    assert access is not None and access.client_credentials() is not None
+    out = sandbox.run("exportctl", "info", "--output", "json", check=True).stdout
+    shown = json.loads(out)["item"]["storage"]
+    assert shown == {"endpoint_url": access.endpoint_url, "region": access.region}
+    assert access.secret_access_key and access.secret_access_key not in out
+
+
+def test_the_client_follows_the_platforms_storage_whatever_its_name(
+    sandbox, world, monkeypatch, tmp_path
+):
+    """No AWS keys in the environment: the platform's own keys reach the storage."""
+
+    class Renamed(SandboxPlatform):
+        name = "acme"
+
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    report = verify_jobs(Renamed(sandbox.home), [world.healthy, world.corrupt])
+    assert [j.state for j in report.jobs] == ["passed", "failed"]

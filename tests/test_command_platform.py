@@ -26,7 +26,7 @@ from exportnb.core.errors import (
 )
 from exportnb.platform import get_platform
 from exportnb.platform.command import CommandPlatform
-from exportnb.platform.model import BULK_PAUSE_FLAG, FALLBACK_FLAG, JobQuery
+from exportnb.platform.model import BULK_PAUSE_FLAG, FALLBACK_FLAG, JobQuery, StorageAccess
 
 TESTS = Path(__file__).resolve().parent
 
@@ -304,6 +304,37 @@ def test_a_slow_executable_times_out(tmp_path):
 def test_output_outside_the_contract_is_a_command_error(tmp_path, body, message):
     with pytest.raises(CommandError, match=message):
         broken(tmp_path, body).info()
+
+
+INFO = {
+    "name": "acme",
+    "export_bucket": "exports-primary",
+    "buckets": ["exports-primary"],
+    "fallback_buckets": [],
+    "region": "eu-west-1",
+}
+
+
+def info_tool(tmp_path: Path, item: dict[str, object]) -> CommandPlatform:
+    doc = {"apiVersion": "exportnb.dev/v1", "kind": "PlatformInfo", "item": item}
+    return broken(tmp_path, f"echo '{json.dumps(doc)}'")
+
+
+def test_an_older_exportctl_without_storage_leaves_it_to_boto3(tmp_path):
+    info = info_tool(tmp_path, INFO).info()
+    assert info.storage is None and info.region == "eu-west-1"
+
+
+def test_the_storage_endpoint_and_region_come_from_the_tool_but_never_keys(tmp_path):
+    storage = {
+        "endpoint_url": "https://s3.acme.example",
+        "region": "eu-west-1",
+        "access_key_id": "AKIAEXAMPLE",
+        "secret_access_key": "do-not-believe-me",
+    }
+    info = info_tool(tmp_path, {**INFO, "storage": storage}).info()
+    assert info.storage == StorageAccess("https://s3.acme.example", "eu-west-1")
+    assert info.storage.client_credentials() is None
 
 
 def test_an_error_document_wins_over_the_exit_code(tmp_path):

@@ -10,7 +10,7 @@ from constructed import FALLBACK, NOW, PRIMARY, make_world, minutes
 
 from exportnb.core.errors import InvalidInput
 from exportnb.core.findings import Finding
-from exportnb.incident.steps import checksums
+from exportnb.incident.steps import assessment, checksums
 from exportnb.incident.steps.baseline import baseline
 from exportnb.incident.steps.comms import audit_summary, corrective_action, status_update
 from exportnb.incident.steps.detection import detect
@@ -92,8 +92,6 @@ def test_status_update_while_mitigating(incident):
 
 
 def test_status_update_lists_the_assessment_next_steps(incident):
-    from exportnb.incident.steps import assessment
-
     world, _ = incident
     state = job_state(world.platform, since=NOW - minutes(30), until=NOW)
     context = assessment.AssessmentContext(export_bucket=PRIMARY, fallback_bucket=FALLBACK)

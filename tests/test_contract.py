@@ -36,6 +36,7 @@ from exportnb.platform.model import (
     RetryResult,
     Segment,
     SegmentCheck,
+    StorageAccess,
     Verification,
 )
 
@@ -94,7 +95,9 @@ EXAMPLES: dict[type, Any] = {
         "export-target.example",
         "eu-west-1",
         {"port": 9000, "x": [1, "a"]},
+        StorageAccess("https://s3.eu-west-1.amazonaws.com", "eu-west-1"),
     ),
+    StorageAccess: StorageAccess("http://127.0.0.1:9000", None),
     contract.Done: contract.Done("flag.unset", "export.fallback_bucket"),
 }
 
@@ -210,6 +213,46 @@ def test_optional_fields_may_be_omitted_and_unknown_fields_are_ignored():
     item = {k: v for k, v in codec.encode(JOB).items() if k != "delivered_bucket"}
     item["added_in_a_later_v1"] = 1
     assert codec.decode(Job, item) == JOB
+
+
+def test_platform_info_without_storage_is_still_v1():
+    older = {k: v for k, v in codec.encode(EXAMPLES[PlatformInfo]).items() if k != "storage"}
+    doc = {"apiVersion": contract.API_VERSION, "kind": "PlatformInfo", "item": older}
+    assert contract.read_document(doc, "PlatformInfo")[1].storage is None
+
+
+def test_storage_keys_stay_out_of_documents_reprs_and_readers():
+    access = StorageAccess("http://s3.local", "us-east-1", "AKIAEXAMPLE", "s3cr3t-key")
+    info = dataclasses.replace(EXAMPLES[PlatformInfo], storage=access)
+    doc = contract.dumps(contract.document("PlatformInfo", info))
+    for shown in (doc, repr(info), repr(access), str(access)):
+        assert "AKIAEXAMPLE" not in shown and "s3cr3t-key" not in shown, shown
+    assert json.loads(doc)["item"]["storage"] == {
+        "endpoint_url": "http://s3.local",
+        "region": "us-east-1",
+    }
+    smuggled = {"endpoint_url": "http://s3.local", "secret_access_key": "from-a-document"}
+    assert codec.decode(StorageAccess, smuggled) == StorageAccess("http://s3.local")
+    assert access.client_credentials() == {
+        "AWS_ACCESS_KEY_ID": "AKIAEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "s3cr3t-key",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    assert StorageAccess("http://s3.local").client_credentials() is None
+
+
+def test_secret_fields_are_never_encoded():
+    @dataclasses.dataclass(frozen=True)
+    class Login:
+        user: str
+        password: str | None = codec.secret()
+
+    login = Login("alice", "hunter2")
+    assert codec.encode([login, {"nested": login}]) == [
+        {"user": "alice"},
+        {"nested": {"user": "alice"}},
+    ]
+    assert repr(login).endswith("Login(user='alice')")
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,10 @@ what each step works on; the immediate actions' state and the mitigation plan.""
 
 from __future__ import annotations
 
+import inspect
 import json
+import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,13 +17,21 @@ from exportnb.core.errors import ConfigError, InvalidInput
 from exportnb.incident.model import (
     COMMS_LEAD_UNASSIGNED,
     PARAMETERS,
+    ChartOptions,
     alert_summary,
     incident_start,
     open_incident,
     parameters_of,
     validated,
 )
-from exportnb.incident.steps.jobstate import job_state
+from exportnb.incident.steps import assessment
+from exportnb.incident.steps.checksums import ChecksumReport, JobCheck, verify_jobs
+from exportnb.incident.steps.comms import CommsOptions, status_update
+from exportnb.incident.steps.detection import DetectionOptions, detect
+from exportnb.incident.steps.jobstate import JobStateOptions, job_state
+from exportnb.incident.steps.network import NetworkOptions, network_path
+from exportnb.incident.steps.recovery import RecoveryOptions, verify_recovery
+from exportnb.incident.steps.storagehealth import storage_health
 from exportnb.mitigation.response import (
     BULK_EXPORTS_RUNNING,
     PAUSE_BULK_COMMAND,
@@ -29,6 +40,9 @@ from exportnb.mitigation.response import (
     mitigation_plan,
     plan_of,
 )
+from exportnb.notebook.charts import success_rate_chart
+from exportnb.platform import register
+from exportnb.sandbox.platform import SandboxPlatform
 
 AT = NOW.replace(second=0)  # the minute boundary just before NOW
 WEBHOOK = {
@@ -188,11 +202,6 @@ def test_environment_and_parameters_override_the_platform(world, monkeypatch):
 
 
 def test_a_platform_without_a_target_host_needs_one(world, monkeypatch):
-    from dataclasses import replace
-
-    from exportnb.platform import register
-    from exportnb.sandbox.platform import SandboxPlatform
-
     class NoTarget(SandboxPlatform):
         def info(self):
             return replace(super().info(), target_host=None)
@@ -252,8 +261,6 @@ def test_jobs_to_verify_and_buckets_to_check(world):
     reported = world.job(AT - minutes(40), tenant="initech")
     incident = open_incident(now=NOW.isoformat(), job_ids=[reported, "job-nope"])
     jobs = job_state(world.platform, **incident.job_state_options())
-    from exportnb.incident.steps.detection import detect
-
     detection = detect(world.platform, **incident.detection_options())
     assert incident.tenants_involved(jobs, detection) == ["initech", "globex"]
     chosen = incident.checksum_jobs(jobs, detection, per_tenant=2)
@@ -279,8 +286,6 @@ def test_the_jobs_chosen_for_a_job_state_are_chosen_once(world):
     healthy(world, 30, 0, per_minute=1)
     world.job(AT - minutes(2), "failed", tenant="globex", error_code="SlowDown")
     incident = open_incident(now=NOW.isoformat())
-    from exportnb.incident.steps.detection import detect
-
     jobs = job_state(world.platform, **incident.job_state_options())
     detection = detect(world.platform, **incident.detection_options())
     chosen = incident.checksum_jobs(jobs, detection, per_tenant=2)
@@ -292,8 +297,6 @@ def test_the_jobs_chosen_for_a_job_state_are_chosen_once(world):
 
 
 def test_affected_jobs_and_options(world):
-    from exportnb.incident.steps.checksums import ChecksumReport, JobCheck
-
     incident = open_incident(now=NOW.isoformat(), job_ids=["job-r"], recovery_minutes=20)
     report = ChecksumReport(
         "checksum",
@@ -316,6 +319,27 @@ def test_affected_jobs_and_options(world):
     assert comms["incident_id"] == "INC-unset" and comms["flags"] == []
     context = incident.assessment_context()
     assert context.export_bucket == PRIMARY and context.fallback_bucket == incident.fallback_bucket
+
+
+BAGS = [
+    ("detection_options", DetectionOptions, detect),
+    ("job_state_options", JobStateOptions, job_state),
+    ("network_options", NetworkOptions, network_path),
+    ("recovery_options", RecoveryOptions, verify_recovery),
+    ("comms_options", CommsOptions, status_update),
+    ("chart_options", ChartOptions, success_rate_chart),
+]
+
+
+@pytest.mark.parametrize(("method", "bag", "step"), BAGS, ids=[b[0] for b in BAGS])
+def test_each_option_bag_is_keyword_arguments_of_its_step(world, method, bag, step):
+    """mypy holds ``step(..., **incident.method())`` to the step's signature; this holds
+    the bag to it where mypy does not look (the template, the tests)."""
+    parameters = inspect.signature(step).parameters
+    keywords = {n for n, p in parameters.items() if p.kind is p.KEYWORD_ONLY}
+    assert set(bag.__annotations__) <= keywords
+    options = getattr(open_incident(now=NOW.isoformat()), method)()
+    assert list(options) == list(bag.__annotations__)
 
 
 def test_declaration_warns_without_a_comms_lead_and_encodes(world):
@@ -393,8 +417,6 @@ def test_capture_keeps_failing_ids_and_samples(world):
 
 
 def test_mitigation_plan_lists_commands_and_applies_nothing():
-    from exportnb.incident.steps import assessment
-
     recommendations = [
         assessment.Recommendation(
             "retry",
@@ -440,13 +462,6 @@ def test_incident_defaults_cover_now(world):
 def test_the_cells_collect_what_the_incident_started(sandbox, monkeypatch):
     """Against the real sandbox: each step the template collects was measured before the
     cell asked, with the cell's arguments; a re-run cell measures again."""
-    import time
-
-    from exportnb.incident.steps.checksums import verify_jobs
-    from exportnb.incident.steps.detection import detect
-    from exportnb.incident.steps.network import network_path
-    from exportnb.incident.steps.storagehealth import storage_health
-
     for name, value in sandbox.env.items():
         monkeypatch.setenv(name, value)
     incident = open_incident(probe_count=4, probe_interval=0.05, probe_grace=0.5)

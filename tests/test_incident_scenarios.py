@@ -4,6 +4,7 @@ data when the faults land on other tenants and buckets."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from conftest import Sandbox, exportnb_cmd, need, start_sandbox
 from exportnb.core import findings as codes
 from exportnb.platform.registry import local_environment
 from exportnb.run.runner import run
+from exportnb.sandbox.state import read_state
 
 OTHER_WORLD = """
 extends = "base"
@@ -108,8 +110,6 @@ def test_mixed(tmp_path):
         found, actions = summary(record)
         assert {codes.THROTTLING, codes.CHUNK_TIMEOUTS} <= found
         assert evidence(record, codes.THROTTLING)[0]["buckets"] == ["exports-eu"]
-        from exportnb.sandbox.state import read_state
-
         if read_state(sandbox.home).path_emulated:
             assert codes.NETWORK_LATENCY in found and "escalate-network" in actions
         assert {"fallback-bucket", "chunk-size"} <= set(actions)
@@ -143,6 +143,4 @@ def test_the_diagnosis_follows_the_data_not_the_names(tmp_path):
 
 @pytest.fixture(autouse=True)
 def _components():
-    import shutil
-
     need(shutil.which("mtr") is not None, "mtr is not installed (make test installs mtr-tiny)")

@@ -18,14 +18,13 @@ from exportnb.core import codec
 from exportnb.core.errors import InvalidInput, PreconditionFailed
 from exportnb.core.findings import NETWORK_LATENCY, NETWORK_LOSS, NETWORK_UNREACHABLE
 from exportnb.incident.steps.network import mtr_hops, network_path, percentile
+from exportnb.sandbox.state import read_state
 
 pytestmark = pytest.mark.netpath
 
 
 @pytest.fixture(scope="module")
 def target(sandbox) -> str:
-    from exportnb.sandbox.state import read_state
-
     state = read_state(sandbox.home)
     need(state is not None and state.path_emulated, "the path emulator needs CAP_NET_ADMIN (root)")
     return state.target_host

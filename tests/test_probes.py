@@ -5,8 +5,11 @@ a constructed sandbox store; a real sandbox in the runner's test)."""
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import os
 import pickle
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -19,6 +22,11 @@ from constructed import FALLBACK, NOW, PRIMARY, make_world, minutes
 from exportnb.incident import probes
 from exportnb.incident.model import PARAMETERS, open_incident
 from exportnb.incident.probes import EarlyProbes, Handed, HandedProbes, Opened, ProbeProcess
+from exportnb.incident.steps.checksums import verify_jobs
+from exportnb.incident.steps.detection import detect
+from exportnb.incident.steps.jobstate import job_state
+from exportnb.incident.steps.network import network_path
+from exportnb.incident.steps.storagehealth import storage_health
 
 AT = NOW.replace(second=0)
 
@@ -199,12 +207,6 @@ GIVEN = {
 
 
 def test_the_kernel_collects_what_the_probe_process_measured(world, tmp_path, monkeypatch):
-    from exportnb.incident.steps.checksums import verify_jobs
-    from exportnb.incident.steps.detection import detect
-    from exportnb.incident.steps.jobstate import job_state
-    from exportnb.incident.steps.network import network_path
-    from exportnb.incident.steps.storagehealth import storage_health
-
     early = ProbeProcess.launch(tmp_path / "probes", GIVEN, dict(os.environ))
     try:
         assert early.process.wait(timeout=60) == 0, (tmp_path / "probes" / probes.LOG).read_text()
@@ -283,6 +285,14 @@ def session_alive(sid: int) -> bool:
         if int(fields[3]) == sid and fields[0] != "Z":  # state, ppid, pgrp, session
             return True
     return False
+
+
+def test_the_probes_stand_without_the_incident_and_their_process_is_a_module_of_its_own():
+    check = "import sys, exportnb.incident.probes; print('exportnb.incident.model' in sys.modules)"
+    found = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True)
+    assert found.stdout.strip() == "False", found.stderr
+    assert probes.PROCESS == "exportnb.incident.probe_process"
+    assert importlib.util.find_spec(probes.PROCESS) is not None
 
 
 def test_an_incident_notebook_is_one_that_declares_every_incident_parameter():

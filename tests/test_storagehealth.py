@@ -24,6 +24,7 @@ from exportnb.core.findings import (
     THROTTLING,
 )
 from exportnb.incident.steps.storagehealth import storage_health
+from exportnb.platform import storage
 from exportnb.sandbox.faults import FaultSet, parse_fault
 from exportnb.sandbox.s3proxy import FaultProxy
 from exportnb.sandbox.s3server import MotoServer
@@ -130,8 +131,6 @@ def test_the_endpoint_comes_from_aws_endpoint_url(proxy, monkeypatch):
 
 
 def test_a_given_client_is_used_as_it_is(proxy):
-    from exportnb.platform import storage
-
     s3 = storage.client(proxy.url, max_attempts=0)
     health = storage_health([EU], s3=s3)
     assert health.checks[0].region == "eu-west-1"

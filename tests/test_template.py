@@ -8,13 +8,15 @@ import importlib.util
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
-from conftest import need
+from conftest import exportnb_cmd, need, wait_for
 
 from exportnb.core.findings import RESULT_MIMETYPE
-from exportnb.incident.model import PARAMETERS
+from exportnb.incident.parameters import PARAMETER_TABLE, PARAMETERS, Parameter
+from exportnb.run.parameters import declared
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "templates" / "export_failure.ipynb"
@@ -88,20 +90,34 @@ def test_the_parameters_cell_holds_exactly_the_documented_json_parameters(notebo
 
 
 def test_papermill_reads_every_parameter_with_its_help(notebook):
-    from exportnb.run.parameters import declared
-
     params = declared(TEMPLATE)
     assert list(params) == list(PARAMETERS)
     assert all(p.help for p in params.values()), [n for n, p in params.items() if not p.help]
+    assert {name: p.help for name, p in params.items()} == {p.name: p.help for p in PARAMETER_TABLE}
 
 
-def test_the_template_is_what_the_build_script_makes():
+def test_the_parameters_cell_is_written_from_the_parameter_table(monkeypatch):
+    build = build_script()
+    added = Parameter("dry_run", False, "a flag, written as Python")
+    monkeypatch.setattr(build, "PARAMETER_TABLE", (*PARAMETER_TABLE, added))
+    cell = build.parameters_cell()
+    assert cell.splitlines()[0] == 'incident_id = "INC-unset"  # the incident\'s ID, e.g. INC-1234'
+    assert cell.splitlines()[-1] == "dry_run = False  # a flag, written as Python"
+    assert build.literal({"a": [1, None, "x"]}) == '{"a": [1, None, "x"]}'
+
+
+def build_script() -> Any:
     spec = importlib.util.spec_from_file_location(
         "build_template", TEMPLATE.parent / "build_template.py"
     )
     assert spec is not None and spec.loader is not None
     build = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(build)
+    return build
+
+
+def test_the_template_is_what_the_build_script_makes():
+    build = build_script()
     assert TEMPLATE.read_text(encoding="utf-8") == build.text(), "run templates/build_template.py"
 
 
@@ -269,7 +285,7 @@ def test_the_template_runs_top_to_bottom_against_the_sandbox(sandbox, tmp_path, 
 
 def run_template(sandbox, tmp_path, monkeypatch, **parameters) -> list[dict]:
     """Execute the template in the sandbox's environment; the records it holds, in order."""
-    import papermill
+    import papermill  # deferred: papermill is heavy
 
     for name, value in sandbox.env.items():
         monkeypatch.setenv(name, value)
@@ -297,8 +313,6 @@ def run_template(sandbox, tmp_path, monkeypatch, **parameters) -> list[dict]:
 
 @pytest.mark.integration
 def test_a_throttled_bucket_is_diagnosed_and_nothing_is_applied(sandbox, tmp_path, monkeypatch):
-    from conftest import exportnb_cmd, wait_for
-
     bucket, fallback = sandbox.env["EXPORT_BUCKET"], sandbox.env["EXPORT_FALLBACK_BUCKET"]
     injected = sandbox.run(
         *exportnb_cmd("sandbox", "fault", "inject", "--json", "throttle", "--bucket", bucket),

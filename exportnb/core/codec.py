@@ -6,6 +6,9 @@ types with :func:`typing.get_type_hints`, ignoring unknown fields and refusing m
 required fields or values of the wrong type with :class:`~exportnb.core.errors.CommandError`
 (the message names the path: ``JobList.items[3].attempts: expected an integer, got a string``).
 The platform contract (:mod:`exportnb.platform.contract`), records and results all use it.
+
+A field declared with :func:`secret` (credentials) is neither written nor read: it never
+reaches a contract document, a record or a notebook, and is left out of the ``repr``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,20 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 from exportnb.core.errors import CommandError
 
 T = TypeVar("T")
+
+SECRET = "exportnb.secret"
+"""Field metadata that marks a secret: :func:`encode` leaves it out, :func:`decode` ignores it."""
+
+
+def secret(default: Any = None) -> Any:
+    """A dataclass field holding a secret (a key, a token): not in the ``repr``, never encoded,
+    never decoded. It needs a default, which is what a decoded object holds."""
+    return dataclasses.field(default=default, repr=False, metadata={SECRET: True})
+
+
+def is_secret(f: dataclasses.Field[Any]) -> bool:
+    """Whether a dataclass field was declared with :func:`secret`."""
+    return bool(f.metadata.get(SECRET))
 
 
 def format_time(value: datetime) -> str:
@@ -36,9 +53,13 @@ def readable_time(value: datetime) -> str:
 
 
 def encode(value: Any) -> Any:
-    """A model object (or anything inside one) as plain JSON values."""
+    """A model object (or anything inside one) as plain JSON values; secrets left out."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {
+            f.name: encode(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not is_secret(f)
+        }
     if isinstance(value, datetime):
         return format_time(value)
     if isinstance(value, dict):
@@ -109,6 +130,8 @@ def _decode_dataclass(cls: type[T], value: Any, path: str) -> T:
     hints = get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if is_secret(f):  # a document never carries a secret: one that does is not believed
+            continue
         if f.name in value:
             kwargs[f.name] = decode(hints[f.name], value[f.name], path=f"{path}.{f.name}")
         elif _required(f):

@@ -34,8 +34,10 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from html import escape
+from typing import Any, ClassVar, ParamSpec, TypedDict, TypeVar
 
+from exportnb.core.codec import readable_time
 from exportnb.core.errors import ConfigError
 from exportnb.core.findings import Finding
 from exportnb.incident.parameters import (
@@ -48,29 +50,52 @@ from exportnb.incident.parameters import (
     unique,
     validated,
 )
-from exportnb.incident.probes import EarlyProbes, HandedProbes, handed_over, result_of
+from exportnb.incident.probes import (
+    EarlyProbes,
+    HandedProbes,
+    arguments,
+    handed_over,
+    result_of,
+)
+from exportnb.incident.steps.assessment import AssessmentContext
+from exportnb.incident.steps.baseline import minute_rates
+from exportnb.incident.steps.checksums import ChecksumReport, verify_jobs
+from exportnb.incident.steps.comms import JOURNAL_NOTE, CommsOptions
+from exportnb.incident.steps.detection import Detection, DetectionOptions, detect
+from exportnb.incident.steps.jobstate import JobState, JobStateOptions, job_state
+from exportnb.incident.steps.network import NetworkOptions, network_path
+from exportnb.incident.steps.recovery import RecoveryOptions
+from exportnb.incident.steps.storagehealth import storage_health
 from exportnb.platform import Platform, current_actor, get_platform
-from exportnb.platform.model import JobQuery
-
-if TYPE_CHECKING:
-    from exportnb.incident.steps.assessment import AssessmentContext
-    from exportnb.incident.steps.checksums import ChecksumReport
-    from exportnb.incident.steps.detection import Detection
-    from exportnb.incident.steps.jobstate import JobState
+from exportnb.platform.model import AuditEntry, JobQuery
 
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 HISTORY_MINUTES = 120
 """How far back detection looks, and the incident start is searched for."""
 COMMS_LEAD_UNASSIGNED = "comms_lead_unassigned"
 CHECKSUM_CHOICE = (10, 3, 8, 40)
 """The jobs to verify by default: failing, deliveries per tenant, tenants, all in all."""
+_LEFT = " style='text-align:left'"
+"""Text in a table reads from the left, as in the notebook's other tables."""
+
+
+class ChartOptions(TypedDict):
+    """What a success-rate chart marks of the incident (keyword arguments of
+    ``exportnb.notebook.charts.success_rate_chart`` after the frames): the lowest acceptable
+    success rate, when the incident started, and each action taken since."""
+
+    threshold: float
+    incident_start: datetime
+    mitigations: list[tuple[datetime, str]]
 
 
 @dataclass(frozen=True)
 class Declaration:
     """Incident declared; comms lead assigned: what the record keeps of who and what."""
 
+    KIND: ClassVar[str] = "declaration/v1"
     incident_id: str
     declared_at: datetime
     operator: str
@@ -121,29 +146,28 @@ class Incident:
     )
     _chosen: list[tuple[Any, ...]] = field(default_factory=list, repr=False, compare=False)
 
-    def _repr_html_(self) -> str:
-        """What a notebook shows for the incident: what it is judged on, not its fields."""
-        from exportnb.notebook.views import facts
+    def facts(self) -> list[tuple[str, str]]:
+        """What the incident is judged on, as a notebook shows it (not its fields)."""
+        return [
+            ("Incident", self.id),
+            ("Evaluated at", readable_time(self.now)),
+            ("Incident start (estimate)", readable_time(self.incident_start)),
+            ("Detection window", f"{self.window_minutes} min"),
+            ("Mode", self.mode),
+            ("Platform", self.platform_name),
+            ("Buckets", ", ".join([self.export_bucket, *self.extra_buckets])),
+            ("Fallback bucket", self.fallback_bucket or "none configured"),
+            ("Export target", f"{self.target_host}:{self.target_port}"),
+            (
+                "Thresholds",
+                f"failure rate {self.failure_threshold:.1%}, latency SLO "
+                f"{self.latency_slo:g} s, running SLA {self.running_sla:g} s",
+            ),
+        ]
 
-        buckets = [self.export_bucket, *self.extra_buckets]
-        return facts(
-            [
-                ("Incident", self.id),
-                ("Evaluated at", self.now),
-                ("Incident start (estimate)", self.incident_start),
-                ("Detection window", f"{self.window_minutes} min"),
-                ("Mode", self.mode),
-                ("Platform", self.platform_name),
-                ("Buckets", buckets),
-                ("Fallback bucket", self.fallback_bucket or "none configured"),
-                ("Export target", f"{self.target_host}:{self.target_port}"),
-                (
-                    "Thresholds",
-                    f"failure rate {self.failure_threshold:.1%}, latency SLO "
-                    f"{self.latency_slo:g} s, running SLA {self.running_sla:g} s",
-                ),
-            ]
-        )
+    def _repr_html_(self) -> str:
+        """What a notebook shows for the incident: :meth:`facts`, as a two-column table."""
+        return _facts_table(self.facts())
 
     # Times ------------------------------------------------------------------------
     @property
@@ -165,10 +189,8 @@ class Incident:
         return 1.0 - self.failure_threshold
 
     # What each step works on ------------------------------------------------------
-    def detection_options(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`~exportnb.incident.steps.detection.detect` (after the
-        platform).
-        """
+    def detection_options(self) -> DetectionOptions:
+        """What :func:`~exportnb.incident.steps.detection.detect` is told of the incident."""
         history = int((self.now - self.history_since).total_seconds() // 60)
         return {
             "now": self.now,
@@ -181,26 +203,21 @@ class Incident:
             "history_minutes": history,
         }
 
-    def job_state_options(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`~exportnb.incident.steps.jobstate.job_state`: the incident so
-        far.
-        """
+    def job_state_options(self) -> JobStateOptions:
+        """What :func:`~exportnb.incident.steps.jobstate.job_state` covers: the incident so far."""
         return {"since": min(self.incident_start, self.window_start), "until": self.now}
 
-    def recovery_options(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`~exportnb.incident.steps.recovery.verify_recovery` but the
-        baseline.
-        """
+    def recovery_options(self) -> RecoveryOptions:
+        """What :func:`~exportnb.incident.steps.recovery.verify_recovery` is told of the
+        incident (the baseline and the affected jobs aside)."""
         return {
             "now": self.now,
             "window_minutes": self.recovery_minutes,
             "incident_start": self.incident_start,
         }
 
-    def network_options(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`~exportnb.incident.steps.network.network_path` after the
-        host.
-        """
+    def network_options(self) -> NetworkOptions:
+        """How :func:`~exportnb.incident.steps.network.network_path` probes the target host."""
         return {
             "port": self.target_port,
             "count": self.probe_count,
@@ -208,8 +225,8 @@ class Incident:
             "grace": self.probe_grace,
         }
 
-    def chart_options(self) -> dict[str, Any]:
-        """Arguments of :func:`~exportnb.notebook.charts.success_rate_chart`, not the frames."""
+    def chart_options(self) -> ChartOptions:
+        """What the success-rate charts mark of the incident (:class:`ChartOptions`)."""
         return {
             "threshold": self.success_threshold,
             "incident_start": self.incident_start,
@@ -291,16 +308,13 @@ class Incident:
         return unique([*self.reported_jobs, *failed])
 
     def assessment_context(self) -> AssessmentContext:
-        from exportnb.incident.steps.assessment import AssessmentContext
-
+        """What the assessment needs to know of the incident: its buckets."""
         return AssessmentContext(
             export_bucket=self.export_bucket, fallback_bucket=self.fallback_bucket
         )
 
-    def comms_options(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`~exportnb.incident.steps.comms.status_update` about the
-        incident.
-        """
+    def comms_options(self) -> CommsOptions:
+        """What :func:`~exportnb.incident.steps.comms.status_update` says of the incident."""
         return {
             "incident_id": self.id,
             "now": self.now,
@@ -309,15 +323,13 @@ class Incident:
             "flags": self.platform.list_flags(),
         }
 
-    def audit_entries(self, limit: int = 500) -> list[Any]:
+    def audit_entries(self, limit: int = 500) -> list[AuditEntry]:
         """What was done on the platform since the incident started."""
         return self.platform.audit_log(since=self.incident_start, limit=limit)
 
     def mitigation_marks(self) -> list[tuple[datetime, str]]:
         """``(time, label)`` of every action since the incident started, for the charts; not
         exportnb's journal notes, which only record (an applied one's change is there too)."""
-        from exportnb.incident.steps.comms import JOURNAL_NOTE
-
         entries = self.audit_entries()
         return [
             (e.at, f"{e.action} {e.target}")
@@ -330,26 +342,27 @@ class Incident:
         """Start detection, job state, storage health, checksum verification and the network
         path in the background, with the arguments the template's cells give them (unless a
         probe process of the runner's has started them already)."""
-        from exportnb.incident.steps.checksums import verify_jobs
-        from exportnb.incident.steps.detection import detect
-        from exportnb.incident.steps.jobstate import job_state
-        from exportnb.incident.steps.network import network_path
-        from exportnb.incident.steps.storagehealth import storage_health
-
         early = self.probes
         if not isinstance(early, EarlyProbes):
             return self
-        early.start(network_path, lambda: ((self.target_host,), self.network_options()))
-        jobs = early.start(job_state, lambda: ((self.platform,), self.job_state_options()))
-        found = early.start(detect, lambda: ((self.platform,), self.detection_options()))
-        early.start(storage_health, lambda: ((self.buckets_to_check(result_of(jobs)),), {}))
-        chosen = early.start(
-            self._choose_jobs, lambda: ((result_of(jobs), result_of(found), *CHECKSUM_CHOICE), {})
+        host, platform, choose = self.target_host, self.platform, self._choose_jobs
+        early.start(network_path, lambda: arguments(network_path, host, **self.network_options()))
+        jobs = early.start(
+            job_state, lambda: arguments(job_state, platform, **self.job_state_options())
         )
-        early.start(verify_jobs, lambda: ((self.platform, result_of(chosen)), {}))
+        found = early.start(detect, lambda: arguments(detect, platform, **self.detection_options()))
+        early.start(
+            storage_health,
+            lambda: arguments(storage_health, self.buckets_to_check(result_of(jobs))),
+        )
+        chosen = early.start(
+            choose,
+            lambda: arguments(choose, result_of(jobs), result_of(found), *CHECKSUM_CHOICE),
+        )
+        early.start(verify_jobs, lambda: arguments(verify_jobs, platform, result_of(chosen)))
         return self
 
-    def collect(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    def collect(self, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """``function(*args, **kwargs)``: the result of the same call started by
         :meth:`start_probes` if there is one, else the call made now."""
         return self.probes.collect(function, *args, **kwargs)
@@ -452,8 +465,6 @@ def incident_start(
     ``threshold``. The incident started at the first minute, in the window of the first
     breaching minute of the latest run of them, whose own failure rate is above it.
     """
-    from exportnb.incident.steps.baseline import minute_rates
-
     since = now - timedelta(minutes=HISTORY_MINUTES + window_minutes)
     rows = minute_rates(platform, since, now)
     breaching = _breaching(rows, window_minutes, threshold)
@@ -482,9 +493,18 @@ def _first(values: list[str]) -> str | None:
     return values[0] if values else None
 
 
+def _facts_table(pairs: list[tuple[str, str]]) -> str:
+    """A two-column HTML table, drawn as the notebook draws its facts."""
+    rows = "".join(
+        f"<tr><th{_LEFT}>{escape(k)}</th><td{_LEFT}>{escape(v)}</td></tr>" for k, v in pairs
+    )
+    return f"<table><tbody>{rows}</tbody></table>\n"
+
+
 __all__ = [
     "MODES",
     "PARAMETERS",
+    "ChartOptions",
     "Declaration",
     "EarlyProbes",
     "Incident",

@@ -1,47 +1,70 @@
 """The incident template's parameters: their names and defaults, and their values checked.
 
-The template's parameters cell holds JSON values only; :data:`PARAMETERS` are their names
-and defaults, in the cell's order. :func:`validated` checks values over those defaults
-(types, ranges, the incident ID, the mode), parses ``now`` (ISO-8601 with a zone, or the
-current time) and the alert (one JSON object: an Alertmanager webhook, or one alert), and
-refuses anything else with :class:`~exportnb.core.errors.InvalidInput` before anything is read.
-:func:`alert_summary` is the alert in one line.
+The template's parameters cell holds JSON values only. :data:`PARAMETER_TABLE` names each
+one with its default and a few words on it, in the cell's order; the template's build
+script writes the cell from it, and :data:`PARAMETERS` are its names and defaults.
+:func:`validated` checks values over those defaults (types, ranges, the incident ID, the
+mode), parses ``now`` (ISO-8601 with a zone, or the current time) and the alert (one JSON
+object: an Alertmanager webhook, or one alert), and refuses anything else with
+:class:`~exportnb.core.errors.InvalidInput` before anything is read. :func:`alert_summary`
+is the alert in one line.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from exportnb.core.errors import InvalidInput
 from exportnb.core.ids import check_incident_id
 
-PARAMETERS: dict[str, Any] = {
-    "incident_id": "INC-unset",
-    "job_ids": [],
-    "alert": {},
-    "window_minutes": 10,
-    "failure_threshold": 0.02,
-    "latency_slo": 60.0,
-    "running_sla": 1200.0,
-    "stale_heartbeat": 30.0,
-    "buckets": [],
-    "target_host": "",
-    "target_port": 22,
-    "probe_count": 10,
-    "probe_interval": 0.05,
-    "probe_grace": 1.0,
-    "platform": "",
-    "operator": "",
-    "comms_lead": "",
-    "mode": "auto",
-    "baseline_days": 7,
-    "recovery_minutes": 15,
-    "now": "",
-}
-"""The template's parameters, in the order of its parameters cell, with their defaults."""
+
+@dataclass(frozen=True)
+class Parameter:
+    """One parameter of the incident template: its name, its default (a JSON value), and
+    what it is in a few words (the comment beside it in the parameters cell, which
+    papermill shows as its help)."""
+
+    name: str
+    default: Any
+    help: str
+
+
+PARAMETER_TABLE: tuple[Parameter, ...] = (
+    Parameter("incident_id", "INC-unset", "the incident's ID, e.g. INC-1234"),
+    Parameter("job_ids", [], "job IDs customers reported as incomplete or failing"),
+    Parameter("alert", {}, "the alert (an Alertmanager webhook payload) as one JSON value"),
+    Parameter("window_minutes", 10, "detection window, in minutes"),
+    Parameter("failure_threshold", 0.02, "failure rate above which the window breaches (2%)"),
+    Parameter("latency_slo", 60.0, "latency SLO (p95), in seconds; the alert fires at 2x SLO"),
+    Parameter("running_sla", 1200.0, "longest a job may stay running, in seconds"),
+    Parameter("stale_heartbeat", 30.0, "a running job silent this long is stuck, in seconds"),
+    Parameter("buckets", [], "extra buckets to check; $EXPORT_BUCKET is always checked"),
+    Parameter("target_host", "", "the export target; default: $EXPORT_TARGET_HOST"),
+    Parameter("target_port", 22, "the target's port, probed over TCP where mtr is missing"),
+    Parameter("probe_count", 10, "network path: mtr cycles (or TCP connects) to the target"),
+    Parameter(
+        "probe_interval", 0.05, "network path: seconds between mtr cycles (at least 1 unless root)"
+    ),
+    Parameter(
+        "probe_grace", 1.0, "network path: seconds mtr waits after its last cycle; later is lost"
+    ),
+    Parameter("platform", "", "platform name; default: from $EXPORTNB_HOME/config.toml"),
+    Parameter("operator", "", "who runs this; default: $EXPORTNB_OPERATOR or the login name"),
+    Parameter("comms_lead", "", "who sends the status updates"),
+    Parameter("mode", "auto", '"auto" (papermill on an alert: nothing applied) or "interactive"'),
+    Parameter("baseline_days", 7, "days of history the baseline is taken from"),
+    Parameter("recovery_minutes", 15, "how long the success rate must be back at baseline"),
+    Parameter("now", "", "ISO-8601 time to evaluate at; default: the current time"),
+)
+"""The template's parameters, in the order of its parameters cell: the one table the cell
+is generated from (``templates/build_template.py``) and its values are checked against."""
+
+PARAMETERS: dict[str, Any] = {p.name: p.default for p in PARAMETER_TABLE}
+"""The template's parameters by name, with their defaults, in the cell's order."""
 
 MODES = ("auto", "interactive")
 _RANGES: dict[str, tuple[float, float]] = {

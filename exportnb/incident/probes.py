@@ -11,11 +11,11 @@ as it would have without probes. Collected once: a re-run cell measures anew.
 
 The probes run in one of two places::
 
-    JupyterLab, papermill    kernel: open_incident -> start_probes -> EarlyProbes (threads)
+    JupyterLab, papermill   kernel: open_incident -> start_probes -> EarlyProbes (threads)
 
-    exportnb run             runner: plan -> ProbeProcess.launch ----------------+
-                                        (python -m exportnb.incident.probes FOLDER)       | results,
-                             kernel:  boots ... open_incident -> HandedProbes <--+ one file each
+    exportnb run            runner: plan -> ProbeProcess.launch --------------------+
+                              (python -m exportnb.incident.probe_process FOLDER)    | results,
+                            kernel: boots ... open_incident -> HandedProbes <-------+ one file each
 
 * :class:`EarlyProbes`: threads in the notebook's own kernel; what a notebook opened
   anywhere does.
@@ -51,10 +51,14 @@ from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
+
+from exportnb.incident.parameters import PARAMETERS
+from exportnb.platform import Platform
 
 _T = TypeVar("_T")
-Arguments = tuple[tuple[Any, ...], dict[str, Any]]
+_P = ParamSpec("_P")
+Arguments = tuple[tuple[Any, ...], Mapping[str, Any]]
 """A call's positional and keyword arguments."""
 CallKey = tuple[str, tuple[Any, ...], dict[str, Any]]
 """A call as another process can compare it: the function's name, then its arguments."""
@@ -64,6 +68,8 @@ ENV = "EXPORTNB_PROBES"
 GIVEN, OPENED, ALIVE, LOG = "given.json", "opened.pickle", "alive", "probes.log"
 POLL = 0.005
 """Seconds between looks for a result that is not there yet."""
+PROCESS = "exportnb.incident.probe_process"
+"""The module the probe process runs (``python -m``)."""
 
 
 # In the kernel: threads -------------------------------------------------------------------
@@ -99,7 +105,7 @@ class EarlyProbes:
             self._started[function] = future
         return future
 
-    def collect(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    def collect(self, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         with self._lock:
             future = self._started.pop(function, None)
         if future is not None:
@@ -122,6 +128,12 @@ class EarlyProbes:
             by_future = {future: function for function, future in self._started.items()}
         for future in as_completed(by_future):
             yield by_future[future], future
+
+
+def arguments(function: Callable[_P, Any], *args: _P.args, **kwargs: _P.kwargs) -> Arguments:
+    """The arguments of a call of ``function``, as :meth:`EarlyProbes.start` prepares them:
+    written as the call, so that a type checker holds them to the function's signature."""
+    return args, kwargs
 
 
 def result_of(future: Future[tuple[Arguments, _T]]) -> _T:
@@ -147,8 +159,6 @@ def call_key(
 
 
 def _comparable(value: Any) -> Any:
-    from exportnb.platform import Platform
-
     return ("platform", value.name) if isinstance(value, Platform) else value
 
 
@@ -189,7 +199,7 @@ class HandedProbes:
         self._waiting = set(started)
         self._lock = threading.Lock()
 
-    def collect(self, function: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    def collect(self, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         name = name_of(function)
         with self._lock:
             waiting = name in self._waiting
@@ -240,8 +250,8 @@ def alive(folder: Path) -> bool:
     return False
 
 
-def _write(path: Path, value: Any) -> None:
-    """``value`` pickled into ``path``, which appears whole."""
+def hand_over(path: Path, value: Any) -> None:
+    """``value`` pickled into ``path`` for the kernel to collect; the file appears whole."""
     part = path.with_name(path.name + ".part")
     try:
         part.write_bytes(pickle.dumps(value))
@@ -263,13 +273,12 @@ def _read(path: Path) -> Any:
 def applies_to(declared: Iterable[str]) -> bool:
     """Whether a notebook with these parameters is an incident notebook (it declares all
     of the incident's parameters), whose probes are worth starting early."""
-    from exportnb.incident.model import PARAMETERS
-
     return set(PARAMETERS) <= set(declared)
 
 
 class ProbeProcess:
-    """``python -m exportnb.incident.probes FOLDER``, started by the runner for one run."""
+    """``python -m exportnb.incident.probe_process FOLDER``, started by the runner for one
+    run (:mod:`exportnb.incident.probe_process`)."""
 
     def __init__(self, folder: Path, process: subprocess.Popen[bytes]) -> None:
         self.folder, self.process = folder, process
@@ -280,8 +289,6 @@ class ProbeProcess:
     ) -> ProbeProcess:
         """Start probing for a run with these (validated) notebook parameters, in a process
         of its own with the kernel's environment; its results go to ``folder`` (new)."""
-        from exportnb.incident.model import PARAMETERS
-
         folder.mkdir(mode=0o700)
         given = {name: value for name, value in parameters.items() if name in PARAMETERS}
         (folder / GIVEN).write_text(json.dumps(given), encoding="utf-8")
@@ -289,7 +296,7 @@ class ProbeProcess:
         with (folder / ALIVE).open("wb") as lock, (folder / LOG).open("wb") as log:
             fcntl.flock(lock, fcntl.LOCK_EX)  # held by the process from its first instant
             process = subprocess.Popen(
-                [sys.executable, "-m", "exportnb.incident.probes", str(folder), str(lock.fileno())],
+                [sys.executable, "-m", PROCESS, str(folder), str(lock.fileno())],
                 env=environment,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -311,36 +318,3 @@ class ProbeProcess:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait()
-
-
-# The probe process ---------------------------------------------------------------------------
-def main(argv: list[str]) -> int:
-    """Open the incident from FOLDER/given.json, start its probes, hand each result over."""
-    folder, lock = Path(argv[0]), int(argv[1])
-    os.environ.pop(ENV, None)  # this process opens the incident itself
-    from exportnb.incident.model import PARAMETERS, open_incident
-
-    with os.fdopen(lock, "rb"):  # the lock is released when this process ends
-        given = json.loads((folder / GIVEN).read_text(encoding="utf-8"))
-        incident = open_incident(**given).start_probes()
-        early = incident.probes
-        assert isinstance(early, EarlyProbes)
-        opened = Opened(
-            {**PARAMETERS, **given},
-            incident.now,
-            incident.incident_start,
-            incident.breach_found,
-            tuple(early.started()),
-        )
-        _write(folder / OPENED, opened)
-        for function, future in early.finished():
-            _write(folder / f"{name_of(function)}.pickle", Handed.of(function, future))
-    return 0
-
-
-if (
-    __name__ == "__main__"
-):  # run as exportnb.incident.probes, so that what it pickles loads elsewhere
-    from exportnb.incident import probes
-
-    sys.exit(probes.main(sys.argv[1:]))

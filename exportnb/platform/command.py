@@ -121,6 +121,9 @@ class CommandPlatform(Platform):
 
     # Platform -----------------------------------------------------------------
     def info(self) -> PlatformInfo:
+        """``exportctl info``. The storage endpoint and region are the tool's ``storage``,
+        if it names one; otherwise (an older tool) boto3's default chain finds them
+        (``AWS_ENDPOINT_URL``, profiles). Keys are never taken from a document."""
         return self.export(["info"], "PlatformInfo")
 
     def list_jobs(self, query: JobQuery) -> list[Job]:

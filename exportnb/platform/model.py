@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
+from exportnb.core.codec import secret
+
 JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED: tuple[str, ...] = ("succeeded", "failed", "cancelled")
@@ -204,8 +206,38 @@ class ChunkSizeChange:
 
 
 @dataclass(frozen=True)
+class StorageAccess:
+    """How a diagnostic reaches the export storage itself (HeadObject on a segment, say):
+    the S3 endpoint, the region, and the keys to sign with.
+
+    ``None`` leaves a setting to boto3's own chain (``AWS_ENDPOINT_URL``, profiles, the
+    instance role). The keys are secrets: a platform running on this machine may hand them
+    over, but they are never written into a document, a record or a ``repr``, and never
+    read from a document (:func:`~exportnb.core.codec.secret`).
+    """
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    access_key_id: str | None = secret()
+    secret_access_key: str | None = secret()
+
+    def client_credentials(self) -> dict[str, str] | None:
+        """The keys as :func:`exportnb.platform.storage.client` takes them (it uses them only
+        where the environment names none), or None when there are none."""
+        if not (self.access_key_id and self.secret_access_key):
+            return None
+        keys = {
+            "AWS_ACCESS_KEY_ID": self.access_key_id,
+            "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
+            "AWS_DEFAULT_REGION": self.region,
+        }
+        return {name: value for name, value in keys.items() if value}
+
+
+@dataclass(frozen=True)
 class PlatformInfo:
-    """What a platform says about itself: its name and the buckets and hosts it writes to."""
+    """What a platform says about itself: its name, the buckets and hosts it writes to, and
+    how its storage is reached (``storage``; None: boto3's default chain)."""
 
     name: str
     export_bucket: str
@@ -214,3 +246,4 @@ class PlatformInfo:
     target_host: str | None = None
     region: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    storage: StorageAccess | None = None

@@ -66,6 +66,8 @@ class SandboxPlatform(Platform):
         self.store.close()
 
     def info(self) -> PlatformInfo:
+        """The sandbox's buckets and target, and its S3 with the keys the diagnostics sign
+        with (``exportctl info`` prints the endpoint and region, never the keys)."""
         buckets = self.store.buckets()
         return PlatformInfo(
             name=self.name,
@@ -82,6 +84,7 @@ class SandboxPlatform(Platform):
                 "reported_jobs": self.state.reported_jobs,
                 "sandbox_dir": str(sandbox_dir(self.home)),
             },
+            storage=self.state.storage,
         )
 
     # Jobs ---------------------------------------------------------------

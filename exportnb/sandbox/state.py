@@ -15,6 +15,7 @@ from typing import Any
 
 from exportnb.core import config
 from exportnb.core.errors import SandboxError
+from exportnb.platform.model import StorageAccess
 
 CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "sandbox",
@@ -44,6 +45,16 @@ class SandboxState:
     embedded_s3: bool = True
     reported_jobs: list[str] = field(default_factory=list)
     detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def storage(self) -> StorageAccess:
+        """The sandbox's S3 as a diagnostic reaches it: the endpoint, region and keys."""
+        return StorageAccess(
+            endpoint_url=self.s3_endpoint,
+            region=self.region,
+            access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        )
 
     def write(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from exportnb.core.errors import InvalidInput
 from exportnb.core.findings import (
@@ -111,6 +111,7 @@ class Recommendation:
 class Assessment:
     """Recommended mitigations, first things first."""
 
+    KIND: ClassVar[str] = "assessment/v1"
     recommendations: list[Recommendation]
     findings: list[Finding] = field(default_factory=list)
     considered: list[str] = field(default_factory=list)  # finding codes the rules saw
@@ -123,7 +124,7 @@ class Assessment:
         return [r for r in self.recommendations if r.action == action]
 
     def frame(self) -> Any:
-        import pandas as pd
+        import pandas as pd  # deferred: pandas is heavy
 
         rows = [(r.priority, r.action, r.command, r.reason) for r in self.recommendations]
         return pd.DataFrame(rows, columns=["priority", "action", "command", "reason"])

@@ -30,7 +30,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import accumulate
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from exportnb.core.errors import InvalidInput
 from exportnb.core.findings import Finding
@@ -132,7 +132,7 @@ def _minute_rate(minute: datetime, by_status: dict[str, int]) -> MinuteRate:
 
 def rates_frame(rates: list[MinuteRate]) -> pd.DataFrame:
     """The rates frame: index ``minute`` (UTC), columns ``total, succeeded, failed, rate``."""
-    import pandas as pd
+    import pandas as pd  # deferred: pandas is heavy
 
     return pd.DataFrame(
         {
@@ -153,7 +153,7 @@ def success_rates(platform: Platform, since: datetime, until: datetime) -> pd.Da
 
 def minute_index(minutes: list[datetime]) -> pd.DatetimeIndex:
     """A UTC index named ``minute`` (an empty one keeps its time zone)."""
-    import pandas as pd
+    import pandas as pd  # deferred: pandas is heavy
 
     if not minutes:
         return pd.DatetimeIndex([], tz="UTC", name="minute")
@@ -179,6 +179,7 @@ class BaselinePoint:
 
 @dataclass(frozen=True)
 class Baseline:
+    KIND: ClassVar[str] = "baseline/v1"
     since: datetime
     until: datetime
     days: int
@@ -190,7 +191,7 @@ class Baseline:
 
     def frame(self) -> pd.DataFrame:
         """The baseline frame: index ``minute`` (UTC), columns ``expected, low, high``."""
-        import pandas as pd
+        import pandas as pd  # deferred: pandas is heavy
 
         points = self.points
         return pd.DataFrame(

@@ -12,8 +12,8 @@ read alone, the others once it is in: a platform that sets up its storage client
 use (the sandbox does) then sets it up once, not once per worker.
 
 The client goes to ``AWS_ENDPOINT_URL``, else to the endpoint the platform names
-(``info().detail["s3_endpoint"]``), else boto3's default; the sandbox's own credentials are
-used only where the environment has none.
+(``info().storage``), else boto3's default; the keys the platform hands over (the sandbox's,
+say) are used only where the environment has none.
 
 Each job ends in one state:
 
@@ -34,12 +34,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from exportnb.core.errors import ExportnbError, InvalidInput, NotFound, StorageError
 from exportnb.core.findings import CHECKSUM_MISMATCH, MISSING_SEGMENTS, Finding
 from exportnb.platform import Platform, storage
-from exportnb.platform.model import Manifest, Segment, SegmentCheck
+from exportnb.platform.model import Manifest, Segment, SegmentCheck, StorageAccess
 
 STEP = "checksums"
 JOB_STATES: tuple[str, ...] = ("passed", "failed", "no_manifest", "not_found", "error")
@@ -71,6 +71,7 @@ class JobCheck:
 class ChecksumReport:
     """The verification of a set of jobs, and what it shows."""
 
+    KIND: ClassVar[str] = "checksum-report/v1"
     mode: str  # "checksum" (HeadObject, no download) or "rehash" (download and hash)
     jobs: list[JobCheck]
     findings: list[Finding]
@@ -93,7 +94,7 @@ class ChecksumReport:
 
     def frame(self) -> Any:
         """One row per job: its state and how many segments are ok, mismatched, missing."""
-        import pandas as pd
+        import pandas as pd  # deferred: pandas is heavy
 
         rows = [
             (
@@ -160,12 +161,9 @@ def _job_ids(job_ids: Sequence[str]) -> list[str]:
 
 def checksum_client(platform: Platform, *, pool: int = 8) -> Any:
     """One S3 client for the platform's storage, sized for ``pool`` requests in flight."""
-    from exportnb.sandbox.state import CREDENTIALS
-
-    info = platform.info()
-    endpoint = os.environ.get("AWS_ENDPOINT_URL") or info.detail.get("s3_endpoint") or None
-    credentials = CREDENTIALS if info.name == "sandbox" else None
-    return storage.client(endpoint, pool=max(pool, 10), credentials=credentials)
+    access = platform.info().storage or StorageAccess()
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or access.endpoint_url
+    return storage.client(endpoint, pool=max(pool, 10), credentials=access.client_credentials())
 
 
 # The work -----------------------------------------------------------------------

@@ -21,7 +21,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 from exportnb.core.errors import InvalidInput
 from exportnb.core.findings import SEVERITIES, Finding
@@ -62,6 +62,7 @@ class Section:
 
 @dataclass(frozen=True)
 class StatusUpdate:
+    KIND: ClassVar[str] = "status-update/v1"
     incident_id: str
     at: datetime
     next_update_at: datetime
@@ -75,6 +76,7 @@ class StatusUpdate:
 
 @dataclass(frozen=True)
 class AuditSummary:
+    KIND: ClassVar[str] = "audit-summary/v1"
     tenants: list[str]
     files: list[str]
     corrective_actions: list[str]
@@ -84,6 +86,17 @@ class AuditSummary:
 
 
 # The status update --------------------------------------------------------------------
+class CommsOptions(TypedDict):
+    """What :func:`status_update` is told of an incident, besides the results: its ID, the
+    time, who leads the comms and who runs it, the flags set on the platform."""
+
+    incident_id: str
+    now: datetime
+    comms_lead: str
+    operator: str
+    flags: list[Flag]
+
+
 def status_update(
     *,
     incident_id: str,

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, TypedDict
 
 from exportnb.core.codec import format_time
 from exportnb.core.errors import InvalidInput, NotFound
@@ -87,6 +87,7 @@ class ReportedJob:
 
 @dataclass(frozen=True)
 class Detection:
+    KIND: ClassVar[str] = "detection/v1"
     now: datetime
     window_minutes: int
     threshold: float
@@ -118,7 +119,7 @@ class Detection:
 
     def rates_frame(self) -> pd.DataFrame:
         """The rates frame of the history, plus ``rolling_failure_rate``."""
-        import pandas as pd
+        import pandas as pd  # deferred: pandas is heavy
 
         rolling = self.rolling
         frame = pd.DataFrame(
@@ -143,7 +144,7 @@ class Detection:
 
     def latency_frame(self) -> pd.DataFrame:
         """The latency frame: one row per minute of the history (count 0, NaN when idle)."""
-        import pandas as pd
+        import pandas as pd  # deferred: pandas is heavy
 
         by_minute = {row.minute: row for row in self.latency_series if row.minute is not None}
         minutes = [p.minute for p in self.rolling] or sorted(by_minute)
@@ -160,6 +161,20 @@ class Detection:
         return frame.astype(
             {"count": "int64", "p50": "float64", "p95": "float64", "p99": "float64"}
         )
+
+
+class DetectionOptions(TypedDict):
+    """What :func:`detect` is told of an incident, after the platform: the time it is judged
+    at, the window and thresholds, the jobs customers reported, the history to chart."""
+
+    now: datetime
+    window_minutes: int
+    threshold: float
+    latency_slo: float
+    running_sla: float
+    stale_heartbeat: float
+    reported_jobs: list[str]
+    history_minutes: int
 
 
 def detect(

@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, TypedDict
 
 from exportnb.core.errors import InvalidInput, NotFound
 from exportnb.core.findings import CHUNK_TIMEOUTS, FAILURES_CONCENTRATED, Finding
@@ -95,6 +95,7 @@ class JobSample:
 
 @dataclass(frozen=True)
 class JobState:
+    KIND: ClassVar[str] = "job-state/v1"
     since: datetime
     until: datetime
     latest: list[Job]
@@ -120,7 +121,7 @@ class JobState:
 
     def frame(self) -> pd.DataFrame:
         """The categories frame, the largest category first."""
-        import pandas as pd
+        import pandas as pd  # deferred: pandas is heavy
 
         columns = [
             "connector",
@@ -147,6 +148,13 @@ class JobState:
         for column in ("first_seen", "last_seen"):
             frame[column] = pd.to_datetime(frame[column], utc=True)
         return frame.astype({"count": "int64"})
+
+
+class JobStateOptions(TypedDict):
+    """What :func:`job_state` is told of an incident, after the platform: the time it covers."""
+
+    since: datetime
+    until: datetime
 
 
 def job_state(

@@ -34,7 +34,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar, TypedDict
 
 from exportnb.core import codec
 from exportnb.core.errors import InvalidInput, PreconditionFailed
@@ -71,6 +71,7 @@ class Hop:
 class NetworkPath:
     """The measured path to a host; the last hop is the destination."""
 
+    KIND: ClassVar[str] = "network-path/v1"
     host: str
     port: int
     method: str  # mtr | tcp
@@ -91,9 +92,19 @@ class NetworkPath:
 
     def frame(self) -> Any:
         """The hops as a DataFrame, the way ``mtr -r`` shows them."""
-        import pandas as pd
+        import pandas as pd  # deferred: pandas is heavy
 
         return pd.DataFrame([codec.encode(h) for h in self.hops], columns=list(Hop.__annotations__))
+
+
+class NetworkOptions(TypedDict):
+    """How :func:`network_path` probes an incident's target, after the host: its port, and
+    the cycles, their interval and the grace mtr waits for late answers."""
+
+    port: int
+    count: int
+    interval: float
+    grace: float
 
 
 def network_path(

@@ -31,7 +31,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 from exportnb.core.codec import format_time
 from exportnb.core.errors import InvalidInput, NotFound
@@ -48,13 +48,12 @@ from exportnb.incident.steps.baseline import (
     minute_rates,
     rates_frame,
 )
+from exportnb.incident.steps.checksums import ChecksumReport, verify_jobs
 from exportnb.platform import Platform
 from exportnb.platform.model import BULK_PAUSE_FLAG, FALLBACK_FLAG, AuditEntry, Flag
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from exportnb.incident.steps.checksums import ChecksumReport
 
 STEP = "recovery"
 RECOVERY_NOT_CONFIRMED = "recovery_not_confirmed"
@@ -84,6 +83,7 @@ class ChunkChange:
 
 @dataclass(frozen=True)
 class Recovery:
+    KIND: ClassVar[str] = "recovery/v1"
     verdict: str  # recovered | not_yet | insufficient_data
     reason: str
     success_rate: float | None
@@ -113,6 +113,15 @@ class Recovery:
     def rates_frame(self) -> pd.DataFrame:
         """The rates frame of the recovery window."""
         return rates_frame(self.minutes)
+
+
+class RecoveryOptions(TypedDict):
+    """What :func:`verify_recovery` is told of an incident, besides the platform, the
+    baseline and the affected jobs: when it is judged, over how long, since when."""
+
+    now: datetime
+    window_minutes: int
+    incident_start: datetime
 
 
 def verify_recovery(
@@ -249,8 +258,6 @@ def recheck(platform: Platform, job_ids: Sequence[str]) -> ChecksumReport | None
     """The affected jobs' checksums, verified again (None when there are none)."""
     if not job_ids:
         return None
-    from exportnb.incident.steps.checksums import verify_jobs
-
     return verify_jobs(platform, job_ids)
 
 

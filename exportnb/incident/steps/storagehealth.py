@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from exportnb.core import codec
 from exportnb.core.errors import InvalidInput, StorageError
@@ -87,6 +87,7 @@ class BucketCheck:
 class StorageHealth:
     """HeadBucket results for every bucket checked, and what they show."""
 
+    KIND: ClassVar[str] = "storage-health/v1"
     checks: list[BucketCheck]
     findings: list[Finding]
     endpoint: str | None = None
@@ -101,7 +102,7 @@ class StorageHealth:
 
     def frame(self) -> Any:
         """The checks as a DataFrame, one row per bucket."""
-        import pandas as pd
+        import pandas as pd  # deferred: pandas is heavy
 
         columns = ["bucket", "verdict", "status", "code", "region", "latency_ms", "message"]
         return pd.DataFrame([codec.encode(c) for c in self.checks], columns=columns)
@@ -184,6 +185,7 @@ def verdict_of(exc: StorageError) -> str:
 
 
 def _is_connection_failure(cause: BaseException | None) -> bool:
+    # deferred: botocore is heavy
     from botocore.exceptions import ConnectionError as BotoConnectionError
     from botocore.exceptions import HTTPClientError
 

@@ -600,9 +600,10 @@ def audit(since: str | None, limit: int, output: str) -> None:
 @output_option
 @reports_errors
 def info(output: str) -> None:
-    """The platform: buckets, target host, region.
+    """The platform: buckets, target host, region, storage endpoint.
 
-    Shows its name, export bucket, fallback buckets, target host and details.
+    Shows its name, export bucket, fallback buckets, target host and details. With
+    --output json the storage endpoint and region are in ``storage``; its keys never are.
     """
     with using(platform) as p:
         found = p.info()
