@@ -28,6 +28,7 @@ from exportnb.incident.steps.storagehealth import BucketCheck, StorageHealth
 from exportnb.mitigation.response import bulk_pause, capture, mitigation_plan
 from exportnb.notebook import display, views
 from exportnb.platform.model import Flag
+from exportnb.record.model import LEGACY_TYPES, TYPE_NAMES
 
 AT = NOW.replace(second=0)
 THROTTLED = Finding(
@@ -71,8 +72,14 @@ def check_bundle(step, result, command=None) -> dict:
     assert RESULT_MIMETYPE in data and "text/plain" in data
     assert ("text/html" in data) != ("text/markdown" in data)
     record = json.loads(display.dumps(data[RESULT_MIMETYPE]))  # strict JSON round trip
-    assert record["schema"] == 1 and record["step"] == step
-    assert record["type"] == type(result).__name__
+    assert record["step"] == step
+    kind = getattr(type(result), "KIND", None)
+    if kind is None:  # a type without a kind: by class name, as before kinds
+        assert record["schema"] == 1 and "kind" not in record
+        assert record["type"] == type(result).__name__
+    else:  # its kind, and the class name it had when kinds came in
+        assert record["schema"] == 2 and record["kind"] == kind
+        assert record["type"] == TYPE_NAMES[kind] == type(result).__name__
     assert record == json.loads(json.dumps(record, allow_nan=False))
     if "text/html" in data:
         check_html(data["text/html"])
@@ -321,18 +328,51 @@ def test_unknown_steps_are_refused():
 
 
 def test_every_pinned_result_type_has_a_renderer():
-    names = {
-        "Detection",
-        "JobState",
-        "StorageHealth",
-        "ChecksumReport",
-        "NetworkPath",
-        "Assessment",
-        "Recovery",
-        "StatusUpdate",
-        "AuditSummary",
+    kinds = {
+        "detection/v1",
+        "job-state/v1",
+        "storage-health/v1",
+        "checksum-report/v1",
+        "network-path/v1",
+        "assessment/v1",
+        "recovery/v1",
+        "status-update/v1",
+        "audit-summary/v1",
     }
-    assert names <= set(views.RENDERERS) and display.RENDERERS is views.RENDERERS
+    assert kinds <= set(views.RENDERERS) and display.RENDERERS is views.RENDERERS
+
+
+def test_renderers_are_keyed_by_kind_and_every_kind_was_a_class_name():
+    for kind, result_class in views.RESULT_CLASSES.items():
+        assert kind == result_class.KIND and kind in views.RENDERERS
+        assert LEGACY_TYPES[result_class.__name__] == kind  # the legacy table is complete
+    no_view = {"journal-report/v1", "incident-review/v1", "portfolio/v1"}
+    assert set(LEGACY_TYPES.values()) == set(views.RENDERERS) | no_view
+
+
+def test_a_renamed_result_class_keeps_its_kind_its_type_and_its_view():
+    result = Assessment([Recommendation("retry", "why", {}, [], "exportctl retry", 1)])
+    renamed = type("AssessmentOfTheRunbook", (Assessment,), {})
+    moved = renamed(result.recommendations)
+    before, after = display.bundle("assessment", result), display.bundle("assessment", moved)
+    assert after[RESULT_MIMETYPE]["kind"] == "assessment/v1"
+    assert after[RESULT_MIMETYPE]["type"] == "Assessment"
+    assert after == before
+
+
+def test_a_recorded_result_renders_by_its_kind_or_else_from_its_fields():
+    result = Assessment([Recommendation("retry", "why", {}, [], "exportctl retry", 1)])
+    recorded = display.result_record("assessment", result)
+    assert views.render_recorded(recorded) == views.render(result)
+    before_kinds = {"schema": 1, "step": "assessment", "type": "Assessment", "result": {}}
+    before_kinds["result"] = recorded["result"]
+    assert views.render_recorded(before_kinds) == views.render(result)
+    unreadable = {**recorded, "result": {"recommendations": "none"}}
+    novel = {"schema": 2, "kind": "novel/v1", "result": {"title": "x", "rows": [1]}}
+    for body in (views.render_recorded(unreadable), views.render_recorded(novel)):
+        check_html(body.html)
+    assert "title" in views.render_recorded(novel).html
+    assert views.render_recorded(novel).text == "novel/v1"
 
 
 def test_recommendation_without_codes_renders():

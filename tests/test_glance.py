@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from exportnb.record.glance import MAX_NAMED, glance_html, with_glance
+from exportnb.record.model import TYPE_NAMES, with_kinds
 
 
 def finding(severity: str, summary: str) -> dict:
@@ -10,20 +11,20 @@ def finding(severity: str, summary: str) -> dict:
 
 
 def result(kind: str, **body) -> dict:
-    return {"step": "s", "type": kind, "result": {"findings": [], **body}}
+    return {"step": "s", "kind": kind, "result": {"findings": [], **body}}
 
 
 RESULTS = [
-    result("Detection", findings=[finding("critical", "Failure rate 90% <b>high</b>")]),
+    result("detection/v1", findings=[finding("critical", "Failure rate 90% <b>high</b>")]),
     result(
-        "StorageHealth",
+        "storage-health/v1",
         findings=[
             finding("critical", "S3 is throttling exports-primary"),
             finding("info", "fallback answers"),
         ],
     ),
     result(
-        "Assessment",
+        "assessment/v1",
         recommendations=[
             {
                 "action": "fallback-bucket",
@@ -32,10 +33,10 @@ RESULTS = [
         ],
         findings=[],
     ),
-    result("Recovery", verdict="not_yet", reason="11% against the baseline 99.5%"),
-    result("Recovery", verdict="recovered", reason="back at baseline for 15 min"),
+    result("recovery/v1", verdict="not_yet", reason="11% against the baseline 99.5%"),
+    result("recovery/v1", verdict="recovered", reason="back at baseline for 15 min"),
     result(
-        "Trail",
+        "audit-trail/v1",
         applied=[
             {"action": "fallback-bucket", "operator": "dana", "at": "2024-05-01T12:10:03.123456Z"}
         ],
@@ -55,6 +56,14 @@ def test_the_box_says_the_run_the_verdict_the_findings_the_advice_and_what_was_d
     assert "fallback-bucket by dana at 2024-05-01 12:10:03 UTC" in box
 
 
+def test_results_recorded_before_kinds_make_the_same_box():
+    legacy = [
+        {"step": r["step"], "type": TYPE_NAMES[r["kind"]], "result": r["result"]} for r in RESULTS
+    ]
+    box = glance_html(incident_id="INC-7", failed_at=None, results=RESULTS)
+    assert glance_html(incident_id="INC-7", failed_at=None, results=with_kinds(legacy)) == box
+
+
 def test_a_failed_run_with_nothing_recorded_says_so():
     box = glance_html(incident_id="INC-8", failed_at="cell 4 (In [3]): ValueError: <x>", results=[])
     assert "run failed at cell 4 (In [3]): ValueError: &lt;x&gt;" in box
@@ -63,7 +72,7 @@ def test_a_failed_run_with_nothing_recorded_says_so():
 
 
 def test_long_lists_are_cut_and_say_how_many_more():
-    many = [result("JobState", findings=[finding("warning", f"w{i}") for i in range(9)])]
+    many = [result("job-state/v1", findings=[finding("warning", f"w{i}") for i in range(9)])]
     box = glance_html(incident_id="INC-9", failed_at=None, results=many)
     assert box.count("<strong>warning</strong>") == MAX_NAMED and "… and 4 more below" in box
 

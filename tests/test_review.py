@@ -468,8 +468,12 @@ def test_every_part_renders_for_people_and_the_summary_carries_the_review(incide
         and "<td style='text-align:left'>sam</td>" in timeline
     )
     nb = {"cells": [{"outputs": [{"data": bundle("summary", review)}]}]}
-    assert review_data(nb)["IncidentReview"]["incident_id"] == "INC-7"
-    assert bundle("summary", review)[REVIEW_MIMETYPE]["type"] == "IncidentReview"
+    assert review_data(nb)["incident-review/v1"]["incident_id"] == "INC-7"
+    shown = bundle("summary", review)[REVIEW_MIMETYPE]
+    assert shown["kind"] == "incident-review/v1" and shown["type"] == "IncidentReview"
+    before_kinds = {k: v for k, v in shown.items() if k != "kind"}  # a review notebook of then
+    old = {"cells": [{"outputs": [{"data": {REVIEW_MIMETYPE: before_kinds}}]}]}
+    assert review_data(old)["incident-review/v1"]["incident_id"] == "INC-7"
     with pytest.raises(ValueError, match="unknown review part"):
         bundle("nope", review)
 
@@ -507,7 +511,7 @@ def test_the_notebook_is_what_its_builder_builds_and_was_executed():
     code = [c for c in nb.cells if c.cell_type == "code"][1:]
     assert all(c.outputs for c in code), "every cell after the parameters has output"
     assert not [o for c in code for o in c.outputs if o.output_type == "error"]
-    assert {"IncidentReview", "Portfolio"} <= set(review_data(nb))
+    assert {"incident-review/v1", "portfolio/v1"} <= set(review_data(nb))
 
 
 @dataclass
@@ -571,7 +575,7 @@ def test_papermill_runs_the_review_on_nothing_but_the_archive(drilled, tmp_path)
     nb = nbformat.read(out, as_version=4)
     assert not [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
     found = review_data(nb)
-    review, portfolio = found["IncidentReview"], found["Portfolio"]
+    review, portfolio = found["incident-review/v1"], found["portfolio/v1"]
     first, second = drilled.records
     assert [r["record_id"] for r in review["records"]] == [first.record_id, second.record_id]
     assert [e["kind"] for e in review["timeline"]] == [

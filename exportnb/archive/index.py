@@ -13,7 +13,10 @@ local folder or ``s3://`` alike; each archive's rows hang off its URL. Schema ve
     record_buckets  (record, bucket)      findings        (record, code, severity, ...)
     mitigations     (record, action, operator, at, key, params, seq, source)
 
-What goes in the child tables is :class:`~exportnb.record.facts.RecordFacts`.
+What goes in the child tables is :class:`~exportnb.record.facts.RecordFacts`, read from each
+record's results by their kind (:data:`~exportnb.record.facts.READERS`); the results of a
+record from before kinds are known by their class names
+(:data:`~exportnb.record.model.LEGACY_TYPES`), so old and new records index alike.
 
 **Keeping up.** Every record written to an archive is chained (:mod:`exportnb.archive.chain`), so
 the chain is the archive's change log: before answering, :meth:`Index.sync` reads the
@@ -50,6 +53,8 @@ from exportnb.archive.index_schema import (
     Query,
     connect,
     fact_rows,
+    facts_of,
+    mitigations_of,
     parse_time,
     record_row,
 )
@@ -272,8 +277,6 @@ class Index:
 
     def facts(self, url: str, record_id: str) -> RecordFacts:
         """What the index holds of one record: job IDs, tenants, buckets, findings..."""
-        from exportnb.archive.index_schema import facts_of
-
         rid = self._rows(
             "SELECT r.id FROM records r JOIN archives a ON r.archive = a.id "
             "WHERE a.url = ? AND r.record_id = ?",
@@ -285,8 +288,6 @@ class Index:
 
     def mitigations(self, url: str, query: Query | None = None) -> list[AppliedMitigation]:
         """The mitigations the matching records show applied, once each, by time."""
-        from exportnb.archive.index_schema import mitigations_of
-
         where, args = (query or Query()).where()
         return mitigations_of(self._rows, f"a.url = ?{where}", (url, *args))
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from exportnb.core.errors import InvalidInput, StorageError
 from exportnb.core.findings import Finding
+from exportnb.core.quantities import parse_ttl
 from exportnb.record.facts import AppliedMitigation, RecordFacts
 from exportnb.record.model import (
     STATUSES,
@@ -378,8 +379,6 @@ def _epoch(value: datetime) -> float:
 def parse_time(text: str, *, now: datetime | None = None) -> datetime:
     """A time given on the command line: ISO-8601 (``2024-05-01``, ``2024-05-01T12:00Z``;
     UTC unless it says otherwise) or a duration ago (``30d``, ``12h``, ``1h30m``)."""
-    from exportnb.core.quantities import parse_ttl
-
     try:
         parsed = datetime.fromisoformat(text.strip())
     except ValueError:

@@ -6,11 +6,12 @@ journal as ordinary cell output, through :func:`exportnb.notebook.display.show`:
 
     show("mitigations", trail(incident.id))
 
-:class:`Trail` is a result like the diagnostics' results: rendered as a table for people
-and stored under the result mimetype (type ``Trail``) for the archive index and the
-postmortem review, which read back who did what, when, with which parameters and what
-happened, without executing anything. A journal whose hash chain is broken is not an
-exception here: the trail says so, as a critical finding, and lists nothing from it.
+:class:`Trail` is a result like the diagnostics' results, of kind ``audit-trail/v1``:
+rendered as a table for people (:func:`exportnb.notebook.views.trail_view`) and stored
+under the result mimetype for the archive index and the postmortem review, which read back
+who did what, when, with which parameters and what happened, without executing anything.
+A journal whose hash chain is broken is not an exception here: the trail says so, as a
+critical finding, and lists nothing from it.
 """
 
 from __future__ import annotations
@@ -18,20 +19,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime
-from html import escape
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from exportnb.core.errors import PreconditionFailed
 from exportnb.core.findings import Finding
 from exportnb.core.ids import check_incident_id
 from exportnb.mitigation.journal import Journal, JournalEntry
-from exportnb.notebook.views import Body, cell, paragraph, renders
 
 JOURNAL_BROKEN = "journal_broken"
 STEP = "mitigations"
 SUMMARY_WIDTH = 160
-COLUMNS = ("seq", "at", "operator", "kind", "action", "outcome", "summary", "key")
 
 
 @dataclass(frozen=True)
@@ -50,6 +48,7 @@ class Action:
 class Trail:
     """Every journal entry of an incident, the chain verified, and what was applied."""
 
+    KIND: ClassVar[str] = "audit-trail/v1"
     incident: str
     entries: list[JournalEntry]
     chain_ok: bool
@@ -58,7 +57,7 @@ class Trail:
     findings: list[Finding] = field(default_factory=list)
 
     def frame(self) -> Any:
-        import pandas as pd
+        import pandas as pd  # deferred: pandas is heavy
 
         rows = [
             {
@@ -106,40 +105,3 @@ def summary_of(entry: JournalEntry) -> str:
     response = detail.get("response")
     text = json.dumps(response, default=str) if response else ""
     return text if len(text) <= SUMMARY_WIDTH else text[: SUMMARY_WIDTH - 1] + "…"
-
-
-@renders("Trail")
-def render_trail(result: Trail) -> Body:
-    label = "Audit trail: the mitigation journal"
-    if not result.chain_ok:
-        return Body(paragraph("The journal could not be read: see the finding."), "", None, label)
-    if not result.entries:
-        text = f"No mitigation has been planned or applied for {result.incident}."
-        return Body(paragraph(text), text, None, label)
-    rows = [_row(e) for e in result.entries]
-    done = ", ".join(f"{a.action} by {a.operator} at {cell(a.at)}" for a in result.applied)
-    lead = f"Applied: {done}." if done else "Nothing applied yet."
-    chain = f"{len(result.entries)} entries, hash chain verified (head {result.head[:16]})."
-    text = "\n".join([lead, *("  ".join(row) for row in rows), chain])
-    return Body(paragraph(lead) + _table(rows) + paragraph(chain), text, None, label)
-
-
-def _row(entry: JournalEntry) -> list[str]:
-    return [
-        str(entry.seq),
-        cell(entry.at),
-        entry.operator,
-        entry.kind,
-        entry.action,
-        entry.outcome,
-        summary_of(entry),
-        entry.key[:12],
-    ]
-
-
-def _table(rows: list[list[str]]) -> str:
-    """Every entry (no row limit: this is the audit record)."""
-    head = "".join(f"<th>{c}</th>" for c in COLUMNS)
-    body = "".join("<tr>" + "".join(f"<td>{escape(v)}</td>" for v in row) + "</tr>" for row in rows)
-    caption = "<caption>Journal</caption>"
-    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>\n"

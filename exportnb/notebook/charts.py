@@ -149,7 +149,7 @@ def failures_chart(
     title: str = "Failed jobs by connector, storage and error code",
 ) -> Figure:
     """Three horizontal bar panels (connector, bucket, error code), stacked by error code."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: matplotlib is heavy
 
     fig = Figure(figsize=SIZE, dpi=DPI, layout="constrained")
     fig.suptitle(title)
@@ -193,7 +193,7 @@ def figure_to_png(fig: Figure, *, dpi: int = DPI) -> bytes:
 
 # Shared parts ------------------------------------------------------------------------
 def _figure(title: str) -> tuple[Figure, Axes]:
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: matplotlib is heavy
 
     fig = Figure(figsize=SIZE, dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
@@ -204,7 +204,7 @@ def _figure(title: str) -> tuple[Figure, Axes]:
 
 def minute_times(frame: pd.DataFrame) -> Any:
     """The frame's minutes as naive UTC datetimes (matplotlib's UTC)."""
-    import pandas as pd
+    import pandas as pd  # deferred: pandas is heavy
 
     index = pd.DatetimeIndex(frame.index)
     if index.tz is not None:
@@ -214,7 +214,7 @@ def minute_times(frame: pd.DataFrame) -> Any:
 
 def date_number(when: datetime) -> float:
     """matplotlib's number for a time; a naive time is taken to be UTC."""
-    import matplotlib.dates as mdates
+    import matplotlib.dates as mdates  # deferred: matplotlib is heavy
 
     if when.tzinfo is not None:
         when = when.astimezone(UTC).replace(tzinfo=None)
@@ -248,7 +248,7 @@ def _plot_baseline(ax: Axes, baseline: pd.DataFrame) -> list[float]:
 
 def _span(frame: pd.DataFrame | None) -> tuple[float, float] | None:
     """The time range a frame covers, one minute either side; None when it is empty."""
-    import matplotlib.dates as mdates
+    import matplotlib.dates as mdates  # deferred: matplotlib is heavy
 
     if frame is None or not len(frame):
         return None
@@ -294,7 +294,7 @@ def _mark_events(
 def time_axis(ax: Axes, ylabel: str, *, extra: Sequence[Any] = ()) -> None:
     """Time ticks in UTC, the axis labels, and the legend right of the plot (``extra``:
     handles drawn on a twin axis, listed last; the legend then clears its tick labels)."""
-    import matplotlib.dates as mdates
+    import matplotlib.dates as mdates  # deferred: matplotlib is heavy
 
     ax.set_xlabel(TIME_LABEL)
     ax.set_ylabel(ylabel)
@@ -393,7 +393,7 @@ def _top_codes(frame: pd.DataFrame) -> list[str]:
 
 
 def _code_colors(codes: list[str]) -> dict[str, Any]:
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # deferred: matplotlib is heavy
 
     palette = colormaps["tab10"]
     return {code: palette(i % 10) for i, code in enumerate(codes)}
@@ -402,7 +402,7 @@ def _code_colors(codes: list[str]) -> dict[str, Any]:
 def _stacked_panel(
     ax: Axes, frame: pd.DataFrame, column: str, codes: list[str], colors: dict[str, Any]
 ) -> None:
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # deferred: matplotlib is heavy
 
     grouped = frame.assign(panel=frame[column])
     table = grouped.pivot_table(
@@ -423,6 +423,6 @@ def _stacked_panel(
 
 
 def _code_handles(codes: list[str], colors: dict[str, Any]) -> list[Any]:
-    from matplotlib.patches import Patch
+    from matplotlib.patches import Patch  # deferred: matplotlib is heavy
 
     return [Patch(color=colors[code], label=code) for code in codes]

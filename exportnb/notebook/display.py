@@ -11,11 +11,15 @@ A notebook cell calls the library and then one of these::
   severity markers, and a compact table of the result's main data. Plain HTML, no
   JavaScript, so it reads the same in JupyterLab and in nbconvert's HTML export;
 * :data:`~exportnb.core.findings.RESULT_MIMETYPE`, the machine-readable record of the step
-  (:func:`~exportnb.core.findings.record_bundle`), from which the archive reads results back;
+  (:func:`result_record`), from which the archive reads results back;
 * ``text/plain``, for consoles and logs.
 
-Each result type has a renderer in :data:`exportnb.notebook.views.RENDERERS`, keyed by its class
-name; a type without one is rendered from its dataclass fields.
+The record of a step is ``{"schema": 2, "step", "kind", "type", "result"}``: the result's
+kind as its class declares it (``KIND``, :mod:`exportnb.record.model` says how kinds are
+named), and the class name it had when kinds came in, for readers older than kinds. Each
+kind of result has a renderer in :data:`exportnb.notebook.views.RENDERERS`; a result type
+without a kind is recorded by its class name alone (schema 1) and rendered from its
+dataclass fields.
 """
 
 from __future__ import annotations
@@ -25,16 +29,20 @@ import json
 import math
 from typing import TYPE_CHECKING, Any
 
+from exportnb.core import codec
 from exportnb.core.findings import RESULT_MIMETYPE, STEPS, record_bundle
+from exportnb.notebook.charts import figure_to_png
 from exportnb.notebook.views import (
     RENDERERS,
     findings_html,
     findings_markdown,
     heading_html,
     heading_markdown,
+    kind_of_result,
     plain,
     render,
 )
+from exportnb.record.model import BUNDLE_SCHEMA, TYPE_NAMES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -58,7 +66,7 @@ def bundle(step: str, result: Any, *, command: str | None = None) -> dict[str, A
     findings = list(getattr(result, "findings", None) or [])
     label = body.label
     data: dict[str, Any] = {
-        RESULT_MIMETYPE: json_safe(record_bundle(step, result)),
+        RESULT_MIMETYPE: json_safe(result_record(step, result)),
         "text/plain": plain(step, command, findings, body.text, label),
     }
     judged = bool(findings) or step in DIAGNOSTIC_STEPS  # else "no findings" says nothing
@@ -75,23 +83,21 @@ def bundle(step: str, result: Any, *, command: str | None = None) -> dict[str, A
 
 def show(step: str, result: Any, *, command: str | None = None) -> None:
     """Display ``result`` of runbook ``step`` for people and for the record, in one call."""
-    from IPython.display import display
+    from IPython.display import display  # deferred: IPython is heavy, and only kernels have it
 
     display(bundle(step, result, command=command), raw=True)
 
 
 def show_chart(fig: Figure) -> None:
     """Display a chart as a PNG (with its title as text) and release it."""
-    from IPython.display import display
-
-    from exportnb.notebook.charts import figure_to_png
+    from IPython.display import display  # deferred: IPython is heavy, and only kernels have it
 
     title = fig.get_suptitle() or " / ".join(ax.get_title() for ax in fig.axes if ax.get_title())
     png = base64.b64encode(figure_to_png(fig)).decode("ascii")
     alt = {"image/png": {"alt": f"Chart: {title}"}}  # read by nbconvert's classic template
     display({"image/png": png, "text/plain": f"[chart: {title}]"}, metadata=alt, raw=True)
     if fig.canvas.manager is not None:  # made through pyplot: let pyplot forget it
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # deferred: matplotlib is heavy
 
         plt.close(fig)
 
@@ -107,6 +113,23 @@ def show_recommendations(assessment: Any) -> None:
 
 
 # The record -----------------------------------------------------------------------------
+def result_record(step: str, result: Any) -> dict[str, Any]:
+    """The JSON payload stored under RESULT_MIMETYPE for ``result`` of runbook ``step``: its
+    kind, and the class name older readers know it by; by class name alone (schema 1) for
+    a result type that declares no kind."""
+    kind = kind_of_result(result)
+    if kind is None:
+        return record_bundle(step, result)
+    named = {"type": TYPE_NAMES[kind]} if kind in TYPE_NAMES else {}
+    return {
+        "schema": BUNDLE_SCHEMA,
+        "step": step,
+        "kind": kind,
+        **named,
+        "result": codec.encode(result),
+    }
+
+
 def json_safe(value: Any) -> Any:
     """``value`` as strict JSON: NaN and infinities become null, unknown objects text."""
     if isinstance(value, float):

@@ -1,10 +1,13 @@
 """How each runbook step's result looks: the renderers, and the plain HTML they are made of.
 
 A renderer turns a result into a :class:`Body`: HTML (or Markdown) for people and a
-short plain-text summary. :data:`RENDERERS` holds them by result class name, so a new
-result type gets a view by registering one with :func:`renders`; a type without one is
-rendered from its dataclass fields (:func:`render_fields`). Tables show the first
-:data:`MAX_ROWS` rows; the record (:mod:`exportnb.notebook.display`) keeps everything.
+short plain-text summary. :data:`RENDERERS` holds them by the kind of result they render
+(``detection/v1``: the ``KIND`` each result class declares), so a new result type gets a
+view by registering one with :func:`renders`, and renaming a class changes nothing; a type
+without one is rendered from its dataclass fields (:func:`render_fields`). A result
+recorded in an archived record renders the same way (:func:`render_recorded`), records
+from before kinds included. Tables show the first :data:`MAX_ROWS` rows; the record
+(:mod:`exportnb.notebook.display`) keeps everything.
 
 The HTML is plain (tables, lists, ``<code>``), with no JavaScript and no styling beyond
 alignment, so it reads the same in JupyterLab and in nbconvert's HTML export.
@@ -14,13 +17,29 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
-from typing import Any
+from typing import Any, ClassVar, Protocol, TypeVar
 
+from exportnb.core import codec
+from exportnb.core.errors import CommandError
 from exportnb.core.findings import SEVERITIES, Finding
+from exportnb.incident.model import Declaration
+from exportnb.incident.steps.assessment import Assessment
+from exportnb.incident.steps.baseline import Baseline
+from exportnb.incident.steps.checksums import ChecksumReport
+from exportnb.incident.steps.comms import AuditSummary, StatusUpdate
+from exportnb.incident.steps.detection import Detection
+from exportnb.incident.steps.jobstate import JobState
+from exportnb.incident.steps.network import NetworkPath
+from exportnb.incident.steps.recovery import Recovery
+from exportnb.incident.steps.storagehealth import StorageHealth
+from exportnb.mitigation.journal import JournalEntry
+from exportnb.mitigation.response import BulkPause, FailureCapture, MitigationPlan
+from exportnb.mitigation.trail import Trail, summary_of
+from exportnb.record.model import kind_of
 
 STEP_TITLES = {
     "detection": "Detection",
@@ -50,26 +69,57 @@ class Body:
     label: str = ""  # what the result is, after the step's title: "Pause new bulk exports"
 
 
+class Result(Protocol):
+    """A runbook step's result: a class that declares its kind."""
+
+    KIND: ClassVar[str]
+
+
+R = TypeVar("R", bound=Result)
 Renderer = Callable[[Any], Body]
 RENDERERS: dict[str, Renderer] = {}
-"""Renderers by result class name. :func:`renders` adds to it."""
+"""Renderers by result kind (``detection/v1``). :func:`renders` adds to it."""
+RESULT_CLASSES: dict[str, type[Result]] = {}
+"""The class of each kind :data:`RENDERERS` renders: a recorded result is read back into it."""
 
 
-def renders(*names: str) -> Callable[[Renderer], Renderer]:
-    """Register a renderer for the result classes of these names."""
+def renders(result_class: type[R]) -> Callable[[Callable[[R], Body]], Callable[[R], Body]]:
+    """Register a renderer for the results of ``result_class``, under its ``KIND``."""
 
-    def register(renderer: Renderer) -> Renderer:
-        for name in names:
-            RENDERERS[name] = renderer
+    def register(renderer: Callable[[R], Body]) -> Callable[[R], Body]:
+        RENDERERS[result_class.KIND] = renderer
+        RESULT_CLASSES[result_class.KIND] = result_class
         return renderer
 
     return register
 
 
+def kind_of_result(result: Any) -> str | None:
+    """The kind ``result``'s class declares (``KIND``); None when it declares none."""
+    kind = getattr(type(result), "KIND", None)
+    return kind if isinstance(kind, str) else None
+
+
 def render(result: Any) -> Body:
-    """The body of ``result``: its type's renderer, or its fields when it has none."""
-    renderer = RENDERERS.get(type(result).__name__, render_fields)
+    """The body of ``result``: its kind's renderer, or its fields when it has none."""
+    renderer = RENDERERS.get(kind_of_result(result) or "", render_fields)
     return renderer(result)
+
+
+def render_recorded(bundle: Mapping[str, Any]) -> Body:
+    """A result as a record keeps it (a bundle of ``record.json``'s ``results``), rendered
+    as the notebook showed it: read back into the class of its kind (its ``kind``, or the
+    kind of its legacy ``type``). One of a kind without a renderer, or that no longer reads
+    as its class, shows its fields."""
+    kind, body = kind_of(bundle), bundle.get("result")
+    result_class = RESULT_CLASSES.get(kind)
+    if result_class is None or not isinstance(body, Mapping):
+        return render_json(kind, body)
+    try:
+        result = codec.decode(result_class, body, path=kind)
+    except CommandError:
+        return render_json(kind, body)
+    return RENDERERS[kind](result)
 
 
 # Text pieces ----------------------------------------------------------------------------
@@ -237,6 +287,18 @@ def render_fields(result: Any) -> Body:
     return Body(html=facts(scalars) + "".join(tables), text=type(result).__name__)
 
 
+def render_json(kind: str, body: Any) -> Body:
+    """A recorded result that no renderer reads: its scalar fields as facts."""
+    if not isinstance(body, Mapping):
+        return Body(html=paragraph(repr(body)), text=repr(body)[:200])
+    scalars = [
+        (str(name).replace("_", " "), value)
+        for name, value in body.items()
+        if name != "findings" and not isinstance(value, (list, dict))
+    ]
+    return Body(html=facts(scalars), text=kind or "result")
+
+
 def records_table(records: list[Any], *, caption: str = "") -> str:
     """Dataclass records as a table, one column per scalar field."""
     names = [
@@ -257,8 +319,8 @@ def _is_records(value: Any) -> bool:
 
 
 # The step results -----------------------------------------------------------------------
-@renders("Detection")
-def detection_view(d: Any) -> Body:
+@renders(Detection)
+def detection_view(d: Detection) -> Body:
     lat = d.latency
     pairs = [
         (
@@ -290,8 +352,8 @@ def detection_view(d: Any) -> Body:
     return Body(html, f"failure rate {percent(d.failure_rate)}; breached: {cell(d.breached)}")
 
 
-@renders("JobState")
-def job_state_view(s: Any) -> Body:
+@renders(JobState)
+def job_state_view(s: JobState) -> Body:
     more = " (more exist: the scan was truncated)" if s.truncated else ""
     pairs = [
         ("Window", f"{cell(s.since)} → {cell(s.until)}"),
@@ -323,8 +385,8 @@ def job_state_view(s: Any) -> Body:
     return Body(html, f"{s.total_failed} failed jobs in {len(s.categories)} categories")
 
 
-@renders("FailureCapture")
-def capture_view(c: Any) -> Body:
+@renders(FailureCapture)
+def capture_view(c: FailureCapture) -> Body:
     pairs = [
         ("Failing job IDs", c.failing_job_ids),
         ("Failed jobs", c.total_failed),
@@ -343,8 +405,8 @@ def capture_view(c: Any) -> Body:
     return Body(html, "failing: " + ", ".join(c.failing_job_ids[:MAX_ROWS]), label=label)
 
 
-@renders("StorageHealth")
-def storage_view(h: Any) -> Body:
+@renders(StorageHealth)
+def storage_view(h: StorageHealth) -> Body:
     rows = [
         [c.bucket, c.verdict, c.status, c.code, c.region, f"{c.latency_ms:.0f} ms", c.message]
         for c in h.checks
@@ -357,8 +419,8 @@ def storage_view(h: Any) -> Body:
     return Body(html, "; ".join(f"{c.bucket}: {c.verdict}" for c in h.checks))
 
 
-@renders("ChecksumReport")
-def checksums_view(r: Any) -> Body:
+@renders(ChecksumReport)
+def checksums_view(r: ChecksumReport) -> Body:
     states: dict[str, int] = {}
     for job in r.jobs:
         states[job.state] = states.get(job.state, 0) + 1
@@ -409,9 +471,9 @@ CHECKSUM_ORDER = {"failed": 0, "error": 1, "not_found": 2, "passed": 3}
 """The order of the jobs verified: mismatches and missing segments first."""
 
 
-@renders("NetworkPath")
-def network_view(p: Any) -> Body:
-    pairs = [
+@renders(NetworkPath)
+def network_view(p: NetworkPath) -> Body:
+    pairs: list[tuple[str, Any]] = [
         ("Target", f"{p.host}:{p.port}"),
         ("Measured with", p.command),
         ("Loss at the destination", f"{cell(p.loss_pct)}%"),
@@ -431,8 +493,8 @@ def network_view(p: Any) -> Body:
     return Body(html, f"{p.host}: loss {cell(p.loss_pct)}%, p95 {cell(p.p95_ms)} ms")
 
 
-@renders("Assessment")
-def assessment_view(a: Any) -> Body:
+@renders(Assessment)
+def assessment_view(a: Assessment) -> Body:
     ranked = sorted(a.recommendations, key=lambda r: r.priority)
     items = "".join(
         f"<li><strong>{escape(r.action)}</strong> — {escape(r.reason)}<br>"
@@ -444,8 +506,8 @@ def assessment_view(a: Any) -> Body:
     return Body(html, summary, label="Recommendations")
 
 
-@renders("MitigationPlan")
-def plan_view(p: Any) -> Body:
+@renders(MitigationPlan)
+def plan_view(p: MitigationPlan) -> Body:
     rows = [[s.priority, s.action, s.command or NO_COMMAND, s.plan, s.reason] for s in p.steps]
     applied = p.applied or "nothing"
     html = (
@@ -463,8 +525,8 @@ def plan_view(p: Any) -> Body:
     return Body(html, p.note, label="Recommended runbook commands")
 
 
-@renders("BulkPause")
-def bulk_view(b: Any) -> Body:
+@renders(BulkPause)
+def bulk_view(b: BulkPause) -> Body:
     flag = b.flag
     pairs = [
         ("Bulk exports paused", b.paused),
@@ -476,8 +538,8 @@ def bulk_view(b: Any) -> Body:
     return Body(facts(pairs), f"bulk paused: {cell(b.paused)}", label="Pause new bulk exports")
 
 
-@renders("Declaration")
-def declaration_view(d: Any) -> Body:
+@renders(Declaration)
+def declaration_view(d: Declaration) -> Body:
     pairs = [
         ("Incident", d.incident_id),
         ("Declared at", d.declared_at),
@@ -495,8 +557,8 @@ def declaration_view(d: Any) -> Body:
     return Body(facts(pairs), summary, label="Declare incident; assign comms lead")
 
 
-@renders("Recovery")
-def recovery_view(r: Any) -> Body:
+@renders(Recovery)
+def recovery_view(r: Recovery) -> Body:
     fallback = f"{r.fallback.value} (set by {r.fallback.set_by})" if r.fallback else "off"
     checks = r.checksums
     verified = (
@@ -526,7 +588,7 @@ def recovery_view(r: Any) -> Body:
     return Body(html, f"{r.verdict}: {r.reason}")
 
 
-def _reverted(r: Any) -> str:
+def _reverted(r: Recovery) -> str:
     """Whether the configuration is as before the incident, and why it counts as such."""
     if not r.config_reverted:
         return "no"
@@ -535,19 +597,19 @@ def _reverted(r: Any) -> str:
     return "yes (no fallback flag, bulk exports not paused, no chunk size changed)"
 
 
-@renders("StatusUpdate")
-def status_update_view(u: Any) -> Body:
+@renders(StatusUpdate)
+def status_update_view(u: StatusUpdate) -> Body:
     return Body(text=u.text, markdown=u.markdown, label="Status update")
 
 
-@renders("AuditSummary")
-def audit_view(a: Any) -> Body:
+@renders(AuditSummary)
+def audit_view(a: AuditSummary) -> Body:
     summary = f"{len(a.tenants)} tenants, {len(a.files)} files"
     return Body(text=summary, markdown=a.markdown, label="Audit summary")
 
 
-@renders("Baseline")
-def baseline_view(b: Any) -> Body:
+@renders(Baseline)
+def baseline_view(b: Baseline) -> Body:
     pairs = [
         ("Window", f"{cell(b.since)} → {cell(b.until)}"),
         ("Days", b.days),
@@ -556,3 +618,44 @@ def baseline_view(b: Any) -> Body:
     ]
     summary = f"baseline {percent(b.overall)} over {b.days_with_data} days"
     return Body(facts(pairs), summary, label="Baseline")
+
+
+TRAIL_COLUMNS = ("seq", "at", "operator", "kind", "action", "outcome", "summary", "key")
+
+
+@renders(Trail)
+def trail_view(t: Trail) -> Body:
+    """The audit trail: what was applied, every journal entry, and the chain's head."""
+    label = "Audit trail: the mitigation journal"
+    if not t.chain_ok:
+        return Body(paragraph("The journal could not be read: see the finding."), "", None, label)
+    if not t.entries:
+        text = f"No mitigation has been planned or applied for {t.incident}."
+        return Body(paragraph(text), text, None, label)
+    rows = [_journal_row(e) for e in t.entries]
+    done = ", ".join(f"{a.action} by {a.operator} at {cell(a.at)}" for a in t.applied)
+    lead = f"Applied: {done}." if done else "Nothing applied yet."
+    chain = f"{len(t.entries)} entries, hash chain verified (head {t.head[:16]})."
+    text = "\n".join([lead, *("  ".join(row) for row in rows), chain])
+    return Body(paragraph(lead) + _journal_table(rows) + paragraph(chain), text, None, label)
+
+
+def _journal_row(entry: JournalEntry) -> list[str]:
+    return [
+        str(entry.seq),
+        cell(entry.at),
+        entry.operator,
+        entry.kind,
+        entry.action,
+        entry.outcome,
+        summary_of(entry),
+        entry.key[:12],
+    ]
+
+
+def _journal_table(rows: list[list[str]]) -> str:
+    """Every entry (no row limit: this is the audit record)."""
+    head = "".join(f"<th>{c}</th>" for c in TRAIL_COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{escape(v)}</td>" for v in row) + "</tr>" for row in rows)
+    caption = "<caption>Journal</caption>"
+    return f"<table>{caption}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>\n"

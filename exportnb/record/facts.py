@@ -1,8 +1,11 @@
 """What a record says about its incident, read from its results without executing anything.
 
 :meth:`RecordFacts.of` reads the result bundles a record keeps (``record.json``'s
-``results``: ``{"cell_index", "schema", "step", "type", "result"}``) for what the archive
-index and the postmortem review search and show:
+``results``: ``{"cell_index", "schema", "step", "kind", "type", "result"}``) for what the
+archive index and the postmortem review search and show. Each kind of result has its
+reader in :data:`READERS`; a bundle's kind is its ``kind``, or for records from before
+kinds the kind of its ``type`` (:func:`~exportnb.record.model.kind_of`). The table names
+results as their kinds do (JobState: ``job-state/v1``):
 
 =================  ===========================================================================
 fact               read from
@@ -17,9 +20,9 @@ buckets            JobState ``latest[*].bucket``/``delivered_bucket`` and ``by_b
 files              AuditSummary ``files``
 findings           every result's ``findings`` (:meth:`Record.findings`)
 mitigations        the journal a record shows (a bundle whose result has ``entries``, journal
-                   entries: type ``JournalReport`` or ``Trail``): each ``result`` entry
-                   whose outcome is ``succeeded``; and what the MitigationPlan (step
-                   ``mitigations``) lists as ``applied`` that the journal does not show
+                   entries: :data:`JOURNAL_KINDS`): each ``result`` entry whose outcome is
+                   ``succeeded``; and what the MitigationPlan (step ``mitigations``) lists
+                   as ``applied`` that the journal does not show
 =================  ===========================================================================
 
 Results are JSON written by notebooks: a bundle of another shape, or a field of another
@@ -37,9 +40,10 @@ from typing import Any
 from exportnb.core import codec
 from exportnb.core.errors import CommandError
 from exportnb.core.findings import Finding
-from exportnb.record.model import Record
+from exportnb.record.model import Record, kind_of
 
-JOURNAL_TYPES = ("JournalReport", "Trail")
+JOURNAL_KINDS = ("audit-trail/v1", "journal-report/v1")
+"""The kinds of result that show an incident's journal."""
 APPLIED = ("result", "succeeded")  # (kind, outcome) of a journal entry for an applied change
 
 
@@ -80,7 +84,7 @@ class RecordFacts:
         for bundle in record.results:
             result = bundle.get("result")
             if isinstance(result, dict):
-                READERS.get(str(bundle.get("type")), _nothing)(result, found)
+                READERS.get(kind_of(bundle), _nothing)(result, found)
                 if _is_journal(bundle, result):
                     found.journal += _applied_entries(result["entries"])
         return cls(
@@ -174,23 +178,25 @@ def _nothing(result: dict[str, Any], found: _Found) -> None:
     return None
 
 
-READERS: dict[str, Callable[[dict[str, Any], _Found], None]] = {
-    "JobState": _job_state,
-    "ChecksumReport": _checksums,
-    "AuditSummary": _audit,
-    "FailureCapture": _capture,
-    "Declaration": _declaration,
-    "StorageHealth": _storage,
-    "Recovery": _recovery,
-    "MitigationPlan": _plan,
+Reader = Callable[[dict[str, Any], _Found], None]
+READERS: dict[str, Reader] = {
+    "job-state/v1": _job_state,
+    "checksum-report/v1": _checksums,
+    "audit-summary/v1": _audit,
+    "failure-capture/v1": _capture,
+    "declaration/v1": _declaration,
+    "storage-health/v1": _storage,
+    "recovery/v1": _recovery,
+    "mitigation-plan/v1": _plan,
 }
+"""What each kind of result says of job IDs, tenants, buckets, files and the plan."""
 
 
 def _is_journal(bundle: Mapping[str, Any], result: Mapping[str, Any]) -> bool:
     entries = result.get("entries")
     if not isinstance(entries, list):
         return False
-    return bundle.get("type") in JOURNAL_TYPES or any(
+    return kind_of(bundle) in JOURNAL_KINDS or any(
         isinstance(e, dict) and "kind" in e and "outcome" in e for e in entries
     )
 

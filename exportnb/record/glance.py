@@ -12,8 +12,10 @@ made from the results the notebook recorded:
 - the mitigations applied so far, by whom and when (the audit trail).
 
 It is built only from the recorded results (:func:`exportnb.record.model.results_of`), so it
-says what the sections below it say, and every text in it is escaped. The box goes in
-before the page is hashed: the record's sha256 covers it like any other byte.
+says what the sections below it say, and every text in it is escaped. It finds the
+results by their kind (``recovery/v1``, ``assessment/v1``, ``audit-trail/v1``): each
+bundle given has its ``kind`` filled in (:func:`exportnb.record.model.with_kinds`). The box
+goes in before the page is hashed: the record's sha256 covers it like any other byte.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ VERDICTS = {
     "not_yet": "Not yet recovered",
     "insufficient_data": "Not enough data to judge recovery",
 }
+RECOVERY, ASSESSMENT, AUDIT_TRAIL = "recovery/v1", "assessment/v1", "audit-trail/v1"
+"""The kinds of result the box reads, besides every result's findings."""
 _BOX = (
     "border:2px solid #1f77b4;border-radius:6px;padding:0.6em 1em;margin:1em 0 1.5em;"
     "background:#f5f9fd;font-size:0.95em"
@@ -43,11 +47,12 @@ _BOX = (
 def glance_html(
     *, incident_id: str, failed_at: str | None, results: Sequence[Mapping[str, Any]]
 ) -> str:
-    """The box for a record of ``incident_id`` (``failed_at``: where the run failed)."""
-    by_type = _latest_by_type(results)
+    """The box for a record of ``incident_id`` (``failed_at``: where the run failed), from
+    its result bundles, each with its ``kind``."""
+    by_kind = _latest_by_kind(results)
     run = f"run failed at {failed_at}" if failed_at else "run succeeded"
     parts = [f"<strong>At a glance — {escape(incident_id)}</strong> · {escape(run)}"]
-    recovery = by_type.get("Recovery")
+    recovery = by_kind.get(RECOVERY)
     if recovery is not None:
         verdict = str(recovery.get("verdict", ""))
         label = VERDICTS.get(verdict, verdict or "no verdict")
@@ -56,8 +61,8 @@ def glance_html(
             f"{escape(str(recovery.get('reason', '')))}</p>"
         )
     parts.append(_findings(results))
-    parts.append(_recommended(by_type.get("Assessment")))
-    parts.append(_applied(by_type.get("Trail")))
+    parts.append(_recommended(by_kind.get(ASSESSMENT)))
+    parts.append(_applied(by_kind.get(AUDIT_TRAIL)))
     body = "\n".join(p for p in parts if p)
     return f'<section class="exportnb-glance" style="{_BOX}">\n{body}\n</section>\n'
 
@@ -74,13 +79,13 @@ def with_glance(page: bytes, box: str) -> bytes:
     return (box + text).encode()
 
 
-def _latest_by_type(results: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
-    """The last recorded result body of each type (a re-run cell records again)."""
+def _latest_by_kind(results: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """The last recorded result body of each kind (a re-run cell records again)."""
     found: dict[str, Mapping[str, Any]] = {}
     for item in results:
         body = item.get("result")
-        if isinstance(body, Mapping) and isinstance(item.get("type"), str):
-            found[item["type"]] = body
+        if isinstance(body, Mapping) and isinstance(item.get("kind"), str):
+            found[item["kind"]] = body
     return found
 
 

@@ -17,6 +17,15 @@ notebook's sha256), holding:
     versions of the tools, and the ``results`` the notebook displayed under
     :data:`~exportnb.core.findings.RESULT_MIMETYPE`, so that findings can be read back without
     executing anything.
+
+Each of the ``results`` is a bundle ``{"cell_index", "schema", "step", "kind", "type",
+"result"}``. Its ``kind`` (:data:`BUNDLE_SCHEMA` 2) names what the result is, as its class
+declares it (``KIND: ClassVar[str] = "detection/v1"``): the kebab-case name of the
+runbook's result and the version of its fields, bumped when a field is renamed, removed
+or changes meaning, never when a class is renamed. Readers key on the kind
+(:func:`kind_of`). ``type`` is the class name the result had when kinds came in, kept
+for readers older than kinds; bundles of schema 1 have only ``type``, and
+:data:`LEGACY_TYPES` gives their kind.
 """
 
 from __future__ import annotations
@@ -195,6 +204,50 @@ def results_of(nb: Any) -> list[dict[str, Any]]:
     return found
 
 
+# Result kinds ---------------------------------------------------------------------------
+BUNDLE_SCHEMA = 2
+"""Schema of a result bundle: 1 names the result by class name (``type``) only, 2 adds
+its ``kind``."""
+LEGACY_TYPES: dict[str, str] = {
+    "Detection": "detection/v1",
+    "Declaration": "declaration/v1",
+    "BulkPause": "bulk-pause/v1",
+    "FailureCapture": "failure-capture/v1",
+    "JobState": "job-state/v1",
+    "StorageHealth": "storage-health/v1",
+    "ChecksumReport": "checksum-report/v1",
+    "NetworkPath": "network-path/v1",
+    "Assessment": "assessment/v1",
+    "MitigationPlan": "mitigation-plan/v1",
+    "Recovery": "recovery/v1",
+    "StatusUpdate": "status-update/v1",
+    "AuditSummary": "audit-summary/v1",
+    "Baseline": "baseline/v1",
+    "Trail": "audit-trail/v1",
+    "JournalReport": "journal-report/v1",  # no such class: a journal older notebooks showed
+    "IncidentReview": "incident-review/v1",
+    "Portfolio": "portfolio/v1",
+}
+"""The kind of each result by the ``type`` (class name) bundles of schema 1 name it by.
+Fixed for good: a class renamed keeps its line, a result type made since has none."""
+TYPE_NAMES: dict[str, str] = {kind: name for name, kind in LEGACY_TYPES.items()}
+"""The ``type`` a bundle of each kind also carries, for readers older than kinds."""
+
+
+def kind_of(bundle: Mapping[str, Any]) -> str:
+    """The kind of a recorded result: its ``kind``, else the kind of its legacy ``type``;
+    ``""`` when it names neither (a result type without a kind)."""
+    kind = bundle.get("kind")
+    if isinstance(kind, str) and kind:
+        return kind
+    return LEGACY_TYPES.get(str(bundle.get("type")), "")
+
+
+def with_kinds(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The bundles with their ``kind`` filled in (records from before kinds have none)."""
+    return [{**bundle, "kind": kind_of(bundle)} for bundle in results]
+
+
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version()}
     for tool in TOOLS:
@@ -215,7 +268,7 @@ def warm_html(notebook: Path, *, hide_input: bool = False) -> None:
     templates and highlight the notebook's code. Best effort: a failure here is left for
     the render itself to meet, so it is not raised."""
     try:
-        import nbformat
+        import nbformat  # deferred: nbformat loads only when a record is made
 
         HTMLRenderer.of(hide_input).warm(nbformat.read(notebook, as_version=4), str(notebook))
     except Exception:  # the render after the run raises what matters
@@ -228,6 +281,7 @@ class HTMLRenderer:
     the same every run). The page is the one a new exporter would make."""
 
     def __init__(self, hide_input: bool = False) -> None:
+        # deferred: nbconvert is heavy, and reading records never needs it
         from nbconvert import HTMLExporter
         from nbconvert.filters.strings import clean_html
 
@@ -278,7 +332,7 @@ class _Highlighter:
 
 @functools.lru_cache(maxsize=512)
 def _highlighted(source: str, language: str, magics: str | None) -> str:
-    from nbconvert.filters.highlight import Highlight2HTML
+    from nbconvert.filters.highlight import Highlight2HTML  # deferred: nbconvert is heavy
 
     metadata = {"magics_language": magics} if magics else None
     return str(Highlight2HTML(pygments_lexer=language)(source, language, metadata))
@@ -307,7 +361,7 @@ def assemble(
     locate: Callable[[str], str] = lambda record_id: record_id,
 ) -> tuple[Record, dict[str, bytes]]:
     """The record and its files' bytes: redact, render, hash, name; ``locate`` names a place."""
-    import nbformat
+    import nbformat  # deferred: nbformat loads only when a record is made
 
     safe = redactor.parameters(parameters)
     nb = redacted_notebook(outcome.nb, safe, redactor)
@@ -320,7 +374,9 @@ def assemble(
     html = with_glance(
         render_html(nb, title=f"{incident_id}: {notebook.stem}", hide_input=hide_input),
         glance_html(
-            incident_id=incident_id, failed_at=error.describe() if error else None, results=results
+            incident_id=incident_id,
+            failed_at=error.describe() if error else None,
+            results=with_kinds(results),
         ),
     )
     digest = sha256(body)
@@ -348,7 +404,7 @@ def assemble(
 
 def redacted_notebook(nb: Any, safe_parameters: Mapping[str, Any], redactor: Redactor) -> Any:
     """The notebook redacted; the injected-parameters cell rewritten from safe parameters."""
-    from papermill.translators import translate_parameters
+    from papermill.translators import translate_parameters  # deferred: papermill is heavy
 
     clean = redactor.notebook(nb)
     meta = clean.metadata.setdefault("papermill", {})

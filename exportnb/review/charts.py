@@ -46,7 +46,7 @@ NO_DATA = "no success rate in the records"
 def incident_rate_chart(review: IncidentReview, *, title: str | None = None) -> Figure:
     """Success rate per minute (%) across the incident, the baseline, the threshold, the
     incident's events as vertical markers, and the attempts per minute beneath."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # deferred: matplotlib is heavy
 
     fig = Figure(figsize=SIZE, dpi=DPI, layout="constrained")
     ax = fig.add_subplot()

@@ -29,6 +29,9 @@ follow-ups             the latest ``Assessment``'s recommendations, but those ap
 findings               one per code, as first found, most severe first
 =====================  ============================================================
 
+Results are read by their kind (``detection/v1`` for Detection), records from before kinds
+by the kind of their results' class names (:func:`exportnb.review.timeline.results`).
+
 Everything here is a frozen dataclass that :func:`exportnb.platform.codec.encode` turns into
 JSON; ``frame()`` methods give DataFrames. Records are read through the archive's API
 (:meth:`~exportnb.archive.store.Archive.record_ids`, :meth:`~exportnb.archive.store.Archive.show`).
@@ -41,7 +44,7 @@ import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from exportnb.archive import store as archives
 from exportnb.core import codec
@@ -50,6 +53,7 @@ from exportnb.core.findings import SEVERITIES, Finding
 from exportnb.incident.steps.baseline import as_utc
 from exportnb.record.model import Record, check_incident_id
 from exportnb.review.timeline import (
+    RECOVERY,
     Event,
     Mitigation,
     Times,
@@ -60,11 +64,15 @@ from exportnb.review.timeline import (
     timeline_of,
     verdicts_of,
 )
+from exportnb.review.views import summary_markdown
 
 if TYPE_CHECKING:
     import pandas as pd
 
 REVIEW_SCHEMA = "exportnb.review/v1"
+DETECTION, JOB_STATE, ASSESSMENT = "detection/v1", "job-state/v1", "assessment/v1"
+AUDIT_SUMMARY = "audit-summary/v1"
+"""The kinds of result a review reads, besides the timeline's."""
 TOP_FINDINGS = 10
 """Findings a portfolio ranks."""
 
@@ -124,6 +132,7 @@ class RatePoint:
 class IncidentReview:
     """Everything the records of one incident say, for a postmortem."""
 
+    KIND: ClassVar[str] = "incident-review/v1"
     incident_id: str
     archive: str
     records: list[RecordVersion]
@@ -149,7 +158,7 @@ class IncidentReview:
     def frame(self) -> pd.DataFrame:
         """Success rate per minute across the incident: index ``minute`` (UTC); columns
         ``total``, ``succeeded``, ``failed``, ``rate`` (0..1), ``baseline``, ``record_id``."""
-        import pandas as pd
+        import pandas as pd  # deferred: pandas is heavy
 
         columns = ["minute", "total", "succeeded", "failed", "rate", "baseline", "record_id"]
         rows = [
@@ -177,8 +186,6 @@ class IncidentReview:
 
     def markdown(self) -> str:
         """A summary ready to paste into a postmortem document."""
-        from exportnb.review.views import summary_markdown
-
         return summary_markdown(self)
 
 
@@ -226,9 +233,9 @@ def review_of(records: Iterable[Record], *, archive: str = "") -> IncidentReview
         verdicts=line.verdicts,
         rates=_rates(ordered),
         threshold=_threshold(ordered),
-        tenants=_union(ordered, ("AuditSummary", "tenants"), ("JobState", "tenants")),
-        files=_union(ordered, ("AuditSummary", "files")),
-        corrective_actions=_union(ordered, ("AuditSummary", "corrective_actions")),
+        tenants=_union(ordered, (AUDIT_SUMMARY, "tenants"), (JOB_STATE, "tenants")),
+        files=_union(ordered, (AUDIT_SUMMARY, "files")),
+        corrective_actions=_union(ordered, (AUDIT_SUMMARY, "corrective_actions")),
         follow_ups=_follow_ups(ordered, {m.action for m in line.mitigations}),
         findings=_distinct_findings(ordered),
         times=line.times,
@@ -264,8 +271,8 @@ def _rates(records: list[Record]) -> list[RatePoint]:
     points: dict[datetime, RatePoint] = {}
     for record in records:
         baseline = next((v.baseline_rate for v in verdicts_of(record)), None)
-        series = [p for d in results(record, "Detection") for p in d.get("rolling") or []]
-        series += [p for r in results(record, "Recovery") for p in r.get("minutes") or []]
+        series = [p for d in results(record, DETECTION) for p in d.get("rolling") or []]
+        series += [p for r in results(record, RECOVERY) for p in r.get("minutes") or []]
         for point in series:
             minute = read_time(point.get("minute")) if isinstance(point, dict) else None
             if minute is not None:
@@ -283,7 +290,7 @@ def _threshold(records: list[Record]) -> float | None:
     found = [
         t
         for r in records
-        for d in results(r, "Detection")
+        for d in results(r, DETECTION)
         if (t := number(d.get("threshold"))) is not None
     ]
     return 1.0 - found[-1] if found else None
@@ -302,9 +309,9 @@ def _union(records: list[Record], *sources: tuple[str, str]) -> list[str]:
 
 def _follow_ups(records: list[Record], applied: set[str]) -> list[str]:
     """The recommendations of the latest record with an assessment, but those applied."""
-    assessed = [r for r in records if results(r, "Assessment")]
+    assessed = [r for r in records if results(r, ASSESSMENT)]
     found = []
-    for assessment in results(assessed[-1], "Assessment") if assessed else []:
+    for assessment in results(assessed[-1], ASSESSMENT) if assessed else []:
         for rec in assessment.get("recommendations") or []:
             action, command = rec.get("action"), rec.get("command") or ""
             if action in applied:
@@ -324,7 +331,7 @@ def _distinct_findings(records: list[Record]) -> list[Finding]:
 
 
 def _frame(items: list[Any], cls: type) -> pd.DataFrame:
-    import pandas as pd
+    import pandas as pd  # deferred: pandas is heavy
 
     columns = [f.name for f in dataclasses.fields(cls)]
     return pd.DataFrame([codec.encode(i) for i in items], columns=columns)
@@ -365,6 +372,7 @@ class Portfolio:
     ``mttd``, ``mttm`` and ``mttr`` are the means (seconds) of :class:`Times`'
     ``to_detect``, ``to_mitigate`` and ``to_recover`` over the incidents that got there."""
 
+    KIND: ClassVar[str] = "portfolio/v1"
     since: datetime
     until: datetime
     archive: str

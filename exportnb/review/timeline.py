@@ -3,14 +3,16 @@ the alert, each record, each mitigation applied and by whom, each recovery verdi
 the resolution; and the times to detect, mitigate and recover (:class:`Times`).
 
 Nothing is re-run: every fact comes from a record's ``record.json``, its parameters and the
-results its notebook showed (:func:`results`).
+results its notebook showed (:func:`results`, by kind: ``recovery/v1`` for Recovery; a
+record from before kinds by the kind of its results' class names). Results are named below
+by their classes.
 
 ===================  ==============================================================
 failures began       the earliest ``Declaration.incident_start`` (the first failing
                      minute of the breach a run found) or alert ``startsAt``
 alert                the ``alert`` parameter (an Alertmanager webhook or one alert):
                      its earliest ``startsAt``; a ``resolved`` one with its ``endsAt``
-mitigations          the journal a record shows (``Trail`` or ``JournalReport``, step
+mitigations          the journal a record shows (``JOURNAL_KINDS``, step
                      ``mitigations``): each entry ``kind == "result"`` with ``outcome ==
                      "succeeded"``, its ``operator`` and ``at``; and what the
                      ``MitigationPlan`` lists as applied by policy without a journal
@@ -31,8 +33,12 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from exportnb.record.model import Record
+from exportnb.incident.parameters import alert_summary
+from exportnb.record.facts import JOURNAL_KINDS, RecordFacts
+from exportnb.record.model import Record, kind_of
 
+RECOVERY, DECLARATION = "recovery/v1", "declaration/v1"
+"""The kinds of result the timeline reads, besides the journal's."""
 EVENT_KINDS = ("start", "alert", "record", "mitigation", "verdict", "resolution")
 """Timeline events, in the order they sort within one instant."""
 RECOVERED = "recovered"
@@ -139,11 +145,11 @@ def timeline_of(records: list[Record]) -> Timeline:
 
 # Reading results ----------------------------------------------------------------------
 def results(record: Record, kind: str) -> list[dict[str, Any]]:
-    """The recorded results of one type (``"Recovery"``, ``"Trail"``...)."""
+    """The recorded results of one kind (``"recovery/v1"``, ``"audit-trail/v1"``...)."""
     return [
         b["result"]
         for b in record.results
-        if b.get("type") == kind and isinstance(b.get("result"), dict)
+        if kind_of(b) == kind and isinstance(b.get("result"), dict)
     ]
 
 
@@ -187,8 +193,6 @@ class AlertSeen:
 
 def alerts_of(record: Record) -> list[AlertSeen]:
     """The alert a record was run for (none when it was opened by hand)."""
-    from exportnb.incident.model import alert_summary
-
     alert = record.parameters.get("alert")
     if not isinstance(alert, dict) or not alert:
         return []
@@ -214,7 +218,7 @@ def verdicts_of(record: Record) -> list[Verdict]:
             number(r.get("baseline_rate")),
             record.record_id,
         )
-        for r in results(record, "Recovery")
+        for r in results(record, RECOVERY)
     ]
 
 
@@ -223,7 +227,7 @@ def _began(records: list[Record], alerts: list[AlertSeen]) -> tuple[datetime, st
     found = [
         (t, BEGAN_FROM["declaration"])
         for r in records
-        for d in results(r, "Declaration")
+        for d in results(r, DECLARATION)
         if (t := read_time(d.get("incident_start")))
     ]
     found += [(a.starts_at, BEGAN_FROM["alert"]) for a in alerts if a.starts_at]
@@ -235,9 +239,7 @@ def _mitigations(records: list[Record], began: datetime) -> list[Mitigation]:
     """Applied mitigations, oldest first: what the records show as applied
     (:class:`~exportnb.record.facts.RecordFacts`: the journal, else the plan's ``applied``), each
     once; for records from before the journal was recorded, what the platform showed."""
-    from exportnb.record.facts import JOURNAL_TYPES
-
-    shown = [r for r in records if any(results(r, kind) for kind in JOURNAL_TYPES)]
+    shown = [r for r in records if any(results(r, kind) for kind in JOURNAL_KINDS)]
     found = _applied(records)
     if not shown:
         seen = {(m.action, m.at) for m in found}
@@ -248,8 +250,6 @@ def _mitigations(records: list[Record], began: datetime) -> list[Mitigation]:
 def _applied(records: list[Record]) -> list[Mitigation]:
     """Each mitigation once, though every later record shows it again (by key; a plan's
     ``applied`` without a key by action), as the first record that shows it has it."""
-    from exportnb.record.facts import RecordFacts
-
     found: dict[str, Mitigation] = {}
     for record in records:
         for done in RecordFacts.of(record).mitigations:
@@ -274,7 +274,7 @@ def _applied(records: list[Record]) -> list[Mitigation]:
 def _seen_on_platform(records: list[Record], began: datetime) -> list[Mitigation]:
     found: dict[tuple[str, str, datetime], Mitigation] = {}
     for record in records:
-        for recovery in results(record, "Recovery"):
+        for recovery in results(record, RECOVERY):
             for seen in _flags_set(recovery, began) + _chunk_changes(recovery, began):
                 key = (seen.action, params_text(dict(sorted(seen.params.items()))), seen.at)
                 found.setdefault(key, replace(seen, record_id=record.record_id))
@@ -307,12 +307,10 @@ def _chunk_changes(recovery: Mapping[str, Any], began: datetime) -> list[Mitigat
 
 
 def _journal_ok(records: list[Record]) -> bool | None:
-    from exportnb.record.facts import JOURNAL_TYPES
-
     flags = [
         bool(r.get("chain_ok"))
         for rec in records
-        for kind in JOURNAL_TYPES
+        for kind in JOURNAL_KINDS
         for r in results(rec, kind)
     ]
     return all(flags) if flags else None

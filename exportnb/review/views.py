@@ -9,8 +9,10 @@ A review notebook cell computes with :mod:`exportnb.review.model` and then calls
 :func:`~exportnb.notebook.display.show` does for the runbook's steps: ``text/html``
 (``text/markdown``
 for the summary) for people, ``text/plain`` for consoles and logs, and — for the summary
-and the portfolio, which hold everything — :data:`REVIEW_MIMETYPE`, the review as JSON, so
-that an executed review notebook can be read back by a program as its record is.
+and the portfolio, which hold everything — :data:`REVIEW_MIMETYPE`, the review as JSON
+(``{"schema", "kind", "type", "result"}``: ``incident-review/v1`` or ``portfolio/v1``, and
+the class name older readers know), so that an executed review notebook can be read back by
+a program as its record is (:func:`review_data`).
 
 :func:`summary_markdown` is the Markdown for a postmortem document: status, timeline,
 times, findings, mitigations, affected tenants and files, corrective actions, follow-ups.
@@ -28,7 +30,9 @@ from exportnb.core import codec
 from exportnb.core.findings import SEVERITIES
 from exportnb.core.quantities import format_duration
 from exportnb.notebook import views
+from exportnb.notebook.display import json_safe
 from exportnb.notebook.views import MARKERS, cell, facts, findings_markdown
+from exportnb.record.model import TYPE_NAMES, kind_of
 
 if TYPE_CHECKING:
     from exportnb.review.model import IncidentReview, Portfolio
@@ -48,29 +52,38 @@ def bundle(part: str, value: Any) -> dict[str, Any]:
         raise ValueError(f"unknown review part {part!r} (known: {', '.join(PARTS)})")
     data = view(value)
     if part in ("summary", "portfolio"):
-        from exportnb.notebook.display import json_safe
-
-        data[REVIEW_MIMETYPE] = json_safe(
-            {"schema": value.schema, "type": type(value).__name__, "result": codec.encode(value)}
-        )
+        data[REVIEW_MIMETYPE] = json_safe(review_record(value))
     return data
+
+
+def review_record(value: IncidentReview | Portfolio) -> dict[str, Any]:
+    """The JSON of a review (or a portfolio) under :data:`REVIEW_MIMETYPE`: its kind, and
+    the class name readers older than kinds know it by."""
+    return {
+        "schema": value.schema,
+        "kind": value.KIND,
+        "type": TYPE_NAMES[value.KIND],
+        "result": codec.encode(value),
+    }
 
 
 def show(part: str, value: Any) -> None:
     """Display one part of a review (or the portfolio) for people and for programs."""
-    from IPython.display import display
+    from IPython.display import display  # deferred: IPython is heavy, and only kernels have it
 
     display(bundle(part, value), raw=True)
 
 
 def review_data(nb: Any) -> dict[str, Any]:
-    """``{type: result}`` of the review JSON an executed review notebook displayed."""
+    """``{kind: result}`` of the review JSON an executed review notebook displayed
+    (``incident-review/v1``, ``portfolio/v1``; by the kind of their ``type`` in notebooks
+    from before kinds)."""
     found = {}
     for cell_ in nb.get("cells", []):
         for output in cell_.get("outputs", []):
             payload = output.get("data", {}).get(REVIEW_MIMETYPE)
-            if isinstance(payload, dict) and "type" in payload:
-                found[payload["type"]] = payload["result"]
+            if isinstance(payload, dict) and kind_of(payload):
+                found[kind_of(payload)] = payload.get("result")
     return found
 
 
