@@ -51,12 +51,12 @@ def analysis(defaults: dict[str, Any], *, early: bool) -> dict[str, float]:
     """The template's diagnostics calls, in order; seconds per step (and ``total``)."""
     from exportnb.core import findings
     from exportnb.incident.model import open_incident
-    from exportnb.incident.steps import assessment, baseline, comms, detection, jobstate
+    from exportnb.incident.steps import baseline, comms, detection, jobstate
     from exportnb.incident.steps.checksums import verify_jobs
     from exportnb.incident.steps.network import network_path
     from exportnb.incident.steps.recovery import verify_recovery
     from exportnb.incident.steps.storagehealth import storage_health
-    from exportnb.mitigation import response
+    from exportnb.mitigation import assessment, response
 
     times: dict[str, float] = {}
     began = last = time.perf_counter()

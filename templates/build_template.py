@@ -199,7 +199,7 @@ show("network_path", path, command="mtr -r $EXPORT_TARGET_HOST")"""),
 The findings of every step lead to recommendations. Each recommendation gives its
 reason (the evidence behind it) and the exact runbook command."""),
     ("code", """\
-from exportnb.incident.steps.assessment import assess
+from exportnb.mitigation.assessment import assess
 
 assessed = assess(detection, jobs, storage, checks, path, context=incident.assessment_context())
 show_recommendations(assessed)"""),

@@ -25,7 +25,8 @@ from exportnb.core.findings import (
     THROTTLING,
     Finding,
 )
-from exportnb.incident.steps.assessment import AssessmentContext, assess
+from exportnb.incident.model import AssessmentContext
+from exportnb.mitigation.assessment import assess
 
 MB = 1_000_000
 CONTEXT = AssessmentContext(export_bucket="exports-primary", fallback_bucket="exports-fallback")

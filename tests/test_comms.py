@@ -10,12 +10,14 @@ from constructed import FALLBACK, NOW, PRIMARY, make_world, minutes
 
 from exportnb.core.errors import InvalidInput
 from exportnb.core.findings import Finding
-from exportnb.incident.steps import assessment, checksums
+from exportnb.incident.model import AssessmentContext
+from exportnb.incident.steps import checksums
 from exportnb.incident.steps.baseline import baseline
 from exportnb.incident.steps.comms import audit_summary, corrective_action, status_update
 from exportnb.incident.steps.detection import detect
 from exportnb.incident.steps.jobstate import job_state
 from exportnb.incident.steps.recovery import verify_recovery
+from exportnb.mitigation import assessment
 from exportnb.platform.model import FALLBACK_FLAG, AuditEntry, JobQuery
 
 
@@ -94,7 +96,7 @@ def test_status_update_while_mitigating(incident):
 def test_status_update_lists_the_assessment_next_steps(incident):
     world, _ = incident
     state = job_state(world.platform, since=NOW - minutes(30), until=NOW)
-    context = assessment.AssessmentContext(export_bucket=PRIMARY, fallback_bucket=FALLBACK)
+    context = AssessmentContext(export_bucket=PRIMARY, fallback_bucket=FALLBACK)
     assessed = assessment.assess(state, context=context)
     assert assessed.recommendations
     update = status_update(

@@ -16,7 +16,7 @@ from nbclient import NotebookClient
 
 from exportnb.core import codec
 from exportnb.core.findings import RESULT_MIMETYPE, THROTTLING, Finding
-from exportnb.incident.steps.assessment import Assessment, AssessmentContext, Recommendation, assess
+from exportnb.incident.model import AssessmentContext
 from exportnb.incident.steps.baseline import baseline
 from exportnb.incident.steps.checksums import ChecksumReport, JobCheck
 from exportnb.incident.steps.comms import AuditSummary, StatusUpdate
@@ -25,6 +25,7 @@ from exportnb.incident.steps.jobstate import job_state
 from exportnb.incident.steps.network import Hop, NetworkPath
 from exportnb.incident.steps.recovery import ChunkChange, Recovery
 from exportnb.incident.steps.storagehealth import BucketCheck, StorageHealth
+from exportnb.mitigation.assessment import Assessment, Recommendation, assess
 from exportnb.mitigation.response import bulk_pause, capture, mitigation_plan
 from exportnb.notebook import display, views
 from exportnb.platform.model import Flag
@@ -386,7 +387,7 @@ def test_recommendation_without_codes_renders():
 def test_show_makes_one_display_call_in_a_kernel():
     cells = [
         "from exportnb.notebook.display import show, show_chart\n"
-        "from exportnb.incident.steps.assessment import Assessment, Recommendation\n"
+        "from exportnb.mitigation.assessment import Assessment, Recommendation\n"
         "show('assessment', Assessment([Recommendation('retry', 'why', {}, [], 'cmd', 1)]),"
         " command='exportctl retry')",
         "import pandas as pd\nfrom exportnb.notebook.charts import latency_chart\n"

@@ -24,7 +24,6 @@ from exportnb.incident.model import (
     parameters_of,
     validated,
 )
-from exportnb.incident.steps import assessment
 from exportnb.incident.steps.checksums import ChecksumReport, JobCheck, verify_jobs
 from exportnb.incident.steps.comms import CommsOptions, status_update
 from exportnb.incident.steps.detection import DetectionOptions, detect
@@ -32,6 +31,7 @@ from exportnb.incident.steps.jobstate import JobStateOptions, job_state
 from exportnb.incident.steps.network import NetworkOptions, network_path
 from exportnb.incident.steps.recovery import RecoveryOptions, verify_recovery
 from exportnb.incident.steps.storagehealth import storage_health
+from exportnb.mitigation import assessment
 from exportnb.mitigation.response import (
     BULK_EXPORTS_RUNNING,
     PAUSE_BULK_COMMAND,

@@ -14,8 +14,8 @@ from memory_platform import MemoryPlatform
 
 from exportnb.core.config import Settings
 from exportnb.core.errors import PreconditionFailed
-from exportnb.incident.steps.assessment import Assessment, Recommendation
 from exportnb.mitigation import registry
+from exportnb.mitigation.assessment import Assessment, Recommendation
 from exportnb.mitigation.journal import read_journal
 from exportnb.mitigation.model import By, Context, Draft, Progress
 from exportnb.mitigation.registry import ROUND, Mitigation, Param

@@ -7,9 +7,10 @@ import pytest
 from exportnb.core.config import Settings
 from exportnb.core.errors import ConfigError, InvalidInput, PreconditionFailed
 from exportnb.core.findings import FAILURE_RATE_HIGH, THROTTLING, Finding
-from exportnb.incident.steps.assessment import AssessmentContext, assess
+from exportnb.incident.model import AssessmentContext
 from exportnb.mitigation import lifecycle as mitigations
 from exportnb.mitigation import policy
+from exportnb.mitigation.assessment import assess
 from exportnb.mitigation.journal import read_journal
 from exportnb.platform.model import BULK_PAUSE_FLAG, FALLBACK_FLAG
 
@@ -114,7 +115,8 @@ def test_interactive_is_forced_to_auto_in_an_unattended_run(sandbox, monkeypatch
 AUTO_CELL = """
 import json, os
 from exportnb.mitigation import lifecycle as mitigations
-from exportnb.incident.steps.assessment import AssessmentContext, assess
+from exportnb.mitigation.assessment import assess
+from exportnb.incident.model import AssessmentContext
 from exportnb.core.findings import Finding
 from exportnb.platform import get_platform
 

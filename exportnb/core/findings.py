@@ -36,7 +36,7 @@ STEPS: tuple[str, ...] = (
     "communication",
 )
 
-# Finding codes. Rules in ``exportnb.incident.steps.assessment`` key on these.
+# Finding codes. Rules in ``exportnb.mitigation.assessment`` key on these.
 FAILURE_RATE_HIGH = "failure_rate_high"
 LATENCY_HIGH = "latency_high"
 STUCK_JOBS = "stuck_jobs"

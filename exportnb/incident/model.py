@@ -38,7 +38,7 @@ from html import escape
 from typing import Any, ClassVar, ParamSpec, TypedDict, TypeVar
 
 from exportnb.core.codec import readable_time
-from exportnb.core.errors import ConfigError
+from exportnb.core.errors import ConfigError, InvalidInput
 from exportnb.core.findings import Finding
 from exportnb.incident.parameters import (
     MODES,
@@ -57,7 +57,6 @@ from exportnb.incident.probes import (
     handed_over,
     result_of,
 )
-from exportnb.incident.steps.assessment import AssessmentContext
 from exportnb.incident.steps.baseline import minute_rates
 from exportnb.incident.steps.checksums import ChecksumReport, verify_jobs
 from exportnb.incident.steps.comms import JOURNAL_NOTE, CommsOptions
@@ -89,6 +88,25 @@ class ChartOptions(TypedDict):
     threshold: float
     incident_start: datetime
     mitigations: list[tuple[datetime, str]]
+
+
+@dataclass(frozen=True)
+class AssessmentContext:
+    """The operator's side of the decision: buckets and the limits to act within."""
+
+    export_bucket: str
+    fallback_bucket: str | None
+    retry_concurrency: int = 2
+    safe_concurrency: int = 1
+    chunk_size: int = 50_000_000
+
+    def __post_init__(self) -> None:
+        for name in ("retry_concurrency", "safe_concurrency", "chunk_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidInput(f"{name} must be a whole number of at least 1, not {value!r}")
+        if self.fallback_bucket is not None and not self.fallback_bucket.strip():
+            raise InvalidInput("fallback_bucket must be a bucket name or None")
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,7 @@ from exportnb.platform import Platform, current_actor
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from exportnb.incident.steps.assessment import Assessment
+    from exportnb.mitigation.assessment import Assessment
 
 log = logging.getLogger(__name__)
 __all__ = [

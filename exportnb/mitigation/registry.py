@@ -121,6 +121,12 @@ class Mitigation(ABC):
     revertible: bool = False  # a revert undoes the changes it made
     undoes: bool = False  # it undoes the incident's changes: never applied from a recommendation
     order: int = 100  # where its card comes among the cards not recommended
+    sets_flag: str = ""  # the platform flag it turns on, if that is how it works
+
+    def params_from_flag(self, value: Any) -> dict[str, Any]:
+        """The parameters it was applied with, read back from the value of its flag as the
+        platform shows it (the review finds mitigations applied outside exportnb so)."""
+        return {}
 
     # Parameters -----------------------------------------------------------------------
     def defaults(self) -> dict[str, Any]:
@@ -227,6 +233,11 @@ def names() -> tuple[str, ...]:
 def find(name: str) -> Mitigation | None:
     """The mitigation called ``name``, or None."""
     return _added.get(name) or _entry_points().get(name)
+
+
+def setting(flag: str) -> Mitigation | None:
+    """The mitigation that turns ``flag`` on, or None."""
+    return next((m for m in mitigations() if m.sets_flag and m.sets_flag == flag), None)
 
 
 def get(name: str) -> Mitigation:

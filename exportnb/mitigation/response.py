@@ -31,8 +31,8 @@ from exportnb.platform.model import BULK_PAUSE_FLAG, Flag, JobQuery
 
 if TYPE_CHECKING:
     from exportnb.incident.model import Incident
-    from exportnb.incident.steps.assessment import Assessment
     from exportnb.incident.steps.jobstate import JobState
+    from exportnb.mitigation.assessment import Assessment
 
 PAUSE_BULK_COMMAND = "exportctl pause bulk"
 BULK_EXPORTS_RUNNING = "bulk_exports_running"

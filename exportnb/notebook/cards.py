@@ -31,7 +31,7 @@ from exportnb.mitigation.registry import Param
 from exportnb.notebook.retrywatch import RetryWatcher, message, preformatted
 
 if TYPE_CHECKING:
-    from exportnb.incident.steps.assessment import Recommendation
+    from exportnb.mitigation.assessment import Recommendation
     from exportnb.platform import Platform
 
 UNBOUNDED = 2**31 - 1  # a whole number without a maximum of its own

@@ -49,7 +49,7 @@ from exportnb.run.finalize import finalize
 
 if TYPE_CHECKING:
     from exportnb.incident.model import Incident
-    from exportnb.incident.steps.assessment import Assessment, Recommendation
+    from exportnb.mitigation.assessment import Assessment, Recommendation
     from exportnb.platform import Platform
     from exportnb.record.model import Record
 

@@ -27,7 +27,6 @@ from exportnb.core import codec
 from exportnb.core.errors import CommandError
 from exportnb.core.findings import SEVERITIES, Finding
 from exportnb.incident.model import Declaration
-from exportnb.incident.steps.assessment import Assessment
 from exportnb.incident.steps.baseline import Baseline
 from exportnb.incident.steps.checksums import ChecksumReport
 from exportnb.incident.steps.comms import AuditSummary, StatusUpdate
@@ -36,6 +35,7 @@ from exportnb.incident.steps.jobstate import JobState
 from exportnb.incident.steps.network import NetworkPath
 from exportnb.incident.steps.recovery import Recovery
 from exportnb.incident.steps.storagehealth import StorageHealth
+from exportnb.mitigation.assessment import Assessment
 from exportnb.mitigation.journal import JournalEntry
 from exportnb.mitigation.response import BulkPause, FailureCapture, MitigationPlan
 from exportnb.mitigation.trail import Trail, summary_of

@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from exportnb.incident.parameters import alert_summary
+from exportnb.mitigation import registry
 from exportnb.record.facts import JOURNAL_KINDS, RecordFacts
 from exportnb.record.model import Record, kind_of
 
@@ -283,14 +284,15 @@ def _seen_on_platform(records: list[Record], began: datetime) -> list[Mitigation
 
 def _flags_set(recovery: Mapping[str, Any], began: datetime) -> list[Mitigation]:
     found = []
-    for flag, action in (
-        (recovery.get("fallback"), "fallback-bucket"),
-        (recovery.get("bulk_pause"), "pause-bulk"),
-    ):
-        at = read_time(flag.get("set_at")) if isinstance(flag, dict) else None
-        if isinstance(flag, dict) and at is not None and at >= began:
-            params = {"bucket": flag.get("value")} if action == "fallback-bucket" else {}
-            found.append(Mitigation(at, str(flag.get("set_by", "")), action, params, "platform"))
+    for flag in (recovery.get("fallback"), recovery.get("bulk_pause")):
+        if not isinstance(flag, dict):
+            continue
+        at, action = read_time(flag.get("set_at")), registry.setting(str(flag.get("key")))
+        if action is not None and at is not None and at >= began:
+            params = action.params_from_flag(flag.get("value"))
+            found.append(
+                Mitigation(at, str(flag.get("set_by", "")), action.name, params, "platform")
+            )
     return found
 
 

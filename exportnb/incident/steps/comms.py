@@ -21,7 +21,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypedDict
 
 from exportnb.core.errors import InvalidInput
 from exportnb.core.findings import SEVERITIES, Finding
@@ -30,7 +30,6 @@ from exportnb.incident.steps.baseline import as_utc
 from exportnb.platform.model import AuditEntry, Flag
 
 if TYPE_CHECKING:
-    from exportnb.incident.steps.assessment import Assessment
     from exportnb.incident.steps.checksums import ChecksumReport
     from exportnb.incident.steps.detection import Detection
     from exportnb.incident.steps.jobstate import JobState
@@ -49,6 +48,22 @@ HEADLINES = {
     "not_yet": "Mitigating: exports are not yet back to baseline",
     "insufficient_data": "Monitoring: too little data yet to confirm recovery",
 }
+
+
+class NextStep(Protocol):
+    """A recommended mitigation as the status update names it."""
+
+    action: str
+    reason: str
+    command: str
+    priority: int
+
+
+class Recommendations(Protocol):
+    """What the assessment recommends (:class:`exportnb.mitigation.assessment.Assessment`)."""
+
+    @property
+    def recommendations(self) -> Sequence[NextStep]: ...
 
 
 @dataclass(frozen=True)
@@ -103,7 +118,7 @@ def status_update(
     now: datetime,
     detection: Detection | None,
     recovery: Recovery | None,
-    assessment: Assessment | None,
+    assessment: Recommendations | None,
     findings: Sequence[Finding],
     flags: Sequence[Flag],
     comms_lead: str,
@@ -239,7 +254,7 @@ def _chunk_lines(recovery: Recovery | None) -> list[str]:
     ]
 
 
-def _next_steps(assessment: Assessment | None) -> list[str]:
+def _next_steps(assessment: Recommendations | None) -> list[str]:
     if assessment is None:
         return []
     ranked = sorted(assessment.recommendations, key=lambda r: r.priority)

@@ -56,6 +56,7 @@ class PauseBulk(_Bulk):
     """``pause-bulk``: queued bulk exports wait, running ones finish."""
 
     name = "pause-bulk"
+    sets_flag = BULK_PAUSE_FLAG
     label = "Pause new bulk exports"
     help = "Pause new bulk exports (exportctl pause bulk); running ones finish."
     gist = "Set export.bulk_paused: queued bulk exports wait, running ones finish."

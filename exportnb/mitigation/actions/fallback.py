@@ -26,6 +26,11 @@ class FallbackBucket(Mitigation):
     """``fallback-bucket``: new exports and retries land in another bucket for a while."""
 
     name = "fallback-bucket"
+    sets_flag = FALLBACK_FLAG
+
+    def params_from_flag(self, value: Any) -> dict[str, Any]:
+        return {"bucket": value}
+
     label = "Redirect exports to the fallback bucket"
     help = (
         "Redirect exports to a fallback bucket for a TTL (featurectl set export.fallback_bucket)."
@@ -110,7 +115,9 @@ class FallbackBucket(Mitigation):
         )
 
     def command(self, params: Mapping[str, Any]) -> str:
-        bucket, ttl = shlex.quote(params["bucket"]), format_duration(params["ttl"])
+        ttl = params["ttl"]  # seconds when canonical, as written ("30m") in a recommendation
+        ttl = format_duration(parse_ttl(ttl) if isinstance(ttl, str) else ttl)
+        bucket = shlex.quote(params["bucket"])
         return f"featurectl set {FALLBACK_FLAG} {bucket} --ttl {ttl}"
 
 

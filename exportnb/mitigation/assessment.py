@@ -30,12 +30,10 @@ While anything is throttled, every retry uses ``context.safe_concurrency``.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from exportnb.core.errors import InvalidInput
 from exportnb.core.findings import (
     BUCKET_MISSING,
     CHECKSUM_MISMATCH,
@@ -54,17 +52,23 @@ from exportnb.core.findings import (
     Finding,
 )
 from exportnb.core.quantities import format_size
+from exportnb.incident.model import AssessmentContext
 from exportnb.incident.steps import storagehealth
+from exportnb.mitigation import registry
 
+REEXPORT = "re-export"
+"""Export the damaged deliveries again: a retry of their jobs."""
+INVESTIGATE = "investigate"
+"""No cause found: look at the failed jobs (Diagnostics 1) before acting."""
 PRIORITY: dict[str, int] = {
     "pause-bulk": 10,
     "fallback-bucket": 20,
     "chunk-size": 30,
     "escalate-network": 40,
     "retry": 50,
-    "re-export": 60,
+    REEXPORT: 60,
     "notify-tenants": 70,
-    "investigate": 80,
+    INVESTIGATE: 80,
 }
 """Lower runs first: reduce load, avoid the cause, then retry and repair, then talk."""
 ACTIONS: tuple[str, ...] = tuple(PRIORITY)
@@ -74,25 +78,6 @@ FALLBACK_TTL = "30m"
 RETRY_LIMIT = 20
 NETWORK_CODES = (NETWORK_LOSS, NETWORK_LATENCY, NETWORK_UNREACHABLE)
 STORAGE_CODES = (PERMISSION_DENIED, BUCKET_MISSING, STORAGE_UNREACHABLE)
-
-
-@dataclass(frozen=True)
-class AssessmentContext:
-    """The operator's side of the decision: buckets and the limits to act within."""
-
-    export_bucket: str
-    fallback_bucket: str | None
-    retry_concurrency: int = 2
-    safe_concurrency: int = 1
-    chunk_size: int = 50_000_000
-
-    def __post_init__(self) -> None:
-        for name in ("retry_concurrency", "safe_concurrency", "chunk_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidInput(f"{name} must be a whole number of at least 1, not {value!r}")
-        if self.fallback_bucket is not None and not self.fallback_bucket.strip():
-            raise InvalidInput("fallback_bucket must be a bucket name or None")
 
 
 @dataclass(frozen=True)
@@ -191,29 +176,18 @@ def _union(first: list[Any], second: list[Any]) -> list[Any]:
 
 
 def command(action: str, params: dict[str, Any]) -> str:
-    """The runbook command line that carries out a recommendation ("" where there is none)."""
-    jobs = " ".join(f"--job {shlex.quote(j)}" for j in params.get("job_ids", []))
-    if action == "pause-bulk":
-        return "exportctl pause bulk"
-    if action == "fallback-bucket":
-        bucket, ttl = shlex.quote(params["bucket"]), params["ttl"]
-        return f"featurectl set export.fallback_bucket {bucket} --ttl {ttl}"
-    if action == "chunk-size":
-        size = format_size(params["chunk_size"])
-        return "\n".join(
-            f"exportctl update --job {shlex.quote(j)} --chunk-size {size}"
-            for j in params["job_ids"] or ["<job-id>"]
-        )
-    if action in ("retry", "re-export") and "status" in params:
-        return (
-            f"exportctl retry --status {params['status']} --limit {params['limit']} "
-            f"--concurrency {params['concurrency']}"
-        )
-    if action in ("retry", "re-export"):
-        return f"exportctl retry {jobs} --concurrency {params['concurrency']}"
-    if action == "investigate":
+    """The runbook command line that carries out a recommendation ("" where there is none).
+
+    A mitigation's command is its registered :class:`~exportnb.mitigation.registry.Mitigation`'s;
+    a re-export is a retry of the damaged deliveries' jobs; to investigate is to list the
+    failed jobs (Diagnostics 1).
+    """
+    if action == REEXPORT:
+        action = "retry"
+    if action == INVESTIGATE:
         return f"exportctl list --status failed --limit {RETRY_LIMIT}"
-    return ""
+    found = registry.find(action)
+    return found.command(params) if found else ""
 
 
 # Evidence ------------------------------------------------------------------------
@@ -360,7 +334,7 @@ def delivery_rule(found: list[Finding], context: AssessmentContext) -> list[Prop
     codes = _codes(findings)
     concurrency = _retry_concurrency(found, context)
     return [
-        Proposal("re-export", {"job_ids": job_ids, "concurrency": concurrency}, export, codes),
+        Proposal(REEXPORT, {"job_ids": job_ids, "concurrency": concurrency}, export, codes),
         Proposal(
             "notify-tenants",
             {"tenants": tenants, "job_ids": job_ids, "files": files},
@@ -412,7 +386,7 @@ def storage_rule(found: list[Finding], context: AssessmentContext) -> list[Propo
         f"Find out why storage refuses or cannot be reached for {what} (permissions, bucket, "
         f"endpoint): {cite(findings)}. {note}"
     ).strip()
-    return [*proposals, Proposal("investigate", {"buckets": buckets}, reason, _codes(findings))]
+    return [*proposals, Proposal(INVESTIGATE, {"buckets": buckets}, reason, _codes(findings))]
 
 
 CAUSE_RULES: tuple[Rule, ...] = (
@@ -449,4 +423,4 @@ def _investigate_rule(
         "No cause is identified by the diagnostics; look at the failed jobs' errors and "
         f"logs: {cite(failures)}."
     )
-    return [Proposal("investigate", {}, reason, _codes(failures))]
+    return [Proposal(INVESTIGATE, {}, reason, _codes(failures))]
