@@ -82,7 +82,9 @@ def analysis(defaults: dict[str, Any], *, early: bool) -> dict[str, float]:
     jobs = incident.collect(jobstate.job_state, incident.platform, **incident.job_state_options())
     response.capture(jobs, incident.reported_jobs), jobs.frame()
     lap("job_state")
-    storage = incident.collect(storage_health, incident.buckets_to_check(jobs))
+    storage = incident.collect(
+        storage_health, incident.buckets_to_check(jobs), access=incident.storage_access
+    )
     lap("storage_health")
     checks = incident.collect(verify_jobs, incident.platform, incident.checksum_jobs(jobs, found))
     lap("checksums")

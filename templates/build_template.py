@@ -163,7 +163,9 @@ failed jobs name and the fallback bucket."""),
     ("code", """\
 from exportnb.incident.steps.storagehealth import storage_health
 
-storage = incident.collect(storage_health, incident.buckets_to_check(jobs))
+storage = incident.collect(
+    storage_health, incident.buckets_to_check(jobs), access=incident.storage_access
+)
 show("storage_health", storage, command="aws s3api head-bucket --bucket $EXPORT_BUCKET")"""),
     ("md", """\
 ### 3. Checksum verification

@@ -216,7 +216,9 @@ def test_the_kernel_collects_what_the_probe_process_measured(world, tmp_path, mo
         asked = datetime.now(UTC)
         detection = incident.collect(detect, incident.platform, **incident.detection_options())
         jobs = incident.collect(job_state, incident.platform, **incident.job_state_options())
-        storage = incident.collect(storage_health, incident.buckets_to_check(jobs))
+        storage = incident.collect(
+            storage_health, incident.buckets_to_check(jobs), access=incident.storage_access
+        )
         checks = incident.collect(
             verify_jobs, incident.platform, incident.checksum_jobs(jobs, detection)
         )

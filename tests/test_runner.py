@@ -443,7 +443,9 @@ incident = open_incident(**parameters_of(globals()))
 incident.start_probes()
 detection = incident.collect(detect, incident.platform, **incident.detection_options())
 jobs = incident.collect(job_state, incident.platform, **incident.job_state_options())
-storage = incident.collect(storage_health, incident.buckets_to_check(jobs))
+storage = incident.collect(
+    storage_health, incident.buckets_to_check(jobs), access=incident.storage_access
+)
 checks = incident.collect(verify_jobs, incident.platform, incident.checksum_jobs(jobs, detection))
 path = incident.collect(network_path, incident.target_host, **incident.network_options())
 print(json.dumps({"probes": type(incident.probes).__name__, "s3": "boto3" in sys.modules,

@@ -30,6 +30,7 @@ cells collect from it (:mod:`exportnb.incident.probes`).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,7 +67,7 @@ from exportnb.incident.steps.network import NetworkOptions, network_path
 from exportnb.incident.steps.recovery import RecoveryOptions
 from exportnb.incident.steps.storagehealth import storage_health
 from exportnb.platform import Platform, current_actor, get_platform
-from exportnb.platform.model import AuditEntry, JobQuery
+from exportnb.platform.model import AuditEntry, JobQuery, StorageAccess
 
 _T = TypeVar("_T")
 _P = ParamSpec("_P")
@@ -163,6 +164,11 @@ class Incident:
         default_factory=EarlyProbes, repr=False, compare=False
     )
     _chosen: list[tuple[Any, ...]] = field(default_factory=list, repr=False, compare=False)
+
+    @functools.cached_property
+    def storage_access(self) -> StorageAccess | None:
+        """Where the platform's exports are stored, and the keys it hands over for them."""
+        return self.platform.info().storage
 
     def facts(self) -> list[tuple[str, str]]:
         """What the incident is judged on, as a notebook shows it (not its fields)."""
@@ -371,7 +377,11 @@ class Incident:
         found = early.start(detect, lambda: arguments(detect, platform, **self.detection_options()))
         early.start(
             storage_health,
-            lambda: arguments(storage_health, self.buckets_to_check(result_of(jobs))),
+            lambda: arguments(
+                storage_health,
+                self.buckets_to_check(result_of(jobs)),
+                access=self.storage_access,
+            ),
         )
         chosen = early.start(
             choose,

@@ -23,6 +23,7 @@ An unreachable endpoint is a finding, never an exception.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,7 @@ from exportnb.core.findings import (
     Finding,
 )
 from exportnb.platform import storage
+from exportnb.platform.model import StorageAccess
 
 STEP = "storage_health"
 MAX_PARALLEL = 16
@@ -109,24 +111,32 @@ class StorageHealth:
 
 
 def storage_health(
-    buckets: Sequence[str], *, endpoint: str | None = None, s3: Any = None, timeout: float = 5.0
+    buckets: Sequence[str],
+    *,
+    endpoint: str | None = None,
+    access: StorageAccess | None = None,
+    s3: Any = None,
+    timeout: float = 5.0,
 ) -> StorageHealth:
     """HeadBucket on each bucket (deduplicated, in order), concurrently, one attempt each.
 
     ``s3`` is used as it is when given; otherwise a client for ``endpoint`` (else
-    ``AWS_ENDPOINT_URL``, else boto3's default) with no retries and ``timeout`` seconds to
-    connect and to read.
+    ``AWS_ENDPOINT_URL``, else the platform's storage ``access``, else boto3's default) with
+    the keys ``access`` hands over where the environment names none, no retries and
+    ``timeout`` seconds to connect and to read.
     """
     names = _bucket_names(buckets)
     if not timeout > 0:
         raise InvalidInput(f"timeout must be greater than zero, not {timeout!r}")
     if s3 is None:
+        access = access or StorageAccess()
         s3 = storage.client(
-            endpoint,
+            endpoint or os.environ.get("AWS_ENDPOINT_URL") or access.endpoint_url,
             max_attempts=0,
             connect_timeout=timeout,
             read_timeout=timeout,
             pool=min(len(names), MAX_PARALLEL),
+            credentials=access.client_credentials(),
         )
     with ThreadPoolExecutor(max_workers=min(len(names), MAX_PARALLEL)) as pool:
         checks = list(pool.map(lambda name: check_bucket(s3, name), names))
