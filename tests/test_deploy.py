@@ -4,6 +4,7 @@ Alertmanager config delivering a webhook, with its bearer token, to a real HTTP 
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +30,8 @@ from alertchain import (
 from conftest import need, wait_for
 
 UNIT = DEPLOY / "systemd" / "exportnb-serve.service"
+SERVICE_RULES_YML = DEPLOY / "prometheus" / "service_rules.yml"
+METRIC = re.compile(r"\bexportnb_serve_[a-z_]+")
 
 
 def tool(name: str) -> str:
@@ -42,16 +45,74 @@ def run(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
 
-def rules() -> list[dict]:
-    doc = yaml.safe_load(RULES_YML.read_text(encoding="utf-8"))
+def rules(path: Path = RULES_YML) -> list[dict]:
+    doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     return [rule for group in doc["groups"] for rule in group["rules"]]
 
 
-def test_prometheus_config_and_rules_are_valid():
-    result = run(tool("promtool"), "check", "config", str(PROMETHEUS_YML))
+def test_prometheus_config_and_rules_are_valid(tmp_path):
+    """promtool checks that the scrape job's token file exists: a copy points at one."""
+    token = tmp_path / "exportnb-webhook-token"
+    token.write_text("s3cr3t-token\n", encoding="utf-8")
+    for name in ("prometheus.yml", "rules.yml", "service_rules.yml"):
+        text = (DEPLOY / "prometheus" / name).read_text(encoding="utf-8")
+        text = text.replace("/etc/prometheus/exportnb-webhook-token", str(token))
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    shutil.copytree(DEPLOY / "prometheus" / "targets", tmp_path / "targets")
+    result = run(tool("promtool"), "check", "config", str(tmp_path / "prometheus.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "WARNING" not in result.stdout + result.stderr
-    assert "SUCCESS: 3 rules found" in result.stdout
+    assert "SUCCESS: 3 rules found" in result.stdout  # rules.yml
+    assert "SUCCESS: 2 rules found" in result.stdout  # service_rules.yml
+
+
+def test_prometheus_scrapes_exportnb_serve_with_the_webhook_token():
+    doc = yaml.safe_load(PROMETHEUS_YML.read_text(encoding="utf-8"))
+    [job] = [j for j in doc["scrape_configs"] if j["job_name"] == "exportnb-serve"]
+    assert job["authorization"] == {
+        "type": "Bearer",
+        "credentials_file": "/etc/prometheus/exportnb-webhook-token",
+    }
+    assert job["static_configs"] == [{"targets": ["127.0.0.1:9788"]}]  # the systemd unit's
+    assert "--port 9788" in UNIT.read_text(encoding="utf-8")
+    assert doc["rule_files"] == ["rules.yml", "service_rules.yml"]
+
+
+def test_the_rules_on_exportnb_itself_are_valid_and_pass_their_unit_tests():
+    promtool = tool("promtool")
+    checked = run(promtool, "check", "rules", str(SERVICE_RULES_YML))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 2 rules found" in checked.stdout
+    tested = run(promtool, "test", "rules", str(DEPLOY / "prometheus" / "service_rules_test.yml"))
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SUCCESS" in tested.stdout
+
+
+def test_the_rules_on_exportnb_itself_read_metrics_that_serve_exposes(tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from exportnb.service.incidents import IncidentStore
+    from exportnb.service.metrics import ServiceMetrics
+
+    store = IncidentStore(tmp_path / "incidents.db")
+    try:
+        text = ServiceMetrics(store.path, None, tmp_path / "outbox").render().decode()
+    finally:
+        store.close()
+    exposed = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    found = rules(SERVICE_RULES_YML)
+    assert {r["alert"] for r in found} == {"ExportnbRunsFailing", "ExportnbOutboxGrowing"}
+    for rule in found:
+        assert set(METRIC.findall(rule["expr"])) <= exposed, rule["alert"]
+        assert rule["labels"] == {"severity": "warning", "component": "exportnb"}
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"]
+
+
+@pytest.mark.parametrize("rule", rules(SERVICE_RULES_YML), ids=lambda r: r["alert"])
+def test_the_alerts_on_exportnb_itself_never_reach_exportnb(rule):
+    labels = {"alertname": rule["alert"], **rule["labels"]}
+    assert "runbook" not in labels
+    assert routed_to(*(f"{k}={v}" for k, v in labels.items())) == "null"
 
 
 def test_each_rule_fires_on_its_series_and_not_on_healthy_ones():

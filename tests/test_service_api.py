@@ -99,6 +99,7 @@ def test_everything_but_healthz_needs_credentials(server, authorization):
         paths = [
             ("GET", "/incidents"),
             ("GET", "/openapi.json"),
+            ("GET", "/metrics"),
             ("GET", "/incidents/INC-x"),
             ("POST", "/alerts/alertmanager"),
         ]
@@ -128,6 +129,7 @@ def test_openapi_describes_every_route(server):
         "/healthz",
         "/incidents",
         "/incidents/{incident_id}",
+        "/metrics",
         "/openapi.json",
         "/records/{incident_id}/{stamp}/notebook.html",
     }

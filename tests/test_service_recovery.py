@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 
 import pytest
 from conftest import exportnb_cmd, wait_for
+from test_service_metrics import scrape
+from test_service_metrics import value as metric_value
 
 from exportnb.archive import chain
 from exportnb.archive.store import LocalArchive, S3Archive
@@ -155,8 +157,12 @@ def test_the_archive_going_away_keeps_records_in_the_outbox_until_it_returns(tmp
         outbox = OutboxArchive(target, home / "service" / "outbox")
         assert outbox.kept_ids(incident) == [run["record_id"]]
         assert deliver(outbox).error  # still unreachable: kept, nothing lost
+        kept = scrape(serve)  # the worker kept it; serve's /metrics sees it
+        assert metric_value(kept, "exportnb_serve_outbox_depth", kind="records") == 1
         back.start()  # the archive returns (moto keeps its buckets)
         wait_for(lambda: not outbox.kept_ids(incident), timeout=30)
+        delivered = scrape(serve)
+        assert metric_value(delivered, "exportnb_serve_outbox_depth", kind="records") == 0
         assert target.record_ids(incident) == [run["record_id"]]
         stored = target.show(run["record_id"])
         assert stored.parameters["alert"]["groupKey"] == "{}:{outage}"

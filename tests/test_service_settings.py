@@ -48,6 +48,13 @@ def test_settings_read_the_serve_table_with_the_environment_over_it(tmp_path):
         ('update_interval = "soon"', "invalid TTL"),
         ('token_file = "/nonexistent/token"', "cannot read"),
         ('slack_webhook = "ftp://x"', "slack_webhook"),
+        (
+            'slack_webhook = "http://hooks.slack.com/services/T/B/x"',
+            "slack_webhook must be an https",
+        ),
+        ("slack_allow_http_loopback = 1", "slack_allow_http_loopback must be true or false"),
+        ("slack_retries = 11", "slack_retries must be"),
+        ('slack_backoff = "soon"', "invalid TTL"),
         ('public_url = "exportnb.example.net"', "public_url must be an http"),
         ('public_url = "https://x/?next=evil"', "no query, fragment or space"),
         ("tokenfile = 1", "unknown keys: tokenfile"),
@@ -58,6 +65,59 @@ def test_bad_settings_are_config_errors(tmp_path, table, message):
     config.write_text(f"[serve]\n{table}\n")
     with pytest.raises(ConfigError, match=message):
         ServeSettings.load(config, env={})
+
+
+def test_a_slack_webhook_must_be_https_and_the_error_names_the_setting(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[serve]\nslack_webhook = "http://hooks.slack.com/services/T/B/s3cr3t"\n')
+    with pytest.raises(ConfigError) as from_file:
+        ServeSettings.load(config, env={})
+    assert from_file.value.message == (
+        f"{config}: [serve] slack_webhook must be an https:// URL, not http://hooks.slack.com"
+    )
+    plain = {"EXPORTNB_SLACK_WEBHOOK": "http://127.0.0.1:9/services/T/B/s3cr3t"}
+    with pytest.raises(ConfigError) as from_env:
+        ServeSettings.load(tmp_path / "none.toml", env=plain)
+    assert from_env.value.message == (
+        "$EXPORTNB_SLACK_WEBHOOK must be an https:// URL, not http://127.0.0.1"
+    )
+    secure = {"EXPORTNB_SLACK_WEBHOOK": "https://hooks.slack.com/services/T/B/x"}
+    assert ServeSettings.load(config, env=secure).slack_webhook == secure["EXPORTNB_SLACK_WEBHOOK"]
+
+
+@pytest.mark.parametrize(
+    "url, allowed",
+    [
+        ("http://127.0.0.1:8080/services/x", True),
+        ("http://[::1]:8080/services/x", True),
+        ("http://localhost/services/x", True),
+        ("http://hooks.slack.com/services/x", False),
+        ("http://127.0.0.1.example.com/services/x", False),
+        ("http://10.0.0.5/services/x", False),
+    ],
+)
+def test_plain_http_is_allowed_to_loopback_only_and_only_when_asked(tmp_path, url, allowed):
+    config = tmp_path / "config.toml"
+    config.write_text(f'[serve]\nslack_webhook = "{url}"\nslack_allow_http_loopback = true\n')
+    if allowed:
+        assert ServeSettings.load(config, env={}).slack_webhook == url
+    else:
+        with pytest.raises(
+            ConfigError, match=r"only lets http:// to 127\.0\.0\.1, ::1 or localhost"
+        ):
+            ServeSettings.load(config, env={})
+    config.write_text(f'[serve]\nslack_webhook = "{url}"\n')
+    with pytest.raises(ConfigError, match="slack_webhook must be an https:// URL"):
+        ServeSettings.load(config, env={})
+
+
+def test_slack_retry_settings(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[serve]\nslack_retries = 0\nslack_backoff = "50ms"\nslack_timeout = "3s"\n')
+    read = ServeSettings.load(config, env={})
+    assert (read.slack_retries, read.slack_backoff, read.slack_timeout) == (0, 0.05, 3.0)
+    defaults = ServeSettings.load(tmp_path / "none.toml", env={})
+    assert (defaults.slack_retries, defaults.slack_backoff, defaults.slack_timeout) == (3, 0.5, 10)
 
 
 def test_credentials_compare_bearer_and_basic(tmp_path):
@@ -162,3 +222,34 @@ def test_a_lost_worker_gets_a_new_attempt_at_most_three_times(dispatcher):
     [run] = store.incident(incident).runs
     assert (run.state, run.attempt) == ("error", MAX_ATTEMPTS)
     assert "lost during each of 3 attempts" in str(run.error)
+
+
+def test_a_finished_run_leaves_its_slack_update_in_the_outbox_with_it(dispatcher):
+    store, queue = dispatcher.store, dispatcher.queue
+    woken: list[bool] = []
+    settings = ServeSettings(
+        slack_webhook="https://hooks.slack.com/services/T/B/x",
+        public_url="https://exportnb.example.net",
+    )
+    posting = Dispatcher(store, queue, settings, on_update=lambda: woken.append(True))
+    incident = store.receive(note()).incident
+    posting.tick()
+    done = {"state": "succeeded", "record_id": f"{incident}/20240501T120032Z-9f5a552c"}
+    queue.put(f"done:{incident}:1", {**done, "status_update": "**all clear**"})
+    posting.tick()
+    [update] = store.pending_updates()
+    assert update.key == f"{incident}:1" and woken == [True]
+    assert "run 1" in update.payload["blocks"][0]["text"]["text"]
+    assert update.payload["blocks"][1]["text"]["text"] == "*all clear*"
+    assert "https://exportnb.example.net/records/" in str(update.payload["blocks"][-1])
+    assert store.incident(incident).runs[0].state == "succeeded"
+
+
+def test_without_a_slack_webhook_no_update_is_kept(dispatcher):
+    store, queue = dispatcher.store, dispatcher.queue
+    incident = store.receive(note()).incident
+    dispatcher.tick()
+    queue.put(f"done:{incident}:1", {"state": "failed", "error": "boom"})
+    dispatcher.tick()
+    assert store.incident(incident).runs[0].state == "failed"
+    assert store.pending_updates() == []

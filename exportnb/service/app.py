@@ -1,4 +1,5 @@
-"""The ASGI app (Starlette): the webhook, the incidents, health and the OpenAPI document.
+"""The ASGI app (Starlette): the webhook, the incidents, health, metrics and the OpenAPI
+document.
 
 ==================================  ===============================================
 ``POST /alerts/alertmanager``       202 ``{"incident", "action", "run", "new_alerts"}``
@@ -6,8 +7,13 @@
 ``GET /incidents``                  ``{"incidents": [...]}``, newest first
 ``GET /incidents/{id}``             the incident, with ``history``: its runs
 ``GET /records/{id}/notebook.html``  a record's page, checked against its sha256
+``GET /metrics``                    Prometheus's text format
+                                    (:mod:`exportnb.service.metrics`)
 ``GET /openapi.json``               :mod:`exportnb.service.openapi`
 ==================================  ===============================================
+
+Every path but ``/healthz`` needs the credentials, ``/metrics`` too: Prometheus scrapes it
+with the bearer token (``authorization.credentials_file`` in its scrape config).
 
 A record's page is served as an inert document: a Content-Security-Policy lets it show
 its styles and embedded images and nothing else (no scripts, no requests), so what a
@@ -41,7 +47,8 @@ from exportnb.core.ids import RECORD_ID
 from exportnb.service import alerts, openapi
 from exportnb.service.auth import Credentials, RequireAuth
 from exportnb.service.incidents import IncidentStore, Receipt
-from exportnb.service.outbox import OutboxArchive
+from exportnb.service.metrics import CONTENT_TYPE, ServiceMetrics
+from exportnb.service.outbox import OutboxArchive, outbox_dir
 from exportnb.service.settings import ServeSettings
 
 STATUSES = ("open", "resolving", "resolved")
@@ -63,11 +70,18 @@ def error(status: int, message: str, **headers: str) -> JSONResponse:
 class Receiver:
     """The handlers, over one incident store and one set of settings."""
 
-    def __init__(self, store: IncidentStore, settings: ServeSettings) -> None:
-        self.store, self.settings = store, settings
+    def __init__(
+        self, store: IncidentStore, settings: ServeSettings, metrics: ServiceMetrics
+    ) -> None:
+        self.store, self.settings, self.metrics = store, settings, metrics
         self.schema = openapi.document(max_body=settings.max_body, max_alerts=settings.max_alerts)
 
     async def alertmanager(self, request: Request) -> Response:
+        answer = await self._alertmanager(request)
+        self.metrics.alert(answer.status_code == 202)
+        return answer
+
+    async def _alertmanager(self, request: Request) -> Response:
         body = await self._body(request)
         if body is None:
             return error(
@@ -153,6 +167,10 @@ class Receiver:
     async def openapi(self, request: Request) -> Response:
         return JSONResponse(self.schema)
 
+    async def prometheus(self, request: Request) -> Response:
+        text = await run_in_threadpool(self.metrics.render)
+        return Response(text, media_type=CONTENT_TYPE)
+
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
@@ -160,10 +178,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 def create_app(
-    store: IncidentStore, settings: ServeSettings, credentials: Credentials, **options: Any
+    store: IncidentStore,
+    settings: ServeSettings,
+    credentials: Credentials,
+    *,
+    metrics: ServiceMetrics | None = None,
+    **options: Any,
 ) -> Starlette:
-    """The app; ``options`` go to Starlette (``lifespan``, say)."""
-    receiver = Receiver(store, settings)
+    """The app; ``options`` go to Starlette (``lifespan``, say). Without ``metrics``,
+    ``/metrics`` reads the store and this host's outbox, but no queue."""
+    metrics = metrics or ServiceMetrics(store.path, None, outbox_dir())
+    receiver = Receiver(store, settings, metrics)
     routes = [
         Route("/alerts/alertmanager", receiver.alertmanager, methods=["POST"]),
         Route("/healthz", receiver.healthz, methods=["GET"]),
@@ -172,6 +197,7 @@ def create_app(
         Route(
             "/records/{incident_id}/{stamp}/notebook.html", receiver.record_page, methods=["GET"]
         ),
+        Route("/metrics", receiver.prometheus, methods=["GET"]),
         Route("/openapi.json", receiver.openapi, methods=["GET"]),
     ]
     return Starlette(

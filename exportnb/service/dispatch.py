@@ -14,9 +14,13 @@ Every :data:`TICK` seconds, in a thread of its own, it
 4. queues again, every :data:`SWEEP_EVERY` s, a run that has been ``queued`` for
    :data:`LOST_AFTER` s while no worker claimed it and the queue no longer holds its
    message: a worker took the message and died before its claim (see :meth:`recover`);
-5. checkpoints the incident store's write-ahead log every :data:`CHECKPOINT_EVERY` s;
-6. posts each finished run's status update to Slack, when a webhook is configured, in a
-   thread of its own so that a slow Slack delays nothing else.
+5. checkpoints the incident store's write-ahead log every :data:`CHECKPOINT_EVERY` s.
+
+When a Slack webhook is configured, a run finishes with its status update in the outbox,
+in the same transaction (:meth:`~exportnb.service.incidents.IncidentStore.finish`), and the
+dispatcher wakes the delivery loop, which posts it in a thread of its own
+(:func:`exportnb.service.outbox.deliver_updates`): a slow or absent Slack delays nothing
+here, and loses nothing.
 
 :meth:`Dispatcher.recover` also runs once at start, with no grace: a run the store says is
 queued, that no worker claimed and that is not in the queue (lost between the two when the
@@ -28,8 +32,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from exportnb.core.errors import ExportnbError
 from exportnb.service import slack
@@ -51,11 +56,19 @@ def spec_of(run: Run, attempt: int) -> RunSpec:
 
 
 class Dispatcher:
-    def __init__(self, store: IncidentStore, queue: Queue, settings: ServeSettings) -> None:
+    def __init__(
+        self,
+        store: IncidentStore,
+        queue: Queue,
+        settings: ServeSettings,
+        *,
+        on_update: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_update`` is called once a finished run's status update is in the outbox."""
         self.store, self.queue, self.settings = store, queue, settings
+        self.on_update = on_update
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="dispatcher", daemon=True)
-        self._slack = ThreadPoolExecutor(1, thread_name_prefix="slack")
         self._updates_every = max(0.5, min(5.0, settings.update_interval / 4))
         self._next_updates = self._next_checkpoint = 0.0
         self._next_sweep = 0.0
@@ -68,7 +81,6 @@ class Dispatcher:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()
-        self._slack.shutdown(wait=True)
 
     def _loop(self) -> None:
         while not self._stop.wait(TICK):
@@ -132,7 +144,8 @@ class Dispatcher:
     def finish(self, run: Run, done: dict[str, object], now: datetime) -> None:
         fields = {k: v for k, v in done.items() if k in Outcome.__dataclass_fields__}
         outcome = Outcome(**fields)  # type: ignore[arg-type]
-        self.store.finish(run, outcome, now)
+        update = self.slack_update(run, outcome) if self.settings.slack_webhook else None
+        self.store.finish(run, outcome, now, update=update)
         self.queue.forget(run.incident_id, run.number)
         log.info(
             "run %s:%d %s %s",
@@ -141,15 +154,15 @@ class Dispatcher:
             outcome.state,
             outcome.record_id or outcome.error or "",
         )
-        if self.settings.slack_webhook:
-            self._slack.submit(self.post, run, outcome)
+        if update is not None and self.on_update is not None:
+            self.on_update()
 
-    def post(self, run: Run, outcome: Outcome) -> None:
-        assert self.settings.slack_webhook
+    def slack_update(self, run: Run, outcome: Outcome) -> dict[str, Any]:
+        """The run's Slack post, with a link to its record's page when ``public_url`` is set."""
         base, page = self.settings.public_url, outcome.html
         if base and outcome.record_id:
             page = record_link(outcome.record_id, base)  # a link the reader can open
-        payload = slack.message(
+        return slack.message(
             run.incident_id,
             run.number,
             run.reason,
@@ -159,12 +172,6 @@ class Dispatcher:
             html=page,
             error=outcome.error,
         )
-        try:
-            slack.post(self.settings.slack_webhook, payload)
-            self.store.note(run, "status update posted to Slack")
-        except ExportnbError as exc:
-            log.warning("run %s:%d: %s", run.incident_id, run.number, exc.message)
-            self.store.note(run, f"Slack post failed: {exc.message}")
 
     def recover(self, now: datetime | None = None, *, grace: float = 0.0) -> None:
         """Queue again the runs queued over ``grace`` seconds ago that the queue lost."""

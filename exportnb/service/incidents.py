@@ -26,6 +26,11 @@ other run of it is ``queued`` or ``running``. A trigger that arrives while a run
 waiting joins that run (with the newer alert) instead of adding another. A run ends
 ``succeeded`` or ``failed`` (the record's status) or ``error`` (no record: the runner
 refused or the archive and the outbox both failed).
+
+The same file holds the outbox of Slack status updates (table ``updates``): a finished
+run's update is kept in the very transaction that finishes the run, so a run is finished
+if and only if its update waits to be posted; it leaves the outbox only once Slack took it
+(:func:`exportnb.service.outbox.deliver_updates`).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from exportnb.core.errors import InvalidInput, NotFound, StorageError
 from exportnb.core.ids import check_incident_id
 from exportnb.service.alerts import Notification
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ACTIVE = ("queued", "running")
 FINISHED = ("succeeded", "failed", "error")
 SCHEMA = """
@@ -64,6 +69,11 @@ CREATE TABLE IF NOT EXISTS runs (
     location TEXT, html TEXT, status_update TEXT, error TEXT, notice TEXT,
     PRIMARY KEY (incident_id, number));
 CREATE INDEX IF NOT EXISTS runs_state ON runs (state);
+CREATE TABLE IF NOT EXISTS updates (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, incident_id TEXT NOT NULL, run INTEGER NOT NULL,
+    created_at TEXT NOT NULL, payload TEXT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',
+    failures INTEGER NOT NULL DEFAULT 0, error TEXT, UNIQUE (incident_id, run));
+CREATE INDEX IF NOT EXISTS updates_state ON updates (state, id);
 """
 
 
@@ -156,6 +166,22 @@ class Outcome:
     status_update: str | None = None
     error: str | None = None
     notice: str | None = None
+
+
+@dataclass(frozen=True)
+class Update:
+    """A run's status update waiting in the outbox for Slack; ``failures``: posts so far
+    that Slack did not take."""
+
+    id: int
+    incident_id: str
+    run: int
+    payload: dict[str, Any]
+    failures: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.incident_id}:{self.run}"
 
 
 def incident_id_for(group_key: str, opened: datetime, taken: int = 0) -> str:
@@ -409,11 +435,20 @@ class IncidentStore:
                 rows,
             )
 
-    def finish(self, run: Run, outcome: Outcome, now: datetime) -> None:
-        """Record how a run ended; a final run closes its incident."""
+    def finish(
+        self, run: Run, outcome: Outcome, now: datetime, *, update: dict[str, Any] | None = None
+    ) -> None:
+        """Record how a run ended; a final run closes its incident. ``update``, the run's
+        Slack post, goes into the outbox in the same transaction."""
         if outcome.state not in FINISHED:
             raise InvalidInput(f"a run ends {', '.join(FINISHED)}, not {outcome.state!r}")
         with self._tx() as db:
+            if update is not None:
+                db.execute(
+                    "INSERT OR IGNORE INTO updates (incident_id, run, created_at, payload) "
+                    "VALUES (?, ?, ?, ?)",
+                    (run.incident_id, run.number, stamp(now), json.dumps(update)),
+                )
             db.execute(
                 "UPDATE runs SET state = ?, ended_at = ?, record_id = ?, record_status = ?, "
                 "location = ?, html = ?, status_update = ?, error = ?, notice = ? "
@@ -443,11 +478,44 @@ class IncidentStore:
     def note(self, run: Run, notice: str) -> None:
         """Add a line to a finished run's notice (the Slack post, say)."""
         with self._tx() as db:
+            _note(db, run.incident_id, run.number, notice)
+
+    # The outbox of Slack status updates ---------------------------------------------------
+    def pending_updates(self, limit: int = 100) -> list[Update]:
+        """The updates Slack has not taken yet, oldest first (so each incident's in order)."""
+        with self._lock:
+            rows = self.db.execute(
+                "SELECT id, incident_id, run, payload, failures FROM updates WHERE state = "
+                "'pending' ORDER BY id LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [Update(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
+    def update_posted(self, update: Update, notice: str) -> None:
+        """Slack took the update: out of the outbox, and said in the run's notice, at once."""
+        with self._tx() as db:
+            db.execute("DELETE FROM updates WHERE id = ?", (update.id,))
+            _note(db, update.incident_id, update.run, notice)
+
+    def update_failed(self, update: Update, error: str, notice: str | None = None) -> None:
+        """Slack did not take the update; it stays, first in line for its incident."""
+        with self._tx() as db:
             db.execute(
-                "UPDATE runs SET notice = CASE WHEN COALESCE(notice, '') = '' THEN ? "
-                "ELSE notice || char(10) || ? END WHERE incident_id = ? AND number = ?",
-                (notice, notice, run.incident_id, run.number),
+                "UPDATE updates SET failures = failures + 1, error = ? WHERE id = ?",
+                (error, update.id),
             )
+            if notice:
+                _note(db, update.incident_id, update.run, notice)
+
+    def update_refused(self, update: Update, error: str, notice: str) -> None:
+        """Slack refused the post itself: kept as ``refused``, never sent again."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE updates SET state = 'refused', failures = failures + 1, error = ? "
+                "WHERE id = ?",
+                (error, update.id),
+            )
+            _note(db, update.incident_id, update.run, notice)
 
     def schedule_updates(self, now: datetime, interval: float) -> list[tuple[str, int]]:
         """A waiting ``update`` run for each open incident whose last run ended
@@ -502,6 +570,14 @@ class IncidentStore:
         counts = {row[0]: int(row[1]) for row in rows}
         counts["notifications"] = sum(int(row[2]) for row in rows)
         return counts
+
+
+def _note(db: sqlite3.Connection, incident_id: str, number: int, notice: str) -> None:
+    db.execute(
+        "UPDATE runs SET notice = CASE WHEN COALESCE(notice, '') = '' THEN ? "
+        "ELSE notice || char(10) || ? END WHERE incident_id = ? AND number = ?",
+        (notice, notice, incident_id, number),
+    )
 
 
 def _alertnames(note: Notification) -> list[str]:

@@ -187,6 +187,19 @@ def document(*, max_body: int, max_alerts: int) -> dict[str, Any]:
                     },
                 }
             },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics: alerts received, runs by state, run "
+                    "durations, queue and outbox depths, Slack failures (docs/alerts.md)",
+                    "responses": {
+                        "200": {
+                            "description": "the Prometheus text format, version 0.0.4",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        "401": unauthorized,
+                    },
+                }
+            },
             "/openapi.json": {
                 "get": {
                     "summary": "This document",

@@ -1,4 +1,8 @@
-"""The outbox: records that the archive could not take yet, kept locally and delivered later.
+"""The outboxes: what could not be delivered yet, kept locally and delivered later, in order.
+Two kinds: records the archive could not take, and status updates Slack did not take.
+
+Records
+-------
 
 :class:`OutboxArchive` is the archive a service run writes to. It wraps the configured
 archive (:func:`exportnb.archive.store.open_archive`): a record goes there, and when the archive
@@ -11,21 +15,38 @@ A record the archive already holds is a real conflict, and is raised, never kept
 every ``[serve] outbox_interval``. A record the archive took is removed from the outbox;
 one the archive already holds with the same ``record.json`` was delivered by an earlier
 attempt that stopped half-way, and is removed too.
+
+Slack status updates
+--------------------
+A finished run's status update is kept in the incident store (``updates``, in the same
+transaction that finishes the run: :meth:`~exportnb.service.incidents.IncidentStore.finish`).
+:func:`deliver_updates` posts them, oldest first, right after a run finishes and every
+``[serve] outbox_interval``: an update leaves the outbox only once Slack took it (in the
+same transaction that says so in the run's notice). The first update Slack does not take,
+after slack-sdk's retries (:mod:`exportnb.service.slack`), ends the pass, so the updates
+behind it (the same incident's later runs among them) wait their turn: each incident's
+updates reach Slack in order, each once. One Slack refuses outright (400, 413) is kept as
+``refused`` and never sent again, so that it holds up nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from exportnb.archive import chain
 from exportnb.archive.store import CONTENT_TYPES, Archive, LocalArchive, S3Archive, open_archive
 from exportnb.core.errors import NotFound, StorageError
 from exportnb.record.model import FILES, METADATA, RecordSummary
+from exportnb.service.incidents import IncidentStore, Update
 from exportnb.service.settings import service_dir
+from exportnb.service.slack import Answer
+
+POSTED = "status update posted to Slack"
 
 log = logging.getLogger("exportnb.service")
 
@@ -166,3 +187,44 @@ def _complete(
             ) from refused
     if not any(link.entry and link.entry.record_id == record_id for link in chain.links(target)):
         chain.append(target, record_id, files[METADATA])
+
+
+def deliver_updates(
+    store: IncidentStore,
+    send: Callable[[dict[str, Any]], Answer],
+    tally: Callable[[Answer], None] | None = None,
+) -> Delivery:
+    """Post the status updates waiting in the outbox, oldest first, each with ``send``
+    (:func:`exportnb.service.slack.send` with its retries); stop at the first Slack did not
+    take. ``tally`` sees every answer (the metrics)."""
+    outcome = Delivery()
+    while pending := store.pending_updates():
+        for index, update in enumerate(pending):
+            answer = send(update.payload)
+            if tally is not None:
+                tally(answer)
+            if answer.accepted:
+                store.update_posted(update, POSTED)
+                outcome.delivered.append(update.key)
+            elif answer.refused:
+                _refused(store, update, answer)
+            else:
+                _failed(store, update, answer)
+                outcome.error = answer.why
+                outcome.waiting = [u.key for u in pending[index:]]
+                return outcome
+    return outcome
+
+
+def _failed(store: IncidentStore, update: Update, answer: Answer) -> None:
+    """Said in the run's notice the first time only: the outbox retries it quietly."""
+    notice = None
+    if update.failures == 0:
+        notice = f"Slack post failed: {answer.why}; the update waits in the outbox"
+    store.update_failed(update, answer.why, notice)
+
+
+def _refused(store: IncidentStore, update: Update, answer: Answer) -> None:
+    log.error("run %s: Slack refused its status update: %s", update.key, answer.why)
+    notice = f"Slack refused the status update ({answer.why}); kept in the outbox as refused"
+    store.update_refused(update, answer.why, notice)

@@ -18,13 +18,17 @@ holds what makes a run happen once (:mod:`exportnb.service.runs`): per attempt a
 ``claim`` written with ``put_if_empty`` before the notebook runs; per run a ``lease`` the
 running worker renews, the ``record`` it wrote and, once it is over, ``done`` with its
 :class:`~exportnb.service.incidents.Outcome`. The dispatcher in ``exportnb serve`` reads
-them; workers need nothing but the queue.
+them; workers need nothing but the queue. One more key, ``outbox:records``, holds how many
+records each worker's host keeps in its outbox (:meth:`Queue.report_outbox`), so that
+``GET /metrics`` on ``exportnb serve`` sees the outboxes of workers on other machines.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -41,6 +45,7 @@ if TYPE_CHECKING:
 
 NAME = "exportnb"
 TASK = "exportnb.run"
+OUTBOX_KEY = "outbox:records"
 log = logging.getLogger("exportnb.service")
 
 
@@ -105,6 +110,36 @@ class Queue:
             if isinstance(doc, dict) and {"incident_id", "number", "attempt"} <= set(doc):
                 found.add((doc["incident_id"], doc["number"], doc["attempt"]))
         return found
+
+    def depth(self) -> int:
+        """Messages waiting in the queue (not yet taken by a worker)."""
+        try:
+            return int(self.huey.pending_count())
+        except Exception as exc:  # sqlite3 or redis: the queue is unreachable
+            raise StorageError(f"cannot read the run queue: {exc}") from exc
+
+    # The outboxes of the workers' hosts ----------------------------------------------------
+    def report_outbox(self, records: int) -> None:
+        """Say how many records this host's outbox keeps. One key for all hosts: two hosts
+        writing at once may lose one report, which its host's next pass writes again."""
+        try:
+            reports = self.get(OUTBOX_KEY) or {}
+            reports[socket.gethostname()] = {"records": records, "at": time.time()}
+            self.put(OUTBOX_KEY, reports)
+        except Exception as exc:  # sqlite3 or redis: the queue is unreachable
+            raise StorageError(f"cannot report the outbox to the run queue: {exc}") from exc
+
+    def outbox_reports(self) -> dict[str, int]:
+        """Records kept in the outbox, by host, as each host last said."""
+        try:
+            reports = self.get(OUTBOX_KEY) or {}
+        except Exception as exc:  # sqlite3 or redis: the queue is unreachable
+            raise StorageError(f"cannot read the outbox reports in the run queue: {exc}") from exc
+        return {
+            host: int(report.get("records", 0))
+            for host, report in reports.items()
+            if isinstance(report, dict)
+        }
 
     # The keys of a run ---------------------------------------------------------------------
     def claim(self, spec: RunSpec, value: dict[str, Any]) -> bool:

@@ -17,6 +17,10 @@
 
 So a run that was mid-flight when its worker was killed runs again once, and ends with
 exactly one record.
+
+:func:`deliver_outbox` is the delivery loop of the outboxes (:mod:`exportnb.service.outbox`):
+each worker runs it for the records it kept (and reports how many wait, for ``/metrics``),
+and ``exportnb serve`` for the Slack status updates (:class:`OutboxLoop`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +41,7 @@ from exportnb.platform.registry import local_environment
 from exportnb.record.model import HTML, Record
 from exportnb.run import runner
 from exportnb.service.incidents import Outcome, stamp
-from exportnb.service.outbox import OutboxArchive, deliver
+from exportnb.service.outbox import Delivery, OutboxArchive, deliver
 from exportnb.service.queue import Queue, RunSpec
 
 LEASE_SECONDS = 60.0
@@ -200,13 +205,78 @@ def status_update(record: Record) -> str | None:
     return None
 
 
-def deliver_outbox(every: float, stop: threading.Event) -> None:
-    """Deliver the outbox to the archive every ``every`` seconds until ``stop`` is set."""
-    while not stop.wait(every):
-        try:
-            result = deliver(OutboxArchive())
-        except (ExportnbError, OSError) as exc:
-            log.warning("outbox delivery failed: %s", exc)
-            continue
-        if result.error:
-            log.warning("outbox: %d record(s) wait: %s", len(result.waiting), result.error)
+Step = Callable[[], Delivery]
+"""One outbox's delivery pass (:func:`deliver_records`, or Slack updates in ``serve``)."""
+
+
+def deliver_records(queue: Queue | None = None) -> Delivery:
+    """Deliver the records kept in this host's outbox, and tell ``queue`` how many wait
+    (so that ``/metrics`` on ``exportnb serve`` sees them wherever this worker runs)."""
+    result = deliver(OutboxArchive())
+    if queue is not None:
+        queue.report_outbox(len(result.waiting))
+    return result
+
+
+def deliver_outbox(
+    every: float,
+    stop: threading.Event,
+    steps: Mapping[str, Step] | None = None,
+    wake: threading.Event | None = None,
+) -> None:
+    """Deliver each outbox (``steps``, by kind; the records by default) every ``every``
+    seconds, and at once whenever ``wake`` is set, until ``stop`` is set."""
+    steps = steps or {"records": deliver_records}
+    while True:
+        if wake is None:
+            if stop.wait(every):
+                return
+        else:
+            wake.wait(every)
+            wake.clear()
+            if stop.is_set():
+                return
+        for kind, step in steps.items():
+            _deliver(kind, step)
+
+
+def _deliver(kind: str, step: Step) -> None:
+    try:
+        result = step()
+    except (ExportnbError, OSError) as exc:
+        log.warning("outbox of %s: delivery failed: %s", kind, exc)
+        return
+    except Exception:  # the loop must go on; the next pass retries
+        log.exception("outbox of %s: delivery failed; retrying", kind)
+        return
+    if result.error:
+        log.warning("outbox: %d %s wait: %s", len(result.waiting), kind, result.error)
+
+
+class OutboxLoop:
+    """:func:`deliver_outbox` in a thread of its own: a pass as it starts (for what waited
+    across a restart), every ``every`` seconds, and whenever :meth:`wake` asks for one."""
+
+    def __init__(self, every: float, steps: Mapping[str, Step], name: str = "outbox") -> None:
+        self._stop, self._wake = threading.Event(), threading.Event()
+        self._thread = threading.Thread(
+            target=deliver_outbox,
+            args=(every, self._stop, steps, self._wake),
+            name=name,
+            daemon=True,
+        )
+
+    def start(self) -> None:
+        self._wake.set()
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self, grace: float = 30.0) -> None:
+        """Let a pass in progress end (a post Slack took is marked so before the store
+        closes), for up to ``grace`` seconds."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(grace)

@@ -1,18 +1,24 @@
 """``exportnb serve`` and ``exportnb worker``: the processes, and how they fit together.
 
-``serve`` is one process with three parts, plus a child:
+``serve`` is one process with four parts, plus a child:
 
-- uvicorn serving the app (:mod:`exportnb.service.app`) on loopback by default;
+- uvicorn serving the app (:mod:`exportnb.service.app`) on loopback by default, with
+  ``/metrics`` (:mod:`exportnb.service.metrics`);
 - the dispatcher thread (:mod:`exportnb.service.dispatch`);
+- the delivery loop of the Slack outbox (:class:`~exportnb.service.runs.OutboxLoop`), when a
+  webhook is configured: it posts each finished run's status update as soon as the
+  dispatcher has put it in the outbox, and again every ``[serve] outbox_interval`` what
+  Slack did not take (:func:`~exportnb.service.outbox.deliver_updates`);
 - the embedded consumer: ``exportnb worker --workers N`` started as a child process, niced,
   and killed with its parent (``PR_SET_PDEATHSIG`` on Linux, and a watch on the parent
   pid elsewhere). Notebooks never compete with the acknowledgements for the interpreter.
   ``--workers 0`` leaves consuming to ``exportnb worker`` processes elsewhere (Redis).
 
-``worker`` drains the queue with N threads, and delivers the outbox every ``[serve]
-outbox_interval``. On SIGTERM or SIGINT, ``serve`` stops taking requests, asks the
-consumer to finish its runs (:data:`STOP_GRACE` seconds), then kills it; a run cut short
-runs again after the restart.
+``worker`` drains the queue with N threads, and delivers the record outbox every ``[serve]
+outbox_interval`` with the same loop. On SIGTERM or SIGINT, ``serve`` stops taking
+requests, asks the consumer to finish its runs (:data:`STOP_GRACE` seconds), then kills it,
+and lets a Slack post in progress end; a run cut short runs again after the restart, and
+an update still in the outbox is posted after it.
 """
 
 from __future__ import annotations
@@ -27,15 +33,19 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 from exportnb.core.errors import PreconditionFailed
+from exportnb.service import slack
 from exportnb.service.app import create_app
 from exportnb.service.auth import Credentials
 from exportnb.service.dispatch import Dispatcher
 from exportnb.service.incidents import IncidentStore
+from exportnb.service.metrics import ServiceMetrics
+from exportnb.service.outbox import deliver_updates, outbox_dir
 from exportnb.service.queue import Queue
-from exportnb.service.runs import deliver_outbox, perform
+from exportnb.service.runs import OutboxLoop, deliver_records, perform
 from exportnb.service.settings import ServeSettings, service_dir
 
 STOP_GRACE = 30.0
@@ -62,12 +72,17 @@ def serve(
     if credentials.insecure:
         log.warning("serving WITHOUT authentication (--insecure-no-auth)")
     store = IncidentStore(service_dir() / "incidents.db")
-    dispatcher = Dispatcher(store, Queue(settings), settings)
+    queue = Queue(settings)
+    metrics = ServiceMetrics(store.path, queue, outbox_dir())
+    updates = slack_outbox(store, settings, metrics)
+    dispatcher = Dispatcher(store, queue, settings, on_update=updates.wake if updates else None)
     count = settings.workers if workers is None else workers
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         dispatcher.start()
+        if updates:
+            updates.start()
         consumer = Consumer.start(count) if count else None
         log.info(
             "receiving on http://%s:%d/alerts/alertmanager; %s",
@@ -81,8 +96,10 @@ def serve(
             if consumer:
                 consumer.stop()
             dispatcher.stop()
+            if updates:
+                updates.stop()
 
-    app = create_app(store, settings, credentials, lifespan=lifespan)
+    app = create_app(store, settings, credentials, metrics=metrics, lifespan=lifespan)
     try:
         uvicorn.run(
             app,
@@ -94,6 +111,23 @@ def serve(
         )
     finally:
         store.close()
+
+
+def slack_outbox(
+    store: IncidentStore, settings: ServeSettings, metrics: ServiceMetrics
+) -> OutboxLoop | None:
+    """The delivery loop of the Slack outbox; None without a webhook (what waits, waits)."""
+    if not settings.slack_webhook:
+        waiting = len(store.pending_updates())
+        if waiting:
+            log.warning(
+                "%d status update(s) wait in the outbox, but no Slack webhook is set", waiting
+            )
+        return None
+    webhook = slack.client(settings.slack_webhook, slack.RetryPolicy.of(settings))
+    post = partial(slack.send, webhook)
+    steps = {"Slack updates": partial(deliver_updates, store, post, metrics.slack)}
+    return OutboxLoop(settings.outbox_interval, steps, name="slack-outbox")
 
 
 def check_address(host: str, port: int) -> None:
@@ -162,10 +196,8 @@ def work(*, workers: int = 2, parent: int | None = None) -> None:
     """Drain the queue until SIGTERM or SIGINT, delivering the outbox meanwhile."""
     settings = ServeSettings.load()
     queue = Queue(settings, handler=perform)
-    stop = threading.Event()
-    threading.Thread(
-        target=deliver_outbox, args=(settings.outbox_interval, stop), name="outbox", daemon=True
-    ).start()
+    records = OutboxLoop(settings.outbox_interval, {"records": partial(deliver_records, queue)})
+    records.start()
     if parent is not None:
         threading.Thread(
             target=_watch, args=(parent, _exit_now), name="parent", daemon=True
@@ -173,7 +205,7 @@ def work(*, workers: int = 2, parent: int | None = None) -> None:
     try:
         queue.consume(max(workers, 1))
     finally:
-        stop.set()
+        records.stop(grace=5.0)
 
 
 def _watch(parent: int, on_gone: Callable[[], None], every: float = 1.0) -> None:

@@ -13,14 +13,24 @@ Example::
     workers = 2                                   # runs at once in the embedded consumer
     update_interval = "15m"                       # open incidents are re-run this often
     slack_webhook = "https://hooks.slack.com/services/..."   # (or $EXPORTNB_SLACK_WEBHOOK)
+    slack_retries = 3                             # retries of one post (429, 500/503, no answer)
+    slack_backoff = "500ms"                       # the first wait before a retry; it doubles
+    slack_timeout = "10s"                         # one request to Slack
+    slack_allow_http_loopback = false             # tests and development only: see below
     public_url = "https://exportnb.example.net"   # where people reach this service (or
                                                   # $EXPORTNB_PUBLIC_URL): record links
     notebook = "/opt/acme/export_failure.ipynb"  # default: the incident template
     cell_timeout = "10m"                          # a cell running longer fails the run
-    outbox_interval = "30s"                       # how often kept records are re-delivered
+    outbox_interval = "30s"                       # how often kept records and Slack
+                                                  # updates are re-delivered
 
 The environment wins over the file for the credentials and the Slack webhook, so that
 secrets can stay out of ``config.toml``. Files holding secrets are read once, at start.
+
+The Slack webhook must be an ``https://`` URL: its path is a secret, and a status update
+carries the incident's findings. ``slack_allow_http_loopback = true`` lets an
+``http://`` webhook on 127.0.0.1, ::1 or localhost through, for a local receiver in tests
+and development; it never allows plain HTTP to any other host.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from exportnb.core import config
 from exportnb.core.errors import ConfigError, InvalidInput
@@ -41,6 +52,7 @@ USER_ENV = "EXPORTNB_WEBHOOK_USER"
 PASSWORD_ENV = "EXPORTNB_WEBHOOK_PASSWORD"
 SLACK_ENV = "EXPORTNB_SLACK_WEBHOOK"
 PUBLIC_URL_ENV = "EXPORTNB_PUBLIC_URL"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 KNOWN = {
     "token_file",
     "basic_user",
@@ -55,6 +67,10 @@ KNOWN = {
     "cell_timeout",
     "outbox_interval",
     "public_url",
+    "slack_retries",
+    "slack_backoff",
+    "slack_timeout",
+    "slack_allow_http_loopback",
 }
 
 
@@ -80,6 +96,9 @@ class ServeSettings:
     cell_timeout: float = 600.0
     outbox_interval: float = 30.0
     public_url: str | None = None
+    slack_retries: int = 3
+    slack_backoff: float = 0.5
+    slack_timeout: float = 10.0
 
     def __repr__(self) -> str:  # never print the secrets
         return f"ServeSettings(queue={self.queue!r}, workers={self.workers})"
@@ -120,11 +139,14 @@ class ServeSettings:
                 queue=_queue(raw.get("queue", cls.queue)),
                 workers=_count(raw.get("workers", cls.workers), "workers"),
                 update_interval=parse_ttl(raw.get("update_interval", "15m")),
-                slack_webhook=env.get(SLACK_ENV) or _url(raw.get("slack_webhook"), "slack_webhook"),
+                slack_webhook=_slack(raw, env),
                 notebook=_text(raw.get("notebook"), "notebook"),
                 cell_timeout=parse_ttl(raw.get("cell_timeout", "10m")),
                 outbox_interval=parse_ttl(raw.get("outbox_interval", "30s")),
                 public_url=_base(env.get(PUBLIC_URL_ENV) or raw.get("public_url")),
+                slack_retries=_retries(raw.get("slack_retries", cls.slack_retries)),
+                slack_backoff=parse_ttl(raw.get("slack_backoff", "500ms")),
+                slack_timeout=parse_ttl(raw.get("slack_timeout", "10s")),
             )
         except InvalidInput as exc:
             raise ConfigError(f"{source}: [serve] {exc.message}") from exc
@@ -179,6 +201,47 @@ def _url(value: Any, name: str) -> str | None:
     if not isinstance(value, str) or not value.startswith(("https://", "http://")):
         raise InvalidInput(f"{name} must be an http(s) URL")
     return value
+
+
+def _retries(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 10:
+        raise InvalidInput(f"slack_retries must be a whole number from 0 to 10, not {value!r}")
+    return value
+
+
+def _slack(raw: Mapping[str, Any], env: Mapping[str, str]) -> str | None:
+    """The Slack webhook: ``$EXPORTNB_SLACK_WEBHOOK`` over ``slack_webhook``; https only."""
+    loopback = raw.get("slack_allow_http_loopback", False)
+    if not isinstance(loopback, bool):
+        raise InvalidInput("slack_allow_http_loopback must be true or false")
+    if env.get(SLACK_ENV):
+        try:
+            return _https(env[SLACK_ENV], f"${SLACK_ENV}", loopback=loopback)
+        except InvalidInput as exc:  # the environment's, not the file's: no [serve] prefix
+            raise ConfigError(exc.message) from exc
+    url = _text(raw.get("slack_webhook"), "slack_webhook")
+    return _https(url, "slack_webhook", loopback=loopback) if url else None
+
+
+def _https(url: str, name: str, *, loopback: bool) -> str:
+    """``url`` when it is https (or http to a loopback host, when allowed). The message
+    names the setting and the scheme and host only: the webhook's path is a secret."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        parts, host = urlsplit(""), ""
+    if parts.scheme == "https" and host:
+        return url
+    if parts.scheme == "http" and host in LOOPBACK_HOSTS and loopback:
+        return url
+    shown = f"{parts.scheme}://{host}" if parts.scheme else "a URL without a scheme"
+    hint = (
+        " (slack_allow_http_loopback only lets http:// to 127.0.0.1, ::1 or localhost through)"
+        if loopback
+        else ""
+    )
+    raise InvalidInput(f"{name} must be an https:// URL, not {shown}{hint}")
 
 
 def _base(value: Any) -> str | None:

@@ -4,18 +4,49 @@
 notebook's communication step, in Slack's ``mrkdwn``) in sections of at most
 :data:`SECTION_LIMIT` characters, and a context line with the run, its record and where
 its HTML is. A run without a status update (a failed one, say) posts a short line instead.
-:func:`post` sends it with the standard library; Slack answers ``ok``.
+
+:func:`send` posts it with slack-sdk's :class:`~slack_sdk.webhook.WebhookClient` and its
+retry handlers, which share one attempt counter (at most ``[serve] slack_retries`` retries
+per post, whatever the mix):
+
+- ``RateLimitErrorRetryHandler``: a ``429``; it sleeps ``Retry-After`` seconds (a whole
+  number; 1 s when absent) plus up to 1 s of jitter, then retries;
+- ``ServerErrorRetryHandler``: a ``500`` or a ``503`` only (a 502 or 504 is not retried
+  here, and waits in the outbox like any other failure);
+- ``ConnectionErrorRetryHandler``: no answer (refused, reset, a connect timeout); these two
+  wait ``slack_backoff`` x 2^attempt plus up to as much again of jitter.
+
+``send_dict`` returns the last answer whatever its status, and raises when there was no
+answer at all; :func:`send` turns both into an :class:`Answer`. Slack accepted the post
+when it answered 2xx. A ``400`` or ``413`` refuses this very post (``invalid_payload``,
+``invalid_blocks``...), so sending it again would never help: :attr:`Answer.refused`.
+Anything else (429, 5xx, 401/403/404/410 for a webhook revoked or a channel archived, no
+answer) may pass later: the update waits in the outbox (:mod:`exportnb.service.outbox`).
 """
 
 from __future__ import annotations
 
-import json
+import http.client
+import logging
+import random
 import re
-import urllib.error
-import urllib.request
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
+
+from slack_sdk.errors import SlackRequestError
+from slack_sdk.http_retry import (
+    BackoffRetryIntervalCalculator,
+    ConnectionErrorRetryHandler,
+    Jitter,
+    RateLimitErrorRetryHandler,
+    RetryHandler,
+)
+from slack_sdk.http_retry.builtin_handlers import ServerErrorRetryHandler
+from slack_sdk.webhook import WebhookClient
 
 from exportnb.core.errors import PlatformError
+from exportnb.service.settings import LOOPBACK_HOSTS, ServeSettings
 
 SECTION_LIMIT = 3000
 """Slack's limit on the text of one section block."""
@@ -85,19 +116,112 @@ def message(
     }
 
 
-def post(url: str, payload: dict[str, Any], *, timeout: float = 10.0) -> None:
-    """POST the message; PlatformError when Slack (or the network) refuses it."""
-    request = urllib.request.Request(
+REFUSED = (400, 413)
+"""Statuses by which Slack refuses the post itself: sending it again cannot help."""
+REASONS = ("rate_limited", "server_error", "unreachable", "refused", "rejected")
+"""Why a post failed after its retries (:attr:`Answer.reason`), for the metrics."""
+_quiet = logging.getLogger("exportnb.service.slack_sdk")
+_quiet.setLevel(logging.CRITICAL)  # the SDK logs the webhook URL (a secret) at debug level
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What Slack said to one post, once the retries are spent: ``status`` (None: no
+    answer at all) and the first 200 characters it said, or why it could not be reached."""
+
+    status: int | None
+    said: str = ""
+
+    @property
+    def accepted(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def refused(self) -> bool:
+        return self.status in REFUSED
+
+    @property
+    def reason(self) -> str:
+        """One of :data:`REASONS` (for a post that was not accepted)."""
+        if self.status is None:
+            return "unreachable"
+        if self.status == 429:
+            return "rate_limited"
+        if self.status >= 500:
+            return "server_error"
+        return "refused" if self.refused else "rejected"
+
+    @property
+    def why(self) -> str:
+        if self.status is None:
+            return f"cannot reach the Slack webhook: {self.said}"
+        return f"Slack answered {self.status}: {self.said}"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard one post tries (``[serve] slack_retries``, ``slack_backoff``, ``slack_timeout``)."""
+
+    retries: int = 3
+    backoff: float = 0.5
+    timeout: float = 10.0
+
+    @classmethod
+    def of(cls, settings: ServeSettings) -> RetryPolicy:
+        return cls(settings.slack_retries, settings.slack_backoff, settings.slack_timeout)
+
+    def handlers(self) -> list[RetryHandler]:
+        """429 (Retry-After), 500/503 and no answer, each at most ``retries`` times in all."""
+        waits = BackoffRetryIntervalCalculator(self.backoff, _ScaledJitter(self.backoff))
+        return [
+            RateLimitErrorRetryHandler(max_retry_count=self.retries),
+            ServerErrorRetryHandler(max_retry_count=self.retries, interval_calculator=waits),
+            ConnectionErrorRetryHandler(max_retry_count=self.retries, interval_calculator=waits),
+        ]
+
+
+class _ScaledJitter(Jitter):
+    """Up to ``most`` seconds of jitter (the SDK's default adds up to a whole second)."""
+
+    def __init__(self, most: float) -> None:
+        self.most = most
+
+    def recalculate(self, duration: float) -> float:
+        return duration + random.uniform(0, self.most)
+
+
+def client(url: str, policy: RetryPolicy) -> WebhookClient:
+    """The webhook client with the retry handlers of ``policy``."""
+    webhook = WebhookClient(
         url,
-        data=json.dumps(payload).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json; charset=utf-8"},
+        timeout=max(1, round(policy.timeout)),
+        logger=_quiet,
+        retry_handlers=policy.handlers(),
     )
+    if urlsplit(url).hostname in LOOPBACK_HOSTS:
+        webhook.proxy = None  # a receiver on loopback is never behind $HTTPS_PROXY
+    return webhook
+
+
+def send(webhook: WebhookClient, payload: dict[str, Any]) -> Answer:
+    """POST the message, with the client's retries; never raises for Slack or the network."""
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as answer:
-            answer.read()
-    except urllib.error.HTTPError as exc:
-        said = exc.read()[:200].decode(errors="replace")
-        raise PlatformError(f"Slack answered {exc.code}: {said}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise PlatformError(f"cannot reach the Slack webhook: {exc}") from exc
+        response = webhook.send_dict(payload)
+    except (OSError, http.client.HTTPException, SlackRequestError, ValueError) as exc:
+        # OSError: refused, reset, timed out (URLError is one); ValueError: a Retry-After
+        # that is not a whole number of seconds
+        return Answer(None, _reason(exc))
+    return Answer(response.status_code, str(response.body or "")[:200])
+
+
+def post(url: str, payload: dict[str, Any], *, policy: RetryPolicy | None = None) -> None:
+    """POST the message; PlatformError when Slack (or the network) did not take it."""
+    answer = send(client(url, policy or RetryPolicy()), payload)
+    if not answer.accepted:
+        raise PlatformError(answer.why)
+
+
+def _reason(exc: Exception) -> str:
+    """What went wrong, without the URL (a secret)."""
+    inner = getattr(exc, "reason", None)
+    return str(inner if inner is not None else exc) or type(exc).__name__
