@@ -70,11 +70,14 @@ PARAMETERS = parameters_cell()
 
 SETUP = """\
 from exportnb.notebook import charts
-from exportnb.notebook.display import show, show_chart, show_parameters, show_recommendations
+from exportnb.notebook.display import (
+    show, show_chart, show_incident, show_parameters, show_recommendations,
+)
 from exportnb.incident.model import open_incident, parameters_of
 
 incident = open_incident(**parameters_of(globals()))
-incident.start_probes()"""
+incident.start_probes()
+show_incident(incident)"""
 
 # (kind, source): "md" cells are Markdown, "code" cells are code.
 # fmt: off

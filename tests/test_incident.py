@@ -41,6 +41,7 @@ from exportnb.mitigation.response import (
     plan_of,
 )
 from exportnb.notebook.charts import success_rate_chart
+from exportnb.notebook.views import facts
 from exportnb.platform import register
 from exportnb.sandbox.platform import SandboxPlatform
 
@@ -175,7 +176,7 @@ def test_a_notebook_shows_the_incident_as_a_table_of_what_it_is_judged_on(world)
     incident = open_incident(
         incident_id="INC-1", now=NOW.isoformat(), target_host="<b>x</b>", buckets=["exports-extra"]
     )
-    shown = incident._repr_html_()
+    shown = facts(incident.facts())  # what show_incident displays
     assert shown.startswith("<table>") and "datetime.datetime" not in shown
     for text in (
         "INC-1",

@@ -35,7 +35,6 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from html import escape
 from typing import Any, ClassVar, ParamSpec, TypedDict, TypeVar
 
 from exportnb.core.codec import readable_time
@@ -77,8 +76,6 @@ HISTORY_MINUTES = 120
 COMMS_LEAD_UNASSIGNED = "comms_lead_unassigned"
 CHECKSUM_CHOICE = (10, 3, 8, 40)
 """The jobs to verify by default: failing, deliveries per tenant, tenants, all in all."""
-_LEFT = " style='text-align:left'"
-"""Text in a table reads from the left, as in the notebook's other tables."""
 
 
 class ChartOptions(TypedDict):
@@ -188,10 +185,6 @@ class Incident:
                 f"{self.latency_slo:g} s, running SLA {self.running_sla:g} s",
             ),
         ]
-
-    def _repr_html_(self) -> str:
-        """What a notebook shows for the incident: :meth:`facts`, as a two-column table."""
-        return _facts_table(self.facts())
 
     # Times ------------------------------------------------------------------------
     @property
@@ -519,14 +512,6 @@ def _breaching(rows: list[Any], window_minutes: int, threshold: float) -> set[in
 
 def _first(values: list[str]) -> str | None:
     return values[0] if values else None
-
-
-def _facts_table(pairs: list[tuple[str, str]]) -> str:
-    """A two-column HTML table, drawn as the notebook draws its facts."""
-    rows = "".join(
-        f"<tr><th{_LEFT}>{escape(k)}</th><td{_LEFT}>{escape(v)}</td></tr>" for k, v in pairs
-    )
-    return f"<table><tbody>{rows}</tbody></table>\n"
 
 
 __all__ = [

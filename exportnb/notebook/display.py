@@ -34,6 +34,7 @@ from exportnb.core.findings import RESULT_MIMETYPE, STEPS, record_bundle
 from exportnb.notebook.charts import figure_to_png
 from exportnb.notebook.views import (
     RENDERERS,
+    facts,
     findings_html,
     findings_markdown,
     heading_html,
@@ -100,6 +101,16 @@ def show_chart(fig: Figure) -> None:
         import matplotlib.pyplot as plt  # deferred: matplotlib is heavy
 
         plt.close(fig)
+
+
+def show_incident(incident: Incident) -> None:
+    """The incident as the setup cell shows it: what it is judged on, as a table."""
+    from IPython.display import (  # deferred: IPython is heavy, and only kernels have it
+        HTML,
+        display,
+    )
+
+    display(HTML(facts(incident.facts())))
 
 
 def show_parameters(incident: Incident) -> None:
