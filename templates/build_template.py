@@ -80,11 +80,12 @@ incident.start_probes()
 show_incident(incident)"""
 
 # (kind, source): "md" cells are Markdown, "code" cells are code.
-# fmt: off
 CELLS: list[tuple[str, str]] = [
     ("md", TITLE),
     ("parameters", PARAMETERS),
-    ("md", """\
+    (
+        "md",
+        """\
 ## Setup
 
 The incident is opened from the parameters. This checks them and fills in the defaults:
@@ -96,9 +97,12 @@ The steps that wait on other systems (detection and job state, HeadBucket, check
 verification, the network path) then start in the background, with the arguments their
 cells give them, so that they run while the charts are drawn. Each cell below collects
 its step with `incident.collect(...)`: the result of that very call, made early, or the
-call made there and then if its arguments differ."""),
+call made there and then if its arguments differ.""",
+    ),
     ("code", SETUP),
-    ("md", """\
+    (
+        "md",
+        """\
 ## Detection
 
 > - [ ] Alert: Export job failure rate >2% over 10 minutes.
@@ -107,84 +111,129 @@ call made there and then if its arguments differ."""),
 
 These are the failure rate over the window against the threshold, the latency
 percentiles against twice the SLO, stuck jobs, and the job IDs customers reported. The
-reported jobs are verified under Diagnostics 3."""),
-    ("code", """\
+reported jobs are verified under Diagnostics 3.""",
+    ),
+    (
+        "code",
+        """\
 from exportnb.incident.steps.detection import detect
 
 detection = incident.collect(detect, incident.platform, **incident.detection_options())
-show("detection", detection)"""),
-    ("md", """\
+show("detection", detection)""",
+    ),
+    (
+        "md",
+        """\
 The success rate per minute against the baseline: the same minutes of the day over
-the previous `baseline_days` days, with the threshold (1 − `failure_threshold`)."""),
-    ("code", """\
+the previous `baseline_days` days, with the threshold (1 − `failure_threshold`).""",
+    ),
+    (
+        "code",
+        """\
 from exportnb.incident.steps.baseline import baseline
 
 usual = baseline(incident.platform, incident.history_since, incident.now,
                  days=incident.baseline_days)
 rates = detection.rates_frame()
-show_chart(charts.success_rate_chart(rates, usual.frame(), **incident.chart_options()))"""),
-    ("code", """\
-show_chart(charts.latency_chart(detection.latency_frame(), slo=incident.latency_slo))"""),
-    ("md", """\
+show_chart(charts.success_rate_chart(rates, usual.frame(), **incident.chart_options()))""",
+    ),
+    (
+        "code",
+        """\
+show_chart(charts.latency_chart(detection.latency_frame(), slo=incident.latency_slo))""",
+    ),
+    (
+        "md",
+        """\
 ## Immediate Actions (10 minutes)
 
 > - [ ] Declare incident; assign comms lead.
 > - [ ] Pause new bulk exports to reduce load.
-> - [ ] Capture failing job IDs and sample logs."""),
+> - [ ] Capture failing job IDs and sample logs.""",
+    ),
     ("code", "show_parameters(incident)"),
-    ("md", """\
+    (
+        "md",
+        """\
 This notebook never pauses bulk exports itself. The cell below shows whether they are
 paused now, and what `exportctl pause bulk` would hold back. In an interactive session,
-the mitigation panel applies it after you confirm."""),
-    ("code", """\
+the mitigation panel applies it after you confirm.""",
+    ),
+    (
+        "code",
+        """\
 from exportnb.mitigation.response import bulk_pause, capture
 
-show("immediate_actions", bulk_pause(incident.platform), command="exportctl pause bulk")"""),
-    ("code", """\
+show("immediate_actions", bulk_pause(incident.platform), command="exportctl pause bulk")""",
+    ),
+    (
+        "code",
+        """\
 from exportnb.incident.steps.jobstate import job_state
 
 jobs = incident.collect(job_state, incident.platform, **incident.job_state_options())
-show("immediate_actions", capture(jobs, incident.reported_jobs))"""),
-    ("md", """\
+show("immediate_actions", capture(jobs, incident.reported_jobs))""",
+    ),
+    (
+        "md",
+        """\
 ## Diagnostics
 
 ### 1. Job state
 
 > - Command: `exportctl list --status failed --limit 20`
-> - Expected: Error reasons visible; categorize by connector/storage."""),
-    ("code", """\
+> - Expected: Error reasons visible; categorize by connector/storage.""",
+    ),
+    (
+        "code",
+        """\
 show("job_state", jobs, command="exportctl list --status failed --limit 20")
-show_chart(charts.failures_chart(jobs.frame()))"""),
-    ("md", """\
+show_chart(charts.failures_chart(jobs.frame()))""",
+    ),
+    (
+        "md",
+        """\
 ### 2. Storage health
 
 > - Command: `aws s3api head-bucket --bucket $EXPORT_BUCKET`
 > - Expected: 200 OK. If throttled, note error code and region.
 
 The buckets checked are `$EXPORT_BUCKET`, the `buckets` parameter, the buckets the
-failed jobs name and the fallback bucket."""),
-    ("code", """\
+failed jobs name and the fallback bucket.""",
+    ),
+    (
+        "code",
+        """\
 from exportnb.incident.steps.storagehealth import storage_health
 
 storage = incident.collect(
     storage_health, incident.buckets_to_check(jobs), access=incident.storage_access
 )
-show("storage_health", storage, command="aws s3api head-bucket --bucket $EXPORT_BUCKET")"""),
-    ("md", """\
+show("storage_health", storage, command="aws s3api head-bucket --bucket $EXPORT_BUCKET")""",
+    ),
+    (
+        "md",
+        """\
 ### 3. Checksum verification
 
 > - Command: `exportctl verify --job <job-id>`
 > - Expected: Checksums match; if mismatch, identify missing segments.
 
 The jobs verified are the reported jobs, the newest failing jobs, and the newest
-deliveries of each tenant involved."""),
-    ("code", """\
+deliveries of each tenant involved.""",
+    ),
+    (
+        "code",
+        """\
 from exportnb.incident.steps.checksums import verify_jobs
 
 checks = incident.collect(verify_jobs, incident.platform,
                           incident.checksum_jobs(jobs, detection))
-show("checksums", checks, command="exportctl verify --job <job-id>")"""),
-    ("md", """\
+show("checksums", checks, command="exportctl verify --job <job-id>")""",
+    ),
+    (
+        "md",
+        """\
 ### 4. Network path
 
 > - Command: `mtr -r $EXPORT_TARGET_HOST`
@@ -192,23 +241,35 @@ show("checksums", checks, command="exportctl verify --job <job-id>")"""),
 
 The path is measured with `mtr` where it is installed, and with a TCP probe where it
 is not: `probe_count` cycles, `probe_interval` seconds apart. Ask for more cycles (and a
-longer interval) to look closer."""),
-    ("code", """\
+longer interval) to look closer.""",
+    ),
+    (
+        "code",
+        """\
 from exportnb.incident.steps.network import network_path
 
 path = incident.collect(network_path, incident.target_host, **incident.network_options())
-show("network_path", path, command="mtr -r $EXPORT_TARGET_HOST")"""),
-    ("md", """\
+show("network_path", path, command="mtr -r $EXPORT_TARGET_HOST")""",
+    ),
+    (
+        "md",
+        """\
 ## Assessment
 
 The findings of every step lead to recommendations. Each recommendation gives its
-reason (the evidence behind it) and the exact runbook command."""),
-    ("code", """\
+reason (the evidence behind it) and the exact runbook command.""",
+    ),
+    (
+        "code",
+        """\
 from exportnb.mitigation.assessment import assess
 
 assessed = assess(detection, jobs, storage, checks, path, context=incident.assessment_context())
-show_recommendations(assessed)"""),
-    ("md", """\
+show_recommendations(assessed)""",
+    ),
+    (
+        "md",
+        """\
 ## Mitigations
 
 > - [ ] Retry failed jobs with safe concurrency:
@@ -223,12 +284,18 @@ show_recommendations(assessed)"""),
 
 **In `auto` mode only what `[policy] auto_apply` allows is applied**, once per incident.
 The recommended commands are listed below with what each would change and, for an
-automatic run, what policy did with each."""),
-    ("code", """\
+automatic run, what policy did with each.""",
+    ),
+    (
+        "code",
+        """\
 from exportnb.mitigation.response import respond
 
-show("mitigations", respond(incident, assessed))"""),
-    ("md", """\
+show("mitigations", respond(incident, assessed))""",
+    ),
+    (
+        "md",
+        """\
 ### Mitigation panel
 
 In an interactive session each mitigation has a card, the recommended ones first, with
@@ -237,18 +304,27 @@ widely (jobs, tenants, buckets) with the runbook command; **Apply…** asks to c
 **Confirm** applies it once and shows the result. After a retry the card follows the
 retried jobs until they finish, and flags the ones that fail again with the same error.
 The same flow is `exportnb mitigate ACTION --incident ID` at a shell. **Finalize**
-re-executes this notebook unattended into the archive (`exportnb finalize ID`)."""),
-    ("code", """\
+re-executes this notebook unattended into the archive (`exportnb finalize ID`).""",
+    ),
+    (
+        "code",
+        """\
 from exportnb.notebook.panel import mitigation_panel
 
-mitigation_panel(incident, assessed)"""),
-    ("md", """\
+mitigation_panel(incident, assessed)""",
+    ),
+    (
+        "md",
+        """\
 ## Recovery Verification
 
 > - [ ] Export success rate returns to baseline for 15 minutes.
 > - [ ] Checksums verified for affected jobs; customers notified of re-exports.
-> - [ ] Fallback bucket disabled; configuration reverted."""),
-    ("code", """\
+> - [ ] Fallback bucket disabled; configuration reverted.""",
+    ),
+    (
+        "code",
+        """\
 from exportnb.incident.steps.recovery import verify_recovery
 
 recent = baseline(incident.platform, incident.recovery_since, incident.now,
@@ -256,41 +332,59 @@ recent = baseline(incident.platform, incident.recovery_since, incident.now,
 recovered = verify_recovery(incident.platform, baseline=recent,
                             affected_jobs=incident.affected_jobs(checks),
                             **incident.recovery_options())
-show("recovery", recovered)"""),
-    ("code", """\
+show("recovery", recovered)""",
+    ),
+    (
+        "code",
+        """\
 show_chart(charts.success_rate_chart(recovered.rates_frame(), recent.frame(),
                                      **incident.chart_options(),
-                                     title="Success rate over the recovery window"))"""),
-    ("md", """\
+                                     title="Success rate over the recovery window"))""",
+    ),
+    (
+        "md",
+        """\
 ## Communication
 
 > - [ ] Provide updates every 15 minutes with job success rate and mitigations.
-> - [ ] Summarize affected tenants, files, and corrective actions for audit."""),
-    ("code", """\
+> - [ ] Summarize affected tenants, files, and corrective actions for audit.""",
+    ),
+    (
+        "code",
+        """\
 from exportnb.incident.steps.comms import audit_summary, status_update
 from exportnb.core.findings import findings_of
 
 found = findings_of(detection, jobs, storage, checks, path, recovered)
 update = status_update(detection=detection, recovery=recovered, assessment=assessed,
                        findings=found, **incident.comms_options())
-show("communication", update)"""),
-    ("md", """\
+show("communication", update)""",
+    ),
+    (
+        "md",
+        """\
 ### Audit trail
 
 The incident's journal: every mitigation planned, applied, declined, skipped or
 reverted, with the operator, the time (UTC), the parameters and the result, its hash
 chain verified. It is ordinary cell output, so the archived record shows it. Run this
-cell again after applying from the panel, or finalize the incident."""),
-    ("code", """\
+cell again after applying from the panel, or finalize the incident.""",
+    ),
+    (
+        "code",
+        """\
 from exportnb.mitigation.trail import trail
 
-show("mitigations", trail(incident.id))"""),
-    ("code", """\
+show("mitigations", trail(incident.id))""",
+    ),
+    (
+        "code",
+        """\
 summary = audit_summary(incident_id=incident.id, job_state=jobs, checksums=checks,
                         recovery=recovered, actions=incident.audit_entries())
-show("communication", summary)"""),
+show("communication", summary)""",
+    ),
 ]
-# fmt: on
 
 
 def build() -> nbformat.NotebookNode:
