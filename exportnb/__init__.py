@@ -10,9 +10,9 @@ Each subpackage is one stage of that flow, and imports only from the stages belo
                        │     notebook (views, charts, panel) ───┘
                        │        │
                        │        ▼
-                       │     incident ── steps: detection … recovery, comms
+                       │     mitigation (assessment, registry, plan, apply, journal, policy)
                        │        │
-                       │     mitigation (registry, plan, apply, journal, policy)
+                       │     incident ── steps: detection … recovery, comms
                        │        │
                        ▼        ▼
                           platform ── sandbox (reference, embedded) | command (exportctl)
@@ -25,7 +25,7 @@ subpackage      what it holds
 ``core``        the exception tree, configuration, JSON codec, IDs, quantities, findings
 ``platform``    the Platform contract, its registry, the exportctl JSON contract, S3
 ``incident``    an incident's parameters and timing; ``steps``: one module per runbook step
-``mitigation``  one Mitigation per action in a registry; plan, apply, journal, policy
+``mitigation``  the assessment; one Mitigation per action in a registry; plan, apply, journal
 ``record``      a run's record: notebook, HTML, ``record.json``; redaction; facts
 ``archive``     write-once storage of records, the hash chain, integrity, the index
 ``run``         papermill on a kernel, validated parameters, finalize, JupyterLab
