@@ -57,7 +57,8 @@ def serve(host: str, port: int, workers: int | None, insecure: bool, verbose: bo
     GET /openapi.json describes it all, GET /healthz needs no credentials. Everything else
     needs the bearer token ($EXPORTNB_WEBHOOK_TOKEN or [serve] token_file) or basic auth
     ([serve] basic_user and basic_password_file, or $EXPORTNB_WEBHOOK_USER and
-    $EXPORTNB_WEBHOOK_PASSWORD); with none configured, serve refuses to start unless --insecure-no-auth is given.
+    $EXPORTNB_WEBHOOK_PASSWORD); with none configured, serve refuses to start unless
+    --insecure-no-auth is given.
     See docs/alerts.md.
     """
     _logging(verbose)
