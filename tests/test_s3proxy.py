@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import boto3
@@ -246,6 +247,35 @@ def test_timeout_holds_large_chunks_then_request_timeout(
     with pytest.raises(ClientError):
         s3.head_object(Bucket=bucket, Key="big")
     assert s3.head_object(Bucket=bucket, Key="small")["ContentLength"] == THRESHOLD_BYTES - 1
+
+
+def test_every_request_a_fault_strikes_is_reported_with_the_export_it_names(
+    moto_url: str, faults: Faults
+) -> None:
+    hits: list = []
+    key = "exports/acme/job-0123456789ab/attempt-2/part-00003.bin"
+    with FaultProxy(moto_url, faults, on_hit=hits.append) as proxy:
+        s3 = client(proxy.url)
+        bucket, other = new_bucket(s3), new_bucket(s3)
+        throttle = replace(parse_fault("throttle", {"buckets": [bucket]}), id=7)
+        timeout = replace(parse_fault("timeout", {"min_chunk": "64MiB", "hold": 0.01}), id=8)
+        faults.current = FaultSet((throttle, timeout))
+        with pytest.raises(ClientError):
+            s3.head_bucket(Bucket=bucket)
+        with pytest.raises(ClientError):
+            s3.put_object(Bucket=other, Key=key, Body=b"x" * THRESHOLD_BYTES)
+        s3.put_object(Bucket=other, Key=key, Body=b"x" * (THRESHOLD_BYTES - 1))
+    throttled, timed_out = hits
+    assert (throttled.kind, throttled.bucket, throttled.job_id, throttled.fault_id) == (
+        "throttle",
+        bucket,
+        None,
+        7,
+    )
+    export = (timed_out.job_id, timed_out.tenant, timed_out.attempt, timed_out.segment)
+    assert export == ("job-0123456789ab", "acme", 2, 3)
+    assert (timed_out.kind, timed_out.fault_id, timed_out.size) == ("timeout", 8, MIN_CHUNK)
+    assert timed_out.limit == MIN_CHUNK
 
 
 def test_timeout_hits_upload_part_but_not_copies(s3: BaseClient, faults: Faults) -> None:

@@ -126,3 +126,18 @@ def test_flags_expire_with_an_audit_entry(store):
     history = store.audit_entries(target="export.fallback_bucket")
     assert [(e.action, e.actor) for e in history] == [("flag.set", "alice"), ("flag.expire", "ttl")]
     assert history[0].new["value"] == "fb" and history[1].old == "fb"
+
+
+def test_fault_hits_are_kept_with_the_attempt_they_struck(store):
+    from exportnb.sandbox.faults import FaultHit
+
+    make(store, 1)
+    store.claim(now=10.0, bulk_paused=False)
+    store.record_fault_hit(
+        FaultHit("timeout", "s3proxy", 12.0, "primary", "k", "job-0", "acme", 1, 0, 64, 50)
+    )
+    store.record_fault_hit(FaultHit("throttle", "s3proxy", 20.0, "primary"))
+    (timeout,) = store.fault_hits(until=15.0)
+    assert (timeout.connector, timeout.chunk_size, timeout.limit) == ("s3", 64_000_000, 50)
+    assert [h.kind for h in store.fault_hits()] == ["timeout", "throttle"]
+    assert store.fault_hits()[1].job_id is None

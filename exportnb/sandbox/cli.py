@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import click
 
 from exportnb.core.console import echo_json, handles_errors
-from exportnb.core.errors import NotFound
+from exportnb.core.errors import InvalidInput, NotFound
 from exportnb.core.quantities import parse_size
 from exportnb.record.model import HTML
 from exportnb.run import report
 from exportnb.sandbox import control
 from exportnb.sandbox.demo import demo as run_demo
+from exportnb.sandbox.generate import MAX_FAULTS, check, generate, save
 from exportnb.sandbox.scenario import builtin_scenarios
 
 
@@ -126,6 +129,43 @@ def scenarios(as_json: bool) -> None:
     width = max(map(len, found))
     for name, description in found.items():
         click.echo(f"{name:<{width}}  {description}")
+
+
+@sandbox.command("generate")
+@click.option("--seed", required=True, metavar="N", help="Whole number >= 0; same seed, same file.")
+@click.option(
+    "--out", default="-", show_default=True, metavar="FILE|-", help="A .toml file, or - for stdout."
+)
+@click.option("--faults", metavar="0-3", help="How many faults (default: drawn, 0 to 3).")
+@click.option("--control", is_flag=True, help="A healthy control: a world with no faults.")
+@handles_errors
+def generate_scenario(seed: str, out: str, faults: str | None, control: bool) -> None:
+    """Generate a random scenario file (world and incident) from a seed, for game days.
+
+    Start it with `exportnb sandbox up --scenario FILE`; docs/scenarios.md tells how to run
+    and score it.
+    """
+    count = None if faults is None else _whole("--faults", faults, MAX_FAULTS)
+    generated = generate(_whole("--seed", seed), faults=count, control=control)
+    if out == "-":
+        check(generated)
+        sys.stdout.write(generated.text)
+        return
+    path = save(generated, Path(out))
+    kinds = ", ".join(generated.kinds) or "none (a healthy control)"
+    click.echo(f"Wrote scenario {generated.name} to {path} (faults: {kinds}).")
+
+
+def _whole(option: str, text: str, most: int | None = None) -> int:
+    """``text`` as a whole number of at least 0 (and at most ``most``), or InvalidInput."""
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = -1
+    if value < 0 or (most is not None and value > most):
+        wanted = f"from 0 to {most}" if most is not None else "of at least 0"
+        raise InvalidInput(f"{option} must be a whole number {wanted}, not {text!r}")
+    return value
 
 
 @sandbox.group()

@@ -176,7 +176,7 @@ class Sandbox:
         upstream = moto.start()
         self.closers.append(moto.stop)
         self._create_buckets(upstream)
-        proxy = FaultProxy(upstream, lambda: self.faults())
+        proxy = FaultProxy(upstream, lambda: self.faults(), on_hit=self.store.record_fault_hit)
         endpoint = proxy.start()
         self.closers.insert(0, proxy.stop)
         return endpoint

@@ -20,16 +20,27 @@ Scope parameters (``tenants``, ``connectors``, ``buckets``) narrow a fault to so
 jobs; ``rate`` is the share of matching jobs hit, chosen by a stable hash of the job
 ID; ``max_attempt`` (default 1) limits worker faults to early attempts, so that a
 retry or re-export after the cause is gone really succeeds.
+
+What each fault actually hit is written down where it strikes, as a :class:`FaultHit`: the
+export worker reports corrupt, missing and stuck hits (and jobs the impaired network path
+failed), the S3 fault proxy its throttled and timed-out requests. Both hand them to a
+:data:`HitSink`: in the sandbox daemon the store's ``record_fault_hit``, whose
+``fault_hits`` table is the ground truth a diagnosis is scored against
+(:mod:`exportnb.sandbox.truth`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from exportnb.core.errors import InvalidInput
 from exportnb.core.quantities import parse_size, parse_ttl
+
+log = logging.getLogger(__name__)
 
 STORAGE_SCALE = 16384
 """The sandbox stores one byte for every STORAGE_SCALE bytes of an export: a 64MB chunk is a
@@ -155,13 +166,39 @@ class FaultSet:
         ]
         return min(hits) if hits else None
 
+    def throttle_for(self, bucket: str) -> Fault | None:
+        """The first throttle fault covering ``bucket``."""
+        found = [f for f in self.of_kind("throttle") if bucket in f.params["buckets"]]
+        return found[0] if found else None
+
+    def timeout_for(self, bucket: str) -> Fault | None:
+        """The strictest timeout fault covering ``bucket`` (the one :meth:`timeout_threshold`
+        reads)."""
+        found = [
+            f
+            for f in self.of_kind("timeout")
+            if not f.params.get("buckets") or bucket in f.params["buckets"]
+        ]
+        return min(found, key=lambda f: (f.params["min_chunk"], f.params["hold"]), default=None)
+
+    def worker_faults(
+        self, *, job_id: str, tenant: str, connector: str, bucket: str, attempt: int
+    ) -> list[Fault]:
+        """The worker faults that strike the given attempt of a job, in order."""
+        return [
+            f
+            for f in self.faults
+            if f.hits(
+                job_id=job_id, tenant=tenant, connector=connector, bucket=bucket, attempt=attempt
+            )
+        ]
+
     def worker_hits(
         self, *, job_id: str, tenant: str, connector: str, bucket: str, attempt: int
     ) -> set[str]:
         return {
             f.kind
-            for f in self.faults
-            if f.hits(
+            for f in self.worker_faults(
                 job_id=job_id, tenant=tenant, connector=connector, bucket=bucket, attempt=attempt
             )
         }
@@ -169,3 +206,38 @@ class FaultSet:
     def network(self) -> Fault | None:
         found = self.of_kind("network")
         return found[-1] if found else None
+
+
+# What faults hit ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FaultHit:
+    """One thing a fault struck, as the component that struck it saw it.
+
+    ``source`` is ``worker`` or ``s3proxy``. A hit on an export names its ``job_id``,
+    ``tenant``, ``attempt`` and ``segment`` (the segment index, for a request or segment of
+    it), and ``bucket`` and ``key``; a request the S3 fault proxy throttled that is not an
+    export's (a HeadBucket, say) names only its bucket. ``size`` is the logical size of the
+    segment or request; ``limit`` the ``min_chunk`` of the timeout fault that held it.
+    ``connector`` and ``chunk_size`` are the store's for the attempt when not given.
+    """
+
+    kind: str
+    source: str
+    at: float
+    bucket: str = ""
+    key: str = ""
+    job_id: str | None = None
+    tenant: str | None = None
+    attempt: int | None = None
+    segment: int | None = None
+    size: int | None = None
+    limit: int | None = None
+    fault_id: int | None = None
+    connector: str | None = None
+    chunk_size: int | None = None
+
+
+HitSink = Callable[[FaultHit], None]
+"""Where hits go: the store's ``record_fault_hit`` in the sandbox daemon."""

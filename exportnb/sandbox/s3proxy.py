@@ -14,6 +14,12 @@ Two storage faults are injected here with their real S3 symptom:
 The bucket comes from the path (path-style addressing) or from a Host header
 ``<bucket>.<endpoint-host>`` (virtual-host style). Upstream connections are kept
 alive in a shared pool, so a request costs no connection setup.
+
+Every request a fault strikes is reported as a :class:`~exportnb.sandbox.faults.FaultHit`
+(``on_hit``; the daemon records them in its store; by default they are dropped):
+its bucket and key, and the job, tenant, attempt and segment the key names when it is an
+export's (:func:`~exportnb.sandbox.worker.parse_export_key`), the logical size of an
+upload, and the timeout fault's ``min_chunk``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import secrets
 import socket
 import socketserver
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
@@ -33,9 +40,15 @@ from io import BufferedIOBase
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from exportnb.core.errors import SandboxError
-from exportnb.sandbox.faults import STORAGE_SCALE, FaultSet
+from exportnb.sandbox.faults import STORAGE_SCALE, Fault, FaultHit, FaultSet, HitSink
+from exportnb.sandbox.worker import parse_export_key
 
 log = logging.getLogger(__name__)
+
+
+def _ignore(hit: FaultHit) -> None:
+    """Where fault hits go when nobody records them."""
+
 
 HOP_BY_HOP = frozenset(
     {
@@ -122,6 +135,29 @@ def payload_length(decoded_header: str | None, body_length: int) -> int:
         with contextlib.suppress(ValueError):
             return int(decoded_header)
     return body_length
+
+
+def fault_hit(
+    fault: Fault, bucket: str, key: str, size: int | None, *, at: float | None = None
+) -> FaultHit:
+    """What the proxy reports of a request ``fault`` struck: the export the key names, if
+    any, the logical ``size`` of an upload, and a timeout's ``min_chunk``."""
+    export = parse_export_key(key)
+    limit = fault.params.get("min_chunk") if fault.kind == "timeout" else None
+    return FaultHit(
+        fault.kind,
+        "s3proxy",
+        time.time() if at is None else at,
+        bucket=bucket,
+        key=key,
+        job_id=export.job_id if export else None,
+        tenant=export.tenant if export else None,
+        attempt=export.attempt if export else None,
+        segment=export.segment if export else None,
+        size=size,
+        limit=limit,
+        fault_id=fault.id,
+    )
 
 
 def error_document(code: str, message: str, request_id: str) -> bytes:
@@ -247,6 +283,7 @@ class _State:
     faults: Callable[[], FaultSet]
     pool: _UpstreamPool
     endpoint_hosts: frozenset[str]
+    on_hit: HitSink = _ignore
     stopping: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     requests: int = 0
@@ -313,12 +350,15 @@ class _Handler(BaseHTTPRequestHandler):
             return
         bucket, key = bucket_and_key(self.path, self.headers.get("Host", ""), state.endpoint_hosts)
         faults = state.current_faults() if bucket else FaultSet()
-        if bucket in faults.throttled_buckets():
+        if (throttle := faults.throttle_for(bucket) if faults.faults else None) is not None:
             state.count("throttled")
+            state.on_hit(fault_hit(throttle, bucket, key, self._upload_size(key, len(body))))
             self._send_error(*SLOW_DOWN)
-        elif (hold := self._timeout_hold(faults, bucket, key, len(body))) is not None:
+        elif (timeout := self._timeout(faults, bucket, key, len(body))) is not None:
+            fault, size = timeout
             state.count("timed_out")
-            state.stopping.wait(hold)
+            state.on_hit(fault_hit(fault, bucket, key, size))
+            state.stopping.wait(fault.params["hold"])
             self._send_error(*REQUEST_TIMEOUT)
         else:
             self._forward(body, reframed)
@@ -342,19 +382,26 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(400, "IncompleteBody", f"Could not read the request body: {exc}")
             return None, False
 
-    def _timeout_hold(
-        self, faults: FaultSet, bucket: str, key: str, body_length: int
-    ) -> float | None:
-        """Seconds to hold this request before ``RequestTimeout``; ``None`` if not struck."""
-        threshold = faults.timeout_threshold(bucket) if bucket else None
-        if threshold is None:
-            return None
+    def _upload_size(self, key: str, body_length: int) -> int | None:
+        """The logical size of a chunk this request uploads; ``None`` if it uploads none."""
         copy = "x-amz-copy-source" in self.headers
         if not is_chunk_upload(self.command, key, self.path, copy):
             return None
-        min_chunk, hold = threshold
         length = payload_length(self.headers.get("x-amz-decoded-content-length"), body_length)
-        return hold if length * STORAGE_SCALE >= min_chunk else None
+        return length * STORAGE_SCALE
+
+    def _timeout(
+        self, faults: FaultSet, bucket: str, key: str, body_length: int
+    ) -> tuple[Fault, int] | None:
+        """The timeout fault that holds this upload before ``RequestTimeout``, and the
+        upload's logical size; ``None`` if none strikes it."""
+        fault = faults.timeout_for(bucket) if faults.faults else None
+        if fault is None:
+            return None
+        size = self._upload_size(key, body_length)
+        if size is None or size < fault.params["min_chunk"]:
+            return None
+        return fault, size
 
     def _send_error(self, status: int, code: str, message: str) -> None:
         request_id = secrets.token_hex(8).upper()
@@ -443,7 +490,8 @@ class FaultProxy:
     """An S3 reverse proxy on ``host:port`` (0 = a free port) that injects storage faults.
 
     ``faults`` is called once per bucket-addressed request and must be cheap (the
-    caller caches). ``requests``, ``throttled`` and ``timed_out`` count requests
+    caller caches). ``on_hit`` is given every request a fault strikes (default: nobody);
+    it must not block for long. ``requests``, ``throttled`` and ``timed_out`` count requests
     since ``start``.
     """
 
@@ -455,6 +503,7 @@ class FaultProxy:
         port: int = 0,
         *,
         endpoint_hosts: Iterable[str] = (),
+        on_hit: HitSink | None = None,
     ) -> None:
         parts = urlsplit(upstream_url)
         if parts.scheme != "http" or not parts.hostname:
@@ -466,6 +515,7 @@ class FaultProxy:
         self.port = port
         self._upstream = (parts.hostname, parts.port or 80)
         self._faults = faults
+        self._on_hit = on_hit or _ignore
         self._endpoint_hosts = frozenset({host, "localhost", *endpoint_hosts})
         self._server: _ProxyServer | None = None
         self._state: _State | None = None
@@ -494,7 +544,9 @@ class FaultProxy:
         """Listen, serve in a daemon thread, and return the proxy's URL."""
         if self._server is not None:
             return self.url
-        state = _State(self._faults, _UpstreamPool(*self._upstream), self._endpoint_hosts)
+        state = _State(
+            self._faults, _UpstreamPool(*self._upstream), self._endpoint_hosts, self._on_hit
+        )
         try:
             server = _ProxyServer((self.host, self.port), state)
         except OSError as exc:

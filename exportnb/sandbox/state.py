@@ -64,13 +64,19 @@ class SandboxState:
 
     @property
     def alive(self) -> bool:
+        """Whether the daemon runs: its process exists and has not exited. A daemon this
+        process started and that exited is reaped here, so it does not linger as a zombie."""
         try:
             os.kill(self.pid, 0)
         except ProcessLookupError:
             return False
         except PermissionError:
             return True
-        return True
+        try:
+            reaped, _ = os.waitpid(self.pid, os.WNOHANG)
+        except ChildProcessError:  # not ours: its parent reaps it
+            return not _zombie(self.pid)
+        return reaped == 0
 
 
 def read_state(home: Path | None = None) -> SandboxState | None:
@@ -89,3 +95,12 @@ def running_state(home: Path | None = None) -> SandboxState:
     if state is None or not state.alive:
         raise SandboxError("the sandbox is not running: start it with `exportnb sandbox up`")
     return state
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has exited and waits for its parent to reap it (Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]

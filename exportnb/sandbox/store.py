@@ -3,6 +3,10 @@
 Aggregates are computed in SQL. Finished attempts are also rolled up per minute
 and status in ``minute_counts`` when they are written, so that a week of per-minute
 counts reads a few thousand rows instead of every job.
+
+``fault_hits`` (schema 2) holds what each injected fault actually struck, one row per
+hit as the export worker or the S3 fault proxy reported it
+(:class:`~exportnb.sandbox.faults.FaultHit`): the ground truth of an incident.
 """
 
 from __future__ import annotations
@@ -29,8 +33,12 @@ from exportnb.platform.model import (
     MinuteCount,
     Segment,
 )
+from exportnb.sandbox.faults import FaultHit
 
-SCHEMA_VERSION = 1
+HEARTBEAT_LOST = "HeartbeatLost"
+"""The error code of a running attempt a retry abandoned for its stale heartbeat."""
+SCHEMA_VERSION = 2
+"""1: the first; 2 adds ``fault_hits``."""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -104,6 +112,12 @@ CREATE TABLE IF NOT EXISTS retry_batches (
 CREATE TABLE IF NOT EXISTS faults (
     id INTEGER PRIMARY KEY, kind TEXT NOT NULL, params TEXT NOT NULL,
     injected_at REAL NOT NULL, cleared_at REAL);
+CREATE TABLE IF NOT EXISTS fault_hits (
+    id INTEGER PRIMARY KEY, at REAL NOT NULL, kind TEXT NOT NULL, source TEXT NOT NULL,
+    fault_id INTEGER, bucket TEXT NOT NULL, key TEXT NOT NULL, job_id TEXT, tenant TEXT,
+    connector TEXT, attempt INTEGER, segment INTEGER, size INTEGER, chunk_size INTEGER,
+    limit_bytes INTEGER);
+CREATE INDEX IF NOT EXISTS fault_hits_at ON fault_hits (at);
 """
 
 JOB_COLUMNS = (
@@ -460,6 +474,34 @@ class Store:
             (job_id,),
         ).fetchone()
 
+    def deliveries(self, since: float, until: float, limit: int) -> tuple[list[Any], int]:
+        """The manifests written in ``[since, until)``, oldest first, at most ``limit``:
+        ``(job_id, attempt, tenant, connector, bucket, key, created_at)`` each, and how many
+        the range holds. One query (the count is a window over the same rows)."""
+        rows = self.db.execute(
+            "SELECT m.job_id, m.attempt, j.tenant, j.connector, m.bucket, m.key, m.created_at, "
+            "count(*) OVER () FROM manifests m JOIN jobs j ON j.id = m.job_id "
+            "WHERE m.created_at >= ? AND m.created_at < ? "
+            "ORDER BY m.created_at, m.job_id, m.attempt LIMIT ?",
+            (since, until, limit),
+        ).fetchall()
+        return [row[:7] for row in rows], rows[0][7] if rows else 0
+
+    def manifest_segments(self, pairs: Sequence[tuple[str, int]]) -> list[Any]:
+        """Every segment of the manifests of ``(job_id, attempt)`` pairs, in one query:
+        ``(job_id, attempt, bucket, key, total_bytes, created_at, idx, segment_key, size,
+        sha256)`` each (the segment's None for a manifest without any), by job, attempt and
+        segment."""
+        return self.db.execute(
+            "SELECT m.job_id, m.attempt, m.bucket, m.key, m.total_bytes, m.created_at, "
+            "s.idx, s.key, s.size, s.sha256 FROM manifests m "
+            "LEFT JOIN segments s ON s.job_id = m.job_id AND s.attempt = m.attempt "
+            "WHERE (m.job_id, m.attempt) IN "
+            "(SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]') FROM json_each(?)) "
+            "ORDER BY m.job_id, m.attempt, s.idx",
+            (json.dumps([list(pair) for pair in pairs]),),
+        ).fetchall()
+
     def stale_running(self, older_than: float) -> list[Job]:
         rows = self.db.execute(
             f"SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'running' AND heartbeat_at < ? "
@@ -516,9 +558,9 @@ class Store:
                     message = "heartbeat lost; attempt abandoned by retry"
                     db.execute(
                         "UPDATE attempts SET status = 'failed', finished_at = ?, "
-                        "error_code = 'HeartbeatLost', error_message = ? "
+                        "error_code = ?, error_message = ? "
                         "WHERE job_id = ? AND number = ?",
-                        (now, message, job_id, attempt),
+                        (now, HEARTBEAT_LOST, message, job_id, attempt),
                     )
                     self._count(db, now, "failed")
                 db.execute(
@@ -742,6 +784,81 @@ class Store:
         return self.db.execute(
             "SELECT count(*), coalesce(sum(cleared_at IS NOT NULL), 0) FROM faults"
         ).fetchone()
+
+    # Fault hits ---------------------------------------------------------------
+    def record_fault_hit(self, hit: FaultHit) -> None:
+        """Write down one thing a fault struck; the attempt's connector and chunk size come
+        from the store where the hit does not say."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO fault_hits (at, kind, source, fault_id, bucket, key, job_id, tenant, "
+                "connector, attempt, segment, size, chunk_size, limit_bytes) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, "
+                "COALESCE(?, (SELECT connector FROM jobs WHERE id = ?)), ?, ?, ?, "
+                "COALESCE(?, (SELECT chunk_size FROM attempts WHERE job_id = ? AND number = ?)), "
+                "?)",
+                (
+                    hit.at,
+                    hit.kind,
+                    hit.source,
+                    hit.fault_id,
+                    hit.bucket,
+                    hit.key,
+                    hit.job_id,
+                    hit.tenant,
+                    hit.connector,
+                    hit.job_id,
+                    hit.attempt,
+                    hit.segment,
+                    hit.size,
+                    hit.chunk_size,
+                    hit.job_id,
+                    hit.attempt,
+                    hit.limit,
+                ),
+            )
+
+    def fault_hits(self, until: float | None = None) -> list[FaultHit]:
+        """Every recorded fault hit (up to ``until``), oldest first."""
+        where, args = ("WHERE at <= ?", (until,)) if until is not None else ("", ())
+        rows = self.db.execute(
+            "SELECT kind, source, at, bucket, key, job_id, tenant, attempt, segment, size, "
+            f"limit_bytes, fault_id, connector, chunk_size FROM fault_hits {where} "
+            "ORDER BY at, id",
+            args,
+        )
+        return [FaultHit(*row) for row in rows]
+
+    def delivered(self, pairs: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
+        """The ``(job, attempt)`` pairs among ``pairs`` that wrote a manifest."""
+        found: set[tuple[str, int]] = set()
+        for job_id, attempt in set(pairs):
+            row = self.db.execute(
+                "SELECT 1 FROM manifests WHERE job_id = ? AND attempt = ?", (job_id, attempt)
+            ).fetchone()
+            if row is not None:
+                found.add((job_id, attempt))
+        return found
+
+    def succeeded_chunk_sizes(self, since: float, until: float) -> dict[str, list[int]]:
+        """Bucket -> the chunk sizes of attempts that started in ``[since, until]`` and
+        succeeded there, ascending."""
+        rows = self.db.execute(
+            "SELECT DISTINCT bucket, chunk_size FROM attempts WHERE status = 'succeeded' "
+            "AND started_at >= ? AND started_at <= ? ORDER BY bucket, chunk_size",
+            (since, until),
+        )
+        found: dict[str, list[int]] = {}
+        for bucket, size in rows:
+            found.setdefault(bucket, []).append(size)
+        return found
+
+    def all_faults(self) -> list[tuple[int, str, dict[str, Any], float, float | None]]:
+        """``(id, kind, params, injected_at, cleared_at)`` of every fault ever injected."""
+        rows = self.db.execute(
+            "SELECT id, kind, params, injected_at, cleared_at FROM faults ORDER BY id"
+        )
+        return [(r[0], r[1], json.loads(r[2]), r[3], r[4]) for r in rows]
 
 
 def _flag(row: tuple[Any, ...]) -> Flag:
