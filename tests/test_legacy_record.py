@@ -1,18 +1,22 @@
-"""A record archived before result kinds still reads, renders, verifies and indexes.
+"""Records archived before result kinds still read, render, verify and index.
 
-``tests/fixtures/legacy_record`` holds a record written by exportnb before result bundles
-carried a ``kind`` (its results name their type by class name only, schema 1), with its
-chain entry, and ``facts.json``: what that code read from the record (its facts, the
-index's searches, the review, the CLI's output). Today's code must read the same.
+Each folder of ``CASES`` under ``tests/fixtures`` holds a record written by exportnb
+before result bundles carried a ``kind`` (its results name their type by class name only,
+schema 1), with its chain entry, and ``facts.json``: what the code that wrote it read from
+the record (its facts, the index's searches, the review, the CLI's output). Today's code
+must read the same. ``legacy_record`` was written after the package was reorganised into
+subpackages, ``premove_record`` before (commit 152d8b1).
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import cached_property
 from html import escape
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -29,22 +33,69 @@ from exportnb.record.glance import glance_html
 from exportnb.record.model import HTML, LEGACY_TYPES, NOTEBOOK, Record, kind_of, with_kinds
 from exportnb.review.model import review_of
 
-FIXTURE = Path(__file__).parent / "fixtures" / "legacy_record"
-EXPECTED = json.loads((FIXTURE / "facts.json").read_text())
-RECORD_ID = EXPECTED["record_id"]
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@dataclass(frozen=True)
+class Case:
+    """A fixture folder, and what its record is known to hold."""
+
+    folder: str
+    incident: str
+    job_id: str  # the job the run was given, searched for
+    applied: str  # how the "at a glance" box shows the mitigation the run applied
+
+    @cached_property
+    def expected(self) -> dict[str, Any]:
+        return json.loads((FIXTURES / self.folder / "facts.json").read_text())
+
+    @property
+    def record_id(self) -> str:
+        return self.expected["record_id"]
+
+    def commands(self) -> dict[str, list[str]]:
+        return {
+            "show": ["show", self.record_id],
+            "search_job": ["search", "--job-id", self.job_id],
+            "search_tenant_json": ["search", "--tenant", "acme", "--json"],
+            "search_finding": ["search", "--finding", "throttling"],
+            "verify_json": ["verify", "--json"],
+            "list": ["list"],
+        }
+
+
+CASES = [
+    Case(
+        "legacy_record",
+        incident="INC-7",
+        job_id="job-ecc635b939c1",
+        applied="pause-bulk by dana at 2026-12-05 02:29:29 UTC",
+    ),
+    Case(
+        "premove_record",
+        incident="INC-8",
+        job_id="job-11539dba89c0",
+        applied="pause-bulk by dana at 2026-12-05 03:26:58 UTC",
+    ),
+]
+
+
+@pytest.fixture(params=CASES, ids=[c.folder for c in CASES])
+def case(request: pytest.FixtureRequest) -> Case:
+    return request.param
 
 
 @pytest.fixture
-def archive(home: Path, tmp_path: Path) -> str:
-    """A copy of the archive that holds the legacy record (its chain entry included)."""
+def archive(case: Case, home: Path, tmp_path: Path) -> str:
+    """A copy of the archive that holds the case's record (its chain entry included)."""
     target = tmp_path / "archive"
-    shutil.copytree(FIXTURE / "archive", target)
+    shutil.copytree(FIXTURES / case.folder / "archive", target)
     return str(target)
 
 
 @pytest.fixture
-def record(archive: str) -> Record:
-    return open_archive(archive).show(RECORD_ID)
+def record(case: Case, archive: str) -> Record:
+    return open_archive(archive).show(case.record_id)
 
 
 def with_kinds_only(record: Record) -> Record:
@@ -57,12 +108,15 @@ def with_kinds_only(record: Record) -> Record:
 
 
 # Reading --------------------------------------------------------------------------------------
-def test_the_record_is_from_before_kinds_and_reads_with_their_kinds(record):
+def test_the_record_is_from_before_kinds_and_reads_with_their_kinds(case, record):
+    expected = case.expected
+    assert record.record_id == case.record_id and record.incident_id == case.incident
+    assert record.job_ids == [case.job_id]
     assert all(b["schema"] == 1 and "kind" not in b for b in record.results)
-    assert [b["type"] for b in record.results] == EXPECTED["types"]
-    assert [kind_of(b) for b in record.results] == [LEGACY_TYPES[t] for t in EXPECTED["types"]]
-    assert record.severity_counts() == EXPECTED["severity_counts"]
-    assert codec.encode(RecordFacts.of(record)) == EXPECTED["facts"]
+    assert [b["type"] for b in record.results] == expected["types"]
+    assert [kind_of(b) for b in record.results] == [LEGACY_TYPES[t] for t in expected["types"]]
+    assert record.severity_counts() == expected["severity_counts"]
+    assert codec.encode(RecordFacts.of(record)) == expected["facts"]
 
 
 def test_its_facts_do_not_depend_on_class_names(record):
@@ -85,8 +139,8 @@ def shown(nb: nbformat.NotebookNode, bundle: dict) -> dict:
     return found[0]
 
 
-def test_every_result_renders_as_the_notebook_showed_it(record, archive):
-    nb = nbformat.read(Path(archive) / RECORD_ID / NOTEBOOK, as_version=4)
+def test_every_result_renders_as_the_notebook_showed_it(case, record, archive):
+    nb = nbformat.read(Path(archive) / case.record_id / NOTEBOOK, as_version=4)
     for bundle in record.results:
         assert kind_of(bundle) in views.RENDERERS, bundle["type"]
         body = views.render_recorded(bundle)
@@ -101,31 +155,33 @@ def test_every_result_renders_as_the_notebook_showed_it(record, archive):
             assert data["text/html"].endswith(body.html) and body.html
 
 
-def test_its_page_opens_with_the_box_the_results_make(record, archive):
-    page = (Path(archive) / RECORD_ID / HTML).read_text()
-    box = glance_html(incident_id="INC-7", failed_at=None, results=with_kinds(record.results))
-    assert box in page and "pause-bulk by dana at 2026-12-05 02:29:29 UTC" in box
+def test_its_page_opens_with_the_box_the_results_make(case, record, archive):
+    page = (Path(archive) / case.record_id / HTML).read_text()
+    box = glance_html(incident_id=case.incident, failed_at=None, results=with_kinds(record.results))
+    assert box in page and case.applied in box
 
 
 # Verifying and indexing ---------------------------------------------------------------------------
-def test_it_verifies_against_its_hashes_and_its_chain_entry(archive):
+def test_it_verifies_against_its_hashes_and_its_chain_entry(case, archive):
     verified = integrity.verify_archive(archive)
-    assert verified.ok is EXPECTED["verify_ok"] is True and not verified.problems
+    assert verified.ok is case.expected["verify_ok"] is True and not verified.problems
 
 
-def test_it_indexes_with_the_same_facts(archive):
-    assert codec.encode(index.facts(RECORD_ID, archive)) == EXPECTED["indexed"]
-    for name, found in EXPECTED["search"].items():
-        value = {"job_id": "job-ecc635b939c1", "tenant": "acme", "finding": "throttling"}
+def test_it_indexes_with_the_same_facts(case, archive):
+    expected = case.expected
+    assert codec.encode(index.facts(case.record_id, archive)) == expected["indexed"]
+    assert sorted(expected["search"]) == ["bucket", "finding", "job_id", "tenant"]
+    for name, found in expected["search"].items():
+        value = {"job_id": case.job_id, "tenant": "acme", "finding": "throttling"}
         query = {name: value.get(name, "exports-primary")}
-        assert [r.record_id for r in index.search(archive, **query)] == found == [RECORD_ID]
-    mitigations = index.mitigations(archive, incident="INC-7")
-    assert codec.encode(mitigations) == EXPECTED["mitigations"]
+        assert [r.record_id for r in index.search(archive, **query)] == found == [case.record_id]
+    mitigations = index.mitigations(archive, incident=case.incident)
+    assert codec.encode(mitigations) == expected["mitigations"]
 
 
-def test_the_review_reads_it_as_before(record):
+def test_the_review_reads_it_as_before(case, record):
     review = review_of([record])
-    expected = EXPECTED["review"]
+    expected = case.expected["review"]
     assert review.tenants == expected["tenants"] and review.files == expected["files"]
     assert codec.encode(review.mitigations) == expected["mitigations"]
     assert codec.encode(review.verdicts) == expected["verdicts"]
@@ -134,19 +190,11 @@ def test_the_review_reads_it_as_before(record):
     assert review.threshold == expected["threshold"] and len(review.rates) == expected["rates"]
 
 
-COMMANDS = {
-    "show": ["show", RECORD_ID],
-    "search_job": ["search", "--job-id", "job-ecc635b939c1"],
-    "search_tenant_json": ["search", "--tenant", "acme", "--json"],
-    "search_finding": ["search", "--finding", "throttling"],
-    "verify_json": ["verify", "--json"],
-    "list": ["list"],
-}
-
-
-@pytest.mark.parametrize("name", sorted(COMMANDS))
-def test_the_cli_prints_what_it_printed_then(archive, name):
-    result = CliRunner().invoke(main, ["archive", *COMMANDS[name], "--archive", archive])
+@pytest.mark.parametrize("name", sorted(CASES[0].commands()))
+def test_the_cli_prints_what_it_printed_then(case, archive, name):
+    assert sorted(case.expected["cli"]) == sorted(case.commands())
+    args = case.commands()[name]
+    result = CliRunner().invoke(main, ["archive", *args, "--archive", archive])
     work = str(Path(archive).parent)
-    then = EXPECTED["cli"][name]
+    then = case.expected["cli"][name]
     assert (result.exit_code, result.output.replace(work, "<work>")) == (then["rc"], then["stdout"])
