@@ -234,6 +234,29 @@ show("checksums", checks, command="exportctl verify --job <job-id>")""",
     (
         "md",
         """\
+Those jobs are a sample: they show *whether* deliveries are damaged, not *which*. When
+checksums are in question (job IDs were reported, a mismatch was found above, or
+`impact_sweep = "always"`), the **impact sweep** verifies every delivery since the
+incident started (less `impact_sweep_margin`), across all tenants, buckets and connectors,
+up to `impact_sweep_cap` deliveries. A line below shows its progress (where job IDs were
+reported it started early, with the other probes, and may be done already). What it could not
+verify (the cap, S3 errors, a timeout) is listed as unverified, never as passed, and the
+finding says "partial". The re-export and notify-tenants recommendations, the tenants to
+notify and the audit summary use what it found.""",
+    ),
+    (
+        "code",
+        """\
+from exportnb.incident.steps.impact import impact_sweep
+from exportnb.notebook.display import sweep_progress
+
+impact = incident.collect(impact_sweep, incident.platform, **incident.sweep_options(checks),
+                          progress=sweep_progress())
+show("checksums", impact, command="exportctl verify --job <job-id>")""",
+    ),
+    (
+        "md",
+        """\
 ### 4. Network path
 
 > - Command: `mtr -r $EXPORT_TARGET_HOST`
@@ -264,7 +287,8 @@ reason (the evidence behind it) and the exact runbook command.""",
         """\
 from exportnb.mitigation.assessment import assess
 
-assessed = assess(detection, jobs, storage, checks, path, context=incident.assessment_context())
+assessed = assess(detection, jobs, storage, checks, impact, path,
+                  context=incident.assessment_context())
 show_recommendations(assessed)""",
     ),
     (
@@ -320,7 +344,10 @@ mitigation_panel(incident, assessed)""",
 
 > - [ ] Export success rate returns to baseline for 15 minutes.
 > - [ ] Checksums verified for affected jobs; customers notified of re-exports.
-> - [ ] Fallback bucket disabled; configuration reverted.""",
+> - [ ] Fallback bucket disabled; configuration reverted.
+
+The checksums of a sample of the affected jobs are verified again (the result says how
+many of how many); every tenant the impact sweep found damaged is among those to notify.""",
     ),
     (
         "code",
@@ -329,8 +356,8 @@ from exportnb.incident.steps.recovery import verify_recovery
 
 recent = baseline(incident.platform, incident.recovery_since, incident.now,
                   days=incident.baseline_days)
-recovered = verify_recovery(incident.platform, baseline=recent,
-                            affected_jobs=incident.affected_jobs(checks),
+recovered = verify_recovery(incident.platform, baseline=recent, impact=impact,
+                            affected_jobs=incident.affected_jobs(checks, impact),
                             **incident.recovery_options())
 show("recovery", recovered)""",
     ),
@@ -355,7 +382,7 @@ show_chart(charts.success_rate_chart(recovered.rates_frame(), recent.frame(),
 from exportnb.incident.steps.comms import audit_summary, status_update
 from exportnb.core.findings import findings_of
 
-found = findings_of(detection, jobs, storage, checks, path, recovered)
+found = findings_of(detection, jobs, storage, checks, impact, path, recovered)
 update = status_update(detection=detection, recovery=recovered, assessment=assessed,
                        findings=found, **incident.comms_options())
 show("communication", update)""",
@@ -381,7 +408,7 @@ show("mitigations", trail(incident.id))""",
         "code",
         """\
 summary = audit_summary(incident_id=incident.id, job_state=jobs, checksums=checks,
-                        recovery=recovered, actions=incident.audit_entries())
+                        impact=impact, recovery=recovered, actions=incident.audit_entries())
 show("communication", summary)""",
     ),
 ]

@@ -13,9 +13,10 @@ import pytest
 from conftest import exportnb_cmd, wait_for
 
 from exportnb.core import codec
-from exportnb.core.errors import InvalidInput
+from exportnb.core.errors import InvalidInput, StorageError
 from exportnb.core.findings import CHECKSUM_MISMATCH, MISSING_SEGMENTS
-from exportnb.incident.steps.checksums import verify_jobs
+from exportnb.incident.steps.checksums import error_text, tally, verify_jobs
+from exportnb.platform.model import SegmentCheck
 from exportnb.sandbox.platform import SandboxPlatform
 
 UNKNOWN = "job-that-never-existed"
@@ -282,3 +283,26 @@ def test_the_client_follows_the_platforms_storage_whatever_its_name(
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     report = verify_jobs(Renamed(sandbox.home), [world.healthy, world.corrupt])
     assert [j.state for j in report.jobs] == ["passed", "failed"]
+
+
+def test_the_pieces_the_impact_sweep_shares_tally_outcomes():
+    """``tally`` (with ``segment_check`` and ``queue_segments``) is what verify_jobs and the
+    impact sweep both judge a delivery's segments with."""
+    outcomes = [
+        SegmentCheck(0, "k0", "ok", "x"),
+        SegmentCheck(1, "k1", "mismatch", "x", "y"),
+        SegmentCheck(2, "k2", "missing", "x"),
+        StorageError("s3://b/k3: SlowDown (HTTP 503)", code="SlowDown"),
+        StorageError("s3://b/k4: SlowDown (HTTP 503)", code="SlowDown"),
+    ]
+    found = tally(outcomes)
+    assert (found.ok, found.mismatched, found.missing, len(found.failures)) == (
+        1,
+        ["k1"],
+        ["k2"],
+        2,
+    )
+    assert error_text(found.failures) == (
+        "s3://b/k3: SlowDown (HTTP 503) (and 1 more segment(s) unchecked)"
+    )
+    assert error_text([]) is None

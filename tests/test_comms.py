@@ -15,6 +15,7 @@ from exportnb.incident.steps import checksums
 from exportnb.incident.steps.baseline import baseline
 from exportnb.incident.steps.comms import audit_summary, corrective_action, status_update
 from exportnb.incident.steps.detection import detect
+from exportnb.incident.steps.impact import DeliveryCheck, ImpactSweep
 from exportnb.incident.steps.jobstate import job_state
 from exportnb.incident.steps.recovery import verify_recovery
 from exportnb.mitigation import assessment
@@ -195,6 +196,64 @@ def test_audit_summary_with_nothing_to_report():
     )
     assert summary.tenants == [] and summary.files == [] and summary.corrective_actions == []
     assert "None recorded." in summary.markdown and "### Outcome" not in summary.markdown
+
+
+def swept(*damaged: tuple[str, str, int], total: int = 40, verified: int = 40) -> ImpactSweep:
+    """An impact sweep that found these (job, tenant, attempt) deliveries damaged."""
+    checks = [
+        DeliveryCheck(job, attempt, tenant, "s3", PRIMARY, NOW, "failed", 2, 1, [f"{job}/p0"])
+        for job, tenant, attempt in damaged
+    ]
+    return ImpactSweep(
+        True,
+        "customers reported job IDs",
+        since=NOW - minutes(25),
+        until=NOW,
+        total=total,
+        verified=verified,
+        damaged=checks,
+        affected_jobs=[c.job_id for c in checks],
+        affected_tenants=sorted({c.tenant for c in checks}),
+        files=[f for c in checks for f in c.files],
+    )
+
+
+def test_the_audit_summary_names_every_tenant_and_file_the_sweep_found():
+    sweep = swept(("job-bad", "wonka", 1), ("job-s1", "hooli", 1), ("job-s2", "stark", 2))
+    summary = audit_summary(
+        incident_id="INC-9",
+        job_state=None,
+        checksums=report("job-bad"),
+        impact=sweep,
+        recovery=None,
+        actions=[],
+    )
+    assert summary.tenants == ["hooli", "stark", "wonka"]
+    assert summary.files == [
+        f"s3://{PRIMARY}/t/seg-00001",
+        f"s3://{PRIMARY}/job-bad/p0",
+        f"s3://{PRIMARY}/job-s1/p0",
+        f"s3://{PRIMARY}/job-s2/p0",
+    ]
+    assert (
+        "Impact sweep since 2024-06-11 14:05 UTC: 40 of 40 deliveries verified; 3 damaged "
+        "(3 jobs, 3 tenants), 0 unverified" in summary.markdown
+    )
+    partial = swept(("job-s1", "hooli", 1), total=9000, verified=5000)
+    text = audit_summary(
+        incident_id="INC-9",
+        job_state=None,
+        checksums=None,
+        impact=partial,
+        recovery=None,
+        actions=[],
+    ).markdown
+    assert "partial: 5,000 of 9,000 deliveries verified" in text
+    off = ImpactSweep(False, 'impact_sweep is "never"')
+    text = audit_summary(
+        incident_id="INC-9", job_state=None, checksums=None, impact=off, recovery=None, actions=[]
+    ).markdown
+    assert 'Impact sweep: not run (impact_sweep is "never")' in text
 
 
 def test_corrective_action_lines():

@@ -27,6 +27,7 @@ from exportnb.incident.model import (
 from exportnb.incident.steps.checksums import ChecksumReport, JobCheck, verify_jobs
 from exportnb.incident.steps.comms import CommsOptions, status_update
 from exportnb.incident.steps.detection import DetectionOptions, detect
+from exportnb.incident.steps.impact import ImpactSweep, SweepOptions, impact_sweep
 from exportnb.incident.steps.jobstate import JobStateOptions, job_state
 from exportnb.incident.steps.network import NetworkOptions, network_path
 from exportnb.incident.steps.recovery import RecoveryOptions, verify_recovery
@@ -322,6 +323,59 @@ def test_affected_jobs_and_options(world):
     assert context.export_bucket == PRIMARY and context.fallback_bucket == incident.fallback_bucket
 
 
+def _report(*failed: str) -> ChecksumReport:
+    jobs = [JobCheck(j, "acme", PRIMARY, "failed", 2, ["k1"], []) for j in failed]
+    return ChecksumReport(
+        "checksum", [*jobs, JobCheck("job-b", "acme", PRIMARY, "passed", 3, [], [])], []
+    )
+
+
+@pytest.mark.parametrize(
+    ("mode", "reported", "failed", "decision", "reason"),
+    [
+        ("auto", [], [], "not_needed", "checksums are not in question"),
+        ("auto", ["job-r"], [], "run", "customers reported job IDs (job-r)"),
+        ("auto", [], ["job-a"], "run", "checksum verification failed for job-a"),
+        ("always", [], [], "run", 'asked for (impact_sweep is "always")'),
+        ("never", [], [], "not_needed", 'impact_sweep is "never"'),
+        ("never", ["job-r"], [], "turned_off", 'is "never", although customers reported'),
+        ("never", [], ["job-a"], "turned_off", "although checksum verification failed"),
+    ],
+)
+def test_the_sweep_runs_whenever_checksums_are_in_question(
+    world, mode, reported, failed, decision, reason
+):
+    incident = open_incident(now=NOW.isoformat(), job_ids=reported, impact_sweep=mode)
+    options = incident.sweep_options(_report(*failed))
+    assert options["decision"] == decision and reason in options["reason"]
+    assert options["until"] == NOW and options["cap"] == 5000
+    assert incident.sweep_known() == (decision == "run" and not failed)
+
+
+def test_the_sweep_window_starts_before_the_incident_and_its_first_known_damage(world):
+    healthy(world, 30, 0, per_minute=1)
+    early = world.job(AT - minutes(45), tenant="globex")  # reported: delivered 45 min ago
+    incident = open_incident(
+        now=NOW.isoformat(), job_ids=[early, "job-nope"], impact_sweep_margin="5m"
+    )
+    assert incident.incident_start == NOW - minutes(10)  # no breach: the window's start
+    options = incident.sweep_options(_report())
+    created = world.platform.get_job(early).job.created_at
+    assert options["since"] == created - minutes(5)  # the report is evidence of an earlier start
+    quiet = open_incident(now=NOW.isoformat(), impact_sweep="always", impact_sweep_cap=7)
+    assert quiet.sweep_options()["since"] == NOW - minutes(10) - minutes(15)
+    assert quiet.sweep_options()["cap"] == 7
+    shown = facts(quiet.facts())
+    assert "always: up to 7 deliveries, from 15m before the incident start" in shown
+
+
+def test_affected_jobs_include_every_damaged_delivery_of_the_sweep(world):
+    incident = open_incident(now=NOW.isoformat(), job_ids=["job-r"])
+    sweep = ImpactSweep(True, "test", affected_jobs=["job-a", "job-s1", "job-s2"])
+    assert incident.affected_jobs(_report("job-a"), sweep) == ["job-r", "job-a", "job-s1", "job-s2"]
+    assert incident.affected_jobs(None, sweep) == ["job-r", "job-a", "job-s1", "job-s2"]
+
+
 BAGS = [
     ("detection_options", DetectionOptions, detect),
     ("job_state_options", JobStateOptions, job_state),
@@ -329,6 +383,7 @@ BAGS = [
     ("recovery_options", RecoveryOptions, verify_recovery),
     ("comms_options", CommsOptions, status_update),
     ("chart_options", ChartOptions, success_rate_chart),
+    ("sweep_options", SweepOptions, impact_sweep),
 ]
 
 
@@ -486,3 +541,33 @@ def test_the_cells_collect_what_the_incident_started(sandbox, monkeypatch):
     assert again.measured_at > asked
     other = incident.collect(storage_health, [incident.export_bucket])
     assert other.checked_at > asked and [c.bucket for c in other.checks] == [incident.export_bucket]
+
+
+@pytest.mark.integration
+def test_a_sweep_known_to_run_is_started_early_and_collected_with_progress(sandbox, monkeypatch):
+    """Reported job IDs: the sweep starts with the probes; the cell's progress callback is
+    not part of the call compared, and reports nothing for a result measured already."""
+    for name, value in sandbox.env.items():
+        monkeypatch.setenv(name, value)
+    incident = open_incident(job_ids=["job-unknown"], probe_count=2, probe_grace=0.1)
+    assert incident.sweep_known()
+    incident.start_probes()
+    assert len(incident.probes.started()) == 7
+    jobs = incident.collect(job_state, incident.platform, **incident.job_state_options())
+    detection = incident.collect(detect, incident.platform, **incident.detection_options())
+    checks = incident.collect(
+        verify_jobs, incident.platform, incident.checksum_jobs(jobs, detection)
+    )
+    time.sleep(1.0)
+    asked = datetime.now(UTC)
+    seen: list[object] = []
+    sweep = incident.collect(
+        impact_sweep, incident.platform, **incident.sweep_options(checks), progress=seen.append
+    )
+    assert sweep.ran and sweep.checked_at < asked and seen == []
+    assert "customers reported job IDs (job-unknown)" in sweep.reason
+    again = incident.collect(
+        impact_sweep, incident.platform, **incident.sweep_options(checks), progress=seen.append
+    )
+    assert again.checked_at > asked and seen and seen[-1].finished  # measured in the cell
+    assert (again.since, again.until, again.total) == (sweep.since, sweep.until, sweep.total)

@@ -1,9 +1,12 @@
 """The template, run under papermill on a real kernel against every sandbox scenario: the
 findings and recommendations must match the faults the scenario injected, and follow the
-data when the faults land on other tenants and buckets."""
+data when the faults land on other tenants and buckets. Where deliveries are damaged, the
+impact sweep must name every one ``exportctl verify`` finds in its window, whichever jobs
+the checksum step's sample picked."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import Sandbox, exportnb_cmd, need, start_sandbox
 
+from exportnb.core import codec
 from exportnb.core import findings as codes
+from exportnb.incident.steps.impact import IMPACT_PARTIAL, ImpactSweep
 from exportnb.platform.registry import local_environment
 from exportnb.run.runner import run
 from exportnb.sandbox.state import read_state
@@ -48,9 +53,50 @@ def incident(tmp_path: Path, scenario: str, name: str) -> Iterator[tuple[Sandbox
         sandbox.run(*exportnb_cmd("sandbox", "down"))
 
 
-def step(record, name: str) -> dict:
-    (found,) = [r["result"] for r in record.results if r["step"] == name]
+def step(record, name: str, kind: str | None = None) -> dict:
+    (found,) = [
+        r["result"] for r in record.results if r["step"] == name and kind in (None, r.get("kind"))
+    ]
     return found
+
+
+def sweep_of(record) -> ImpactSweep:
+    return codec.decode(ImpactSweep, step(record, "checksums", "impact-sweep/v1"))
+
+
+def damaged(sandbox: Sandbox, sweep: ImpactSweep) -> dict[str, str]:
+    """Job -> tenant of every job ``exportctl verify`` finds damaged among all those that
+    delivered in the sweep's window (the sandbox's own listing of it)."""
+    assert sweep.since is not None and sweep.until is not None
+    listed = sandbox.platform().deliveries(sweep.since, sweep.until, limit=100_000)
+    assert listed.complete
+    tenants = {d.job_id: d.tenant for d in listed.items}
+    jobs = [arg for job in sorted(tenants) for arg in ("--job", job)]
+    out = sandbox.run("exportctl", "verify", *jobs, "--output", "json").stdout
+    bad = [v["job_id"] for v in json.loads(out)["items"] if not _passed(v)]
+    return {job: tenants[job] for job in bad}
+
+
+def _passed(verification: dict) -> bool:
+    return verification["error"] is None and all(c["state"] == "ok" for c in verification["checks"])
+
+
+def every_damaged_delivery_is_named(sandbox: Sandbox, record) -> dict[str, str]:
+    """The sweep ran over its whole window and names exactly what exportctl verify finds;
+    re-export and notify-tenants cover all of it. Returns the damaged jobs' tenants."""
+    sweep = sweep_of(record)
+    assert sweep.ran and not sweep.partial, sweep.coverage
+    assert IMPACT_PARTIAL not in {f.code for f in record.findings()}
+    truth = damaged(sandbox, sweep)
+    assert truth and set(sweep.affected_jobs) == set(truth)
+    assert set(sweep.affected_tenants) == set(truth.values())
+    _, actions = summary(record)
+    assert set(truth) <= set(actions["re-export"]["params"]["job_ids"])
+    assert set(actions["notify-tenants"]["params"]["tenants"]) == set(truth.values())
+    assert set(truth.values()) <= set(step(record, "recovery")["tenants_to_notify"])
+    audit = step(record, "communication", "audit-summary/v1")
+    assert set(truth.values()) <= set(audit["tenants"]) and set(sweep.files) <= set(audit["files"])
+    return truth
 
 
 def summary(record) -> tuple[set[str], dict[str, dict]]:
@@ -84,15 +130,16 @@ def test_large_chunk_timeouts(tmp_path):
 
 
 def test_customer_reported_checksums(tmp_path):
-    for _, record in incident(tmp_path, "customer-checksums", "checksums"):
+    for sandbox, record in incident(tmp_path, "customer-checksums", "checksums"):
         found, actions = summary(record)
         assert found & {codes.CHECKSUM_MISMATCH, codes.MISSING_SEGMENTS}
         reported = set(record.job_ids)
         assert len(reported) == 3
-        failed = {j["job_id"] for j in step(record, "checksums")["jobs"] if j["state"] == "failed"}
+        checks = step(record, "checksums", "checksum-report/v1")
+        failed = {j["job_id"] for j in checks["jobs"] if j["state"] == "failed"}
         assert reported <= failed
-        tenants = set(actions["notify-tenants"]["params"]["tenants"])
-        assert tenants and tenants <= {"globex", "initech"}
+        truth = every_damaged_delivery_is_named(sandbox, record)
+        assert reported <= set(truth) and set(truth.values()) <= {"globex", "initech"}
         assert "re-export" in actions and codes.THROTTLING not in found
 
 
@@ -132,12 +179,12 @@ def test_a_healthy_platform_raises_no_alarm(tmp_path):
 def test_the_diagnosis_follows_the_data_not_the_names(tmp_path):
     scenario = tmp_path / "other-world.toml"
     scenario.write_text(OTHER_WORLD)
-    for _, record in incident(tmp_path, str(scenario), "other"):
+    for sandbox, record in incident(tmp_path, str(scenario), "other"):
         found, actions = summary(record)
         assert evidence(record, codes.THROTTLING)[0]["buckets"] == ["exports-eu"]
         assert codes.CHECKSUM_MISMATCH in found
-        tenants = set(actions["notify-tenants"]["params"]["tenants"])
-        assert tenants and tenants <= {"hooli", "wayne"}
+        truth = every_damaged_delivery_is_named(sandbox, record)  # not a sample's luck
+        assert set(truth.values()) <= {"hooli", "wayne"}
         assert actions["fallback-bucket"]["params"]["bucket"] == "exports-fallback"
 
 

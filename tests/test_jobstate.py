@@ -9,9 +9,12 @@ import pytest
 from constructed import MB, NOW, PRIMARY, SECONDARY, make_world, minutes
 
 from exportnb.core import codec
+from exportnb.core.config import Settings
 from exportnb.core.errors import InvalidInput
 from exportnb.core.findings import CHUNK_TIMEOUTS, FAILURES_CONCENTRATED
+from exportnb.incident.model import AssessmentContext
 from exportnb.incident.steps.jobstate import job_state
+from exportnb.mitigation.assessment import assess
 
 SINCE = NOW - minutes(30)
 
@@ -190,3 +193,70 @@ def test_times_in_any_zone(world):
         job_state(world.platform, since=datetime(2024, 6, 11), until=NOW)
     with pytest.raises(InvalidInput, match="limit"):
         job_state(world.platform, since=SINCE, until=NOW, limit=0)
+
+
+# What each chunk size did: the evidence a safe chunk size is chosen from -------------------
+MIB = 2**20
+
+
+def _timeouts_and_successes(world, *, succeeded_chunk: int | None) -> list[str]:
+    """Uploads of 32MiB and 64MiB chunks time out on the primary; jobs smaller than their
+    chunk size succeed (they never sent a full chunk); ``succeeded_chunk`` jobs succeed."""
+    timed_out = [
+        world.job(
+            NOW - minutes(5 + n % 3),
+            "failed",
+            chunk_size=size,
+            size=300 * MB,
+            error_code="RequestTimeout",
+            error_message="400 RequestTimeout",
+        )
+        for n, size in enumerate([32 * MIB] * 4 + [64 * MIB] * 3)
+    ]
+    world.many(NOW - minutes(4), 6, chunk_size=32 * MIB, size=20 * MB)  # a 20MB request
+    world.many(NOW - minutes(4), 2, chunk_size=64 * MIB, size=80 * MB, bucket=SECONDARY)
+    if succeeded_chunk:
+        world.many(NOW - minutes(3), 9, chunk_size=succeeded_chunk, size=300 * MB)
+    return timed_out
+
+
+def test_timeout_findings_carry_what_each_chunk_size_did_per_bucket(world):
+    timed_out = _timeouts_and_successes(world, succeeded_chunk=16 * MIB)
+    state = job_state(world.platform, since=SINCE, until=NOW)
+    evidence = by_dimension(state)["error_code"]
+    (outcome,) = evidence["chunk_outcomes"]
+    assert outcome == {
+        "bucket": PRIMARY,
+        "timed_out": {str(32 * MIB): 4, str(64 * MIB): 3},
+        "succeeded": {str(16 * MIB): 9},  # not the 20MB exports with 32MiB chunks
+        "job_ids": [j.id for j in state.latest if j.id in timed_out],
+    }
+    assert evidence["window"] == {"since": "2024-06-11T14:00:30Z", "until": "2024-06-11T14:30:30Z"}
+    (chunks,) = [f for f in state.findings if f.code == CHUNK_TIMEOUTS]
+    assert chunks.evidence["chunk_outcomes"] == evidence["chunk_outcomes"]
+    assert "chunk_outcomes" not in by_dimension(state).get("bucket", {})
+
+
+def test_the_assessment_of_that_job_state_recommends_the_size_that_succeeded(world):
+    timed_out = _timeouts_and_successes(world, succeeded_chunk=16 * MIB)
+    state = job_state(world.platform, since=SINCE, until=NOW)
+    context = AssessmentContext(export_bucket=PRIMARY, fallback_bucket=None)
+    result = assess(state, context=context, settings=Settings())
+    (change,) = result.of_action("chunk-size")
+    assert change.params["chunk_size"] == 16 * MIB  # not the runbook's 50MB: 32MiB timed out
+    assert sorted(change.params["job_ids"]) == sorted(timed_out)
+    assert "uploads of 32MiB (4 jobs), 64MiB (3 jobs) timed out" in change.reason
+    assert "was 16MiB (9 jobs)" in change.reason
+
+
+def test_when_every_chunk_size_times_out_no_size_is_recommended(world):
+    _timeouts_and_successes(world, succeeded_chunk=None)
+    state = job_state(world.platform, since=SINCE, until=NOW)
+    (outcome,) = by_dimension(state)["error_code"]["chunk_outcomes"]
+    assert outcome["succeeded"] == {}
+    context = AssessmentContext(export_bucket=PRIMARY, fallback_bucket=None)
+    result = assess(state, context=context, settings=Settings())
+    assert "chunk-size" not in result.actions
+    (investigate,) = result.of_action("investigate")
+    assert f"No safe chunk size is known for {PRIMARY}" in investigate.reason
+    assert all("--chunk-size" not in r.command for r in result.recommendations)

@@ -17,7 +17,14 @@ from conftest import exportnb_cmd, need
 from exportnb.core import codec
 from exportnb.core.errors import InvalidInput, PreconditionFailed
 from exportnb.core.findings import NETWORK_LATENCY, NETWORK_LOSS, NETWORK_UNREACHABLE
-from exportnb.incident.steps.network import mtr_hops, network_path, percentile
+from exportnb.incident.steps.network import (
+    Hop,
+    loss_onset,
+    mtr_hops,
+    network_path,
+    onset_index,
+    percentile,
+)
 from exportnb.sandbox.state import read_state
 
 pytestmark = pytest.mark.netpath
@@ -90,6 +97,9 @@ def test_mtr_sees_the_injected_loss_and_latency_at_the_destination(impaired):
     assert set(codes) == {NETWORK_LOSS, NETWORK_LATENCY}
     loss = codes[NETWORK_LOSS]
     assert loss.evidence["host"] == impaired and loss.evidence["loss_pct"] == path.loss_pct
+    # only the target is impaired: the loss starts at the destination, not at the router
+    onset = {"index": destination.index, "host": impaired, "loss_pct": destination.loss_pct}
+    assert loss.evidence["loss_onset"] == onset == codes[NETWORK_LATENCY].evidence["loss_onset"]
     assert loss.evidence["threshold_pct"] == 1.0 and loss.step == "network_path"
     assert codes[NETWORK_LATENCY].evidence["p95_ms"] == path.p95_ms
 
@@ -211,3 +221,44 @@ def test_percentiles_interpolate():
     assert percentile([3.0], 95) == 3.0
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.5
     assert percentile([float(v) for v in range(1, 21)], 95) == pytest.approx(19.05)
+
+
+def hops(*losses: float) -> list[Hop]:
+    return [
+        Hop(i, f"10.214.0.{i}", 10, 10, loss, 1.0, 2.0, 1.5) for i, loss in enumerate(losses, 1)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("losses", "onset"),
+    [
+        ((0.0, 0.0, 30.0), 3),  # only the destination loses
+        ((0.0, 40.0, 30.0, 35.0), 2),  # from hop 2 on
+        ((100.0, 0.0, 20.0, 25.0), 3),  # hop 1 drops its own answers, hop 2 does not lose
+        ((0.0, 50.0, 0.0, 0.0), None),  # a lossy hop the path recovers from
+        ((0.0, 0.5, 0.8), None),  # never above the threshold
+        ((), None),
+    ],
+)
+def test_the_loss_starts_at_the_first_hop_above_the_threshold_all_the_way(losses, onset):
+    found = loss_onset(hops(*losses), 1.0)
+    assert (found.index if found else None) == onset
+    assert onset_index(list(losses), 1.0) == (None if onset is None else onset - 1)
+
+
+def test_the_threshold_decides_where_the_loss_starts():
+    path = hops(0.0, 2.0, 30.0)
+    assert loss_onset(path, 1.0).index == 2 and loss_onset(path, 5.0).index == 3
+
+
+def test_a_silent_destination_names_where_the_answers_stop():
+    path = mtr_hops("x 0 1\nh 0 10.213.7.2\np 0 100 1\nx 1 2\nx 1 3\n", "10.214.7.2", 2)
+    assert loss_onset(path, 1.0).index == 2  # the router answered, the target did not
+
+
+def test_unreachable_and_loss_findings_name_the_onset():
+    path = network_path("127.0.0.1", port=9, count=2, method="tcp")
+    assert path.findings == []  # a refused connect is an answer: nothing to name
+    unroutable = network_path("export..target", count=2)
+    (finding,) = unroutable.findings
+    assert finding.evidence["loss_onset"] is None and finding.evidence["threshold_pct"] == 1.0

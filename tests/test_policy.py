@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from exportnb.core.config import Settings
 from exportnb.core.errors import ConfigError, InvalidInput, PreconditionFailed
 from exportnb.core.findings import FAILURE_RATE_HIGH, THROTTLING, Finding
 from exportnb.incident.model import AssessmentContext
+from exportnb.incident.steps.jobstate import JobState
+from exportnb.incident.steps.storagehealth import BucketCheck, StorageHealth
 from exportnb.mitigation import lifecycle as mitigations
-from exportnb.mitigation import policy
+from exportnb.mitigation import policy, registry
 from exportnb.mitigation.assessment import assess
 from exportnb.mitigation.journal import read_journal
 from exportnb.platform.model import BULK_PAUSE_FLAG, FALLBACK_FLAG
@@ -61,13 +65,18 @@ def findings(bucket: str) -> list[Finding]:
     ]
 
 
+def healthy(fallback: str) -> StorageHealth:
+    """HeadBucket answered 200 for the fallback bucket: it may be recommended."""
+    return StorageHealth([BucketCheck(fallback, True, 200, None, None, 3.0, "ok", "OK")], [])
+
+
 def test_auto_mode_applies_only_what_policy_allows_and_only_once(sandbox, monkeypatch):
     monkeypatch.delenv(policy.MODE_ENV, raising=False)
     bucket, fallback = sandbox.env["EXPORT_BUCKET"], sandbox.env["EXPORT_FALLBACK_BUCKET"]
     context = AssessmentContext(export_bucket=bucket, fallback_bucket=fallback)
-    assessment = assess(findings(bucket), context=context)
-    assert {"pause-bulk", "fallback-bucket", "retry"} <= set(assessment.actions)
     settings = Settings(auto_apply=("pause-bulk",), max_retry_concurrency=4)
+    assessment = assess(findings(bucket), healthy(fallback), context=context, settings=settings)
+    assert {"pause-bulk", "fallback-bucket", "retry"} <= set(assessment.actions)
     platform = sandbox.platform()
     try:
         first = mitigations.auto_apply(
@@ -117,15 +126,17 @@ import json, os
 from exportnb.mitigation import lifecycle as mitigations
 from exportnb.mitigation.assessment import assess
 from exportnb.incident.model import AssessmentContext
+from exportnb.incident.steps.storagehealth import BucketCheck, StorageHealth
 from exportnb.core.findings import Finding
 from exportnb.platform import get_platform
 
 bucket, fallback = os.environ["EXPORT_BUCKET"], os.environ["EXPORT_FALLBACK_BUCKET"]
 found = [Finding("throttling", "critical", "S3 throttles", "storage_health", {"buckets": [bucket]}),
          Finding("failure_rate_high", "critical", "9% fail", "detection", {})]
+health = StorageHealth([BucketCheck(fallback, True, 200, None, None, 3.0, "ok", "OK")], [])
 context = AssessmentContext(export_bucket=bucket, fallback_bucket=fallback)
-outcomes = mitigations.auto_apply(get_platform(), incident_id, assess(found, context=context),
-                                  operator=operator)
+outcomes = mitigations.auto_apply(get_platform(), incident_id,
+                                  assess(found, health, context=context), operator=operator)
 print(json.dumps({o.action: o.status for o in outcomes}))
 """
 
@@ -195,8 +206,8 @@ def test_a_decision_policy_made_is_journaled_once_not_at_every_run(sandbox, monk
     monkeypatch.delenv(policy.MODE_ENV, raising=False)
     bucket, fallback = sandbox.env["EXPORT_BUCKET"], sandbox.env["EXPORT_FALLBACK_BUCKET"]
     context = AssessmentContext(export_bucket=bucket, fallback_bucket=fallback)
-    assessment = assess(findings(bucket), context=context)
     settings = Settings(auto_apply=(), max_retry_concurrency=4)
+    assessment = assess(findings(bucket), healthy(fallback), context=context, settings=settings)
     platform = sandbox.platform()
     for _ in range(3):  # an open incident re-run every 15 minutes
         outcomes = mitigations.auto_apply(
@@ -210,3 +221,23 @@ def test_a_decision_policy_made_is_journaled_once_not_at_every_run(sandbox, monk
     ]
     assert declined == [("plan", "fallback-bucket"), ("skip", "fallback-bucket")]
     assert platform.get_flag(FALLBACK_FLAG) is None
+
+
+@pytest.mark.parametrize("max_ttl", [600.0, 3600.0, 24 * 3600.0])
+@pytest.mark.parametrize("cap", [1, 3, 8])
+def test_recommended_values_pass_the_guardrails_of_the_limits(max_ttl, cap):
+    now = datetime(2024, 6, 11, 14, 30, tzinfo=UTC)
+    state = JobState(now - timedelta(hours=5), now, [], 130, False, [], {}, {}, {}, [])
+    settings = Settings(max_retry_concurrency=cap, max_flag_ttl=max_ttl)
+    context = AssessmentContext(export_bucket="b", fallback_bucket="f", safe_concurrency=2)
+    for extra in ([], findings("b")):
+        stale = Finding("stuck_jobs", "warning", "1 stuck", "detection", {"job_ids": ["j1"]})
+        assessed = assess(extra, stale, healthy("f"), state, context=context, settings=settings)
+        for rec in assessed.recommendations:
+            mitigation = registry.find(rec.action)
+            if mitigation is not None:
+                mitigation.normalize(rec.params, settings)  # never refused by the limits
+            if rec.action == "retry":
+                assert 1 <= rec.params["concurrency"] <= cap
+        for rec in assessed.of_action("fallback-bucket"):
+            assert rec.evidence["ttl"]["seconds"] <= max_ttl

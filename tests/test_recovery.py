@@ -14,11 +14,14 @@ from constructed import NOW, make_world, minutes
 from exportnb.core import codec
 from exportnb.core.errors import InvalidInput
 from exportnb.incident.steps.baseline import baseline
+from exportnb.incident.steps.impact import ImpactSweep
 from exportnb.incident.steps.recovery import (
     CHECKSUMS_UNVERIFIED,
     CONFIG_NOT_REVERTED,
+    RECHECK_SAMPLE,
     RECOVERY_NOT_CONFIRMED,
     TENANTS_TO_NOTIFY,
+    sample_text,
     verify_recovery,
 )
 from exportnb.platform.model import BULK_PAUSE_FLAG, FALLBACK_FLAG
@@ -161,6 +164,28 @@ def test_re_exported_jobs_name_the_tenants_to_notify(world):
     assert finding.evidence["re_exported"] == [delivered]
 
 
+def test_a_sample_of_the_affected_jobs_is_rechecked_and_every_swept_tenant_notified(world):
+    """The runbook re-checks affected jobs: a fixed sample (the first given), its size said;
+    the tenants to notify are every tenant the impact sweep found damaged, sampled or not."""
+    history(world)
+    world.many(WINDOW_START + minutes(1), 30)
+    affected = [f"job-gone-{n:02d}" for n in range(30)]
+    sweep = ImpactSweep(True, "test", affected_jobs=affected, affected_tenants=["hooli", "wayne"])
+    r = verify(world, affected_jobs=[*affected, affected[0]], impact=sweep)
+    assert (r.rechecked, r.affected) == (RECHECK_SAMPLE, 30)
+    assert r.checksums is not None
+    assert [j.job_id for j in r.checksums.jobs] == affected[:RECHECK_SAMPLE]
+    assert r.tenants_to_notify == ["hooli", "wayne"]
+    (notify,) = [f for f in r.findings if f.code == TENANTS_TO_NOTIFY]
+    assert "damaged deliveries" in notify.summary
+    assert sample_text(r) == f"a sample of {RECHECK_SAMPLE} of 30 affected jobs re-checked"
+    small = verify(world, affected_jobs=affected[:3], sample=5)
+    assert (small.rechecked, small.affected) == (3, 3)
+    assert sample_text(small) == "all 3 affected job(s) re-checked"
+    with pytest.raises(InvalidInput, match="sample"):
+        verify(world, affected_jobs=affected, sample=0)
+
+
 def test_times_in_any_zone_and_bad_parameters(world):
     history(world)
     world.many(WINDOW_START + minutes(1), 30)
@@ -197,6 +222,8 @@ def test_checksums_and_a_re_export_in_the_real_sandbox(sandbox):
         )
         assert r.checksums is not None and r.checksums.failed_job_ids == [job_id]
         assert r.tenants_to_notify == ["wonka"] and CHECKSUMS_UNVERIFIED in codes(r)
+        (unverified,) = [f for f in r.findings if f.code == CHECKSUMS_UNVERIFIED]
+        assert "(all 1 affected job(s) re-checked)" in unverified.summary
 
         platform.retry(job_ids=[job_id], concurrency=1, actor="test-operator")  # re-export
         wait_for(lambda: platform.get_job(job_id).job.attempts == 2, 30)

@@ -220,8 +220,32 @@ def test_the_slow_steps_are_collected_from_the_probes_the_incident_started(noteb
     sources = [c.source for c in code_cells(notebook)]
     assert "incident.start_probes()" in sources[1]  # the setup cell, right after opening
     collected = "\n".join(sources)
-    for step in ("detect", "job_state", "storage_health", "verify_jobs", "network_path"):
+    for step in (
+        "detect",
+        "job_state",
+        "storage_health",
+        "verify_jobs",
+        "impact_sweep",
+        "network_path",
+    ):
         assert re.search(rf"incident\.collect\(\s*{step}, ", collected), step
+
+
+def test_the_impact_sweep_follows_the_checksums_and_feeds_what_comes_after(notebook):
+    sources = [c.source for c in code_cells(notebook)]
+    (checks,) = [i for i, s in enumerate(sources) if "collect(verify_jobs" in s]
+    assert "incident.sweep_options(checks)" in sources[checks + 1]
+    assert "progress=sweep_progress()" in sources[checks + 1]
+    assert 'show("checksums", impact' in sources[checks + 1]
+    later = "\n".join(sources[checks + 2 :])
+    for use in (
+        "assess(detection, jobs, storage, checks, impact, path",
+        "affected_jobs=incident.affected_jobs(checks, impact)",
+        "impact=impact",
+        "findings_of(detection, jobs, storage, checks, impact, path, recovered)",
+    ):
+        assert use in later, use
+    assert 'impact_sweep = "auto"' in parameters_cell(notebook).source
 
 
 def test_cells_never_change_the_platform_themselves(notebook):
@@ -254,6 +278,7 @@ def test_the_template_runs_top_to_bottom_against_the_sandbox(sandbox, tmp_path, 
         "job_state",
         "storage_health",
         "checksums",
+        "checksums",
         "network_path",
         "assessment",
         "mitigations",
@@ -275,11 +300,15 @@ def test_the_template_runs_top_to_bottom_against_the_sandbox(sandbox, tmp_path, 
         "error_code": None,
     }
     assert "job-unknown" in [j["job_id"] for j in records[6]["result"]["jobs"]]
-    path = records[7]["result"]  # paced by the template's probe parameters
+    sweep = records[7]  # reported job IDs: every delivery of the incident is verified
+    assert sweep["kind"] == "impact-sweep/v1" and sweep["result"]["ran"] is True
+    assert "customers reported job IDs (job-unknown)" in sweep["result"]["reason"]
+    assert sweep["result"]["verified"] == sweep["result"]["total"]
+    path = records[8]["result"]  # paced by the template's probe parameters
     if path["method"] == "mtr":
         assert path["argv"][3:9] == ["-c", "10", "-i", "0.05", "-G", "1"]
     assert path["hops"][-1]["sent"] == 10
-    assert records[9]["result"]["applied"] == []
+    assert records[10]["result"]["applied"] == []
     assert sandbox.platform().get_flag("export.bulk_paused") is None  # nothing applied
 
 

@@ -13,7 +13,9 @@ incident started: the first failing minute of the most recent breach of the fail
 threshold in the last :data:`HISTORY_MINUTES`, or ``now - window`` when there is none.
 
 The incident then says what each runbook step works on: the window of every diagnostic,
-the buckets to check, the jobs whose checksums to verify, the affected jobs to re-verify.
+the buckets to check, the jobs whose checksums to verify, whether and over which window the
+impact sweep verifies every delivery (:meth:`Incident.sweep_options`), the affected jobs to
+re-verify.
 What the notebook records of the incident itself is the :class:`Declaration`; the
 immediate actions and the mitigation plan are in :mod:`exportnb.mitigation.actions`.
 
@@ -33,13 +35,15 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, ParamSpec, TypedDict, TypeVar
 
 from exportnb.core.codec import readable_time
-from exportnb.core.errors import ConfigError, InvalidInput
+from exportnb.core.errors import ConfigError, ExportnbError, InvalidInput
 from exportnb.core.findings import Finding
+from exportnb.core.quantities import format_duration
 from exportnb.incident.parameters import (
     MODES,
     PARAMETERS,
@@ -51,6 +55,7 @@ from exportnb.incident.parameters import (
     validated,
 )
 from exportnb.incident.probes import (
+    Arguments,
     EarlyProbes,
     HandedProbes,
     arguments,
@@ -61,6 +66,7 @@ from exportnb.incident.steps.baseline import minute_rates
 from exportnb.incident.steps.checksums import ChecksumReport, verify_jobs
 from exportnb.incident.steps.comms import JOURNAL_NOTE, CommsOptions
 from exportnb.incident.steps.detection import Detection, DetectionOptions, detect
+from exportnb.incident.steps.impact import ImpactSweep, SweepOptions, impact_sweep
 from exportnb.incident.steps.jobstate import JobState, JobStateOptions, job_state
 from exportnb.incident.steps.network import NetworkOptions, network_path
 from exportnb.incident.steps.recovery import RecoveryOptions
@@ -76,6 +82,9 @@ HISTORY_MINUTES = 120
 COMMS_LEAD_UNASSIGNED = "comms_lead_unassigned"
 CHECKSUM_CHOICE = (10, 3, 8, 40)
 """The jobs to verify by default: failing, deliveries per tenant, tenants, all in all."""
+SWEEP_ANCHORS = 20
+"""Jobs known to be damaged (reported, or failing verification) whose delivery times may
+move the impact sweep's start earlier than the estimated incident start."""
 
 
 class ChartOptions(TypedDict):
@@ -157,6 +166,9 @@ class Incident:
     probe_count: int = 10
     probe_interval: float = 0.05
     probe_grace: float = 1.0
+    sweep_mode: str = "auto"
+    sweep_cap: int = 5000
+    sweep_margin: float = 900.0
     probes: EarlyProbes | HandedProbes = field(
         default_factory=EarlyProbes, repr=False, compare=False
     )
@@ -183,6 +195,12 @@ class Incident:
                 "Thresholds",
                 f"failure rate {self.failure_threshold:.1%}, latency SLO "
                 f"{self.latency_slo:g} s, running SLA {self.running_sla:g} s",
+            ),
+            (
+                "Impact sweep",
+                f"{self.sweep_mode}: up to {self.sweep_cap:,} deliveries, from "
+                f"{format_duration(self.sweep_margin) if self.sweep_margin else '0'} before "
+                "the incident start",
             ),
         ]
 
@@ -319,10 +337,70 @@ class Incident:
         by_failures = sorted(counts, key=lambda t: (-counts[t], t))
         return unique([t for t in (*reported, *by_failures) if t])
 
-    def affected_jobs(self, checksums: ChecksumReport | None = None) -> list[str]:
-        """Jobs whose delivered data is in doubt: reported, or failing verification."""
+    def sweep_options(self, checksums: ChecksumReport | None = None) -> SweepOptions:
+        """What :func:`~exportnb.incident.steps.impact.impact_sweep` is told: whether it runs
+        (``impact_sweep``: "auto" when checksums are in question, "always", "never") and why,
+        its window and cap.
+
+        Checksums are in question when job IDs were reported, else when the checksum step
+        found a job failing (``checksums``); those jobs are the evidence, and where one was
+        created before the estimated incident start the window starts there (less the
+        margin). With reported job IDs, ``checksums`` changes nothing: the sweep can start
+        before the checksum step ends (:meth:`start_probes`)."""
+        why, evidence = self._sweep_evidence(checksums)
+        decision, reason = self._sweep_decision(why)
+        start = self.incident_start
+        if decision == "run":
+            start = min([start, *self._created(evidence[:SWEEP_ANCHORS])])
+        return {
+            "since": start - timedelta(seconds=self.sweep_margin),
+            "until": self.now,
+            "cap": self.sweep_cap,
+            "decision": decision,
+            "reason": reason,
+        }
+
+    def _sweep_evidence(self, checksums: ChecksumReport | None) -> tuple[str, list[str]]:
+        """Why checksums are in question, and the jobs that say so ("" and none: they are not)."""
+        if self.reported_jobs:
+            return f"customers reported job IDs ({_listed(self.reported_jobs)})", self.reported_jobs
         failed = list(checksums.failed_job_ids) if checksums is not None else []
-        return unique([*self.reported_jobs, *failed])
+        if failed:
+            return f"checksum verification failed for {_listed(failed)}", failed
+        return "", []
+
+    def _sweep_decision(self, why: str) -> tuple[str, str]:
+        if self.sweep_mode == "never":
+            if why:
+                return "turned_off", f'impact_sweep is "never", although {why}'
+            return "not_needed", 'impact_sweep is "never"'
+        if self.sweep_mode == "always":
+            return "run", 'asked for (impact_sweep is "always")' + (f"; {why}" if why else "")
+        if why:
+            return "run", why
+        return "not_needed", (
+            "checksums are not in question: no job IDs were reported and every job "
+            "verified above matches its manifest"
+        )
+
+    def _created(self, job_ids: list[str]) -> list[datetime]:
+        """When each of these jobs was created (an unknown one says nothing of the start)."""
+        found = []
+        for job_id in job_ids:
+            try:
+                found.append(self.platform.get_job(job_id).job.created_at)
+            except ExportnbError:
+                continue
+        return found
+
+    def affected_jobs(
+        self, checksums: ChecksumReport | None = None, impact: ImpactSweep | None = None
+    ) -> list[str]:
+        """Jobs whose delivered data is in doubt: reported, failing verification, or damaged
+        in the impact sweep (in that order)."""
+        failed = list(checksums.failed_job_ids) if checksums is not None else []
+        swept = list(impact.affected_jobs) if impact is not None else []
+        return unique([*self.reported_jobs, *failed, *swept])
 
     def assessment_context(self) -> AssessmentContext:
         """What the assessment needs to know of the incident: its buckets."""
@@ -358,7 +436,9 @@ class Incident:
     def start_probes(self) -> Incident:
         """Start detection, job state, storage health, checksum verification and the network
         path in the background, with the arguments the template's cells give them (unless a
-        probe process of the runner's has started them already)."""
+        probe process of the runner's has started them already); and the impact sweep where it
+        runs whatever the checksum step shows: at once where job IDs were reported, once the
+        jobs are verified where ``impact_sweep`` is "always"."""
         early = self.probes
         if not isinstance(early, EarlyProbes):
             return self
@@ -380,8 +460,26 @@ class Incident:
             choose,
             lambda: arguments(choose, result_of(jobs), result_of(found), *CHECKSUM_CHOICE),
         )
-        early.start(verify_jobs, lambda: arguments(verify_jobs, platform, result_of(chosen)))
+        verified = early.start(
+            verify_jobs, lambda: arguments(verify_jobs, platform, result_of(chosen))
+        )
+        if self.sweep_known():
+            early.start(impact_sweep, lambda: self._early_sweep(jobs, found, verified))
         return self
+
+    def _early_sweep(self, *probes: Future[tuple[Arguments, Any]]) -> Arguments:
+        """The sweep's arguments once the probes the first cells need are in (job state,
+        detection); and the checksum step's, unless job IDs were reported."""
+        jobs, found, verified = probes
+        result_of(jobs), result_of(found)
+        checks = None if self.reported_jobs else result_of(verified)
+        return arguments(impact_sweep, self.platform, **self.sweep_options(checks))
+
+    def sweep_known(self) -> bool:
+        """Whether the impact sweep runs whatever the checksum step finds."""
+        return self.sweep_mode == "always" or (
+            self.sweep_mode == "auto" and bool(self.reported_jobs)
+        )
 
     def collect(self, function: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
         """``function(*args, **kwargs)``: the result of the same call started by
@@ -472,6 +570,9 @@ def open_incident(**parameters: Any) -> Incident:
         probe_count=values["probe_count"],
         probe_interval=values["probe_interval"],
         probe_grace=values["probe_grace"],
+        sweep_mode=values["impact_sweep"],
+        sweep_cap=values["impact_sweep_cap"],
+        sweep_margin=values["impact_sweep_margin"],
         probes=probes,
     )
 
@@ -512,6 +613,11 @@ def _breaching(rows: list[Any], window_minutes: int, threshold: float) -> set[in
 
 def _first(values: list[str]) -> str | None:
     return values[0] if values else None
+
+
+def _listed(job_ids: list[str], shown: int = 5) -> str:
+    more = f" and {len(job_ids) - shown} more" if len(job_ids) > shown else ""
+    return ", ".join(job_ids[:shown]) + more
 
 
 __all__ = [

@@ -13,6 +13,7 @@ is the alert in one line.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from typing import Any
 
 from exportnb.core.errors import InvalidInput
 from exportnb.core.ids import check_incident_id
+from exportnb.core.quantities import parse_ttl
 
 
 @dataclass(frozen=True)
@@ -58,15 +60,26 @@ PARAMETER_TABLE: tuple[Parameter, ...] = (
     Parameter("mode", "auto", '"auto" (papermill on an alert: nothing applied) or "interactive"'),
     Parameter("baseline_days", 7, "days of history the baseline is taken from"),
     Parameter("recovery_minutes", 15, "how long the success rate must be back at baseline"),
+    Parameter(
+        "impact_sweep",
+        "auto",
+        'verify every delivery of the incident: "auto" (when checksums are in question), '
+        '"always" or "never"',
+    ),
+    Parameter("impact_sweep_cap", 5000, "the most deliveries the impact sweep verifies"),
+    Parameter("impact_sweep_margin", "15m", "the sweep starts this long before the incident start"),
     Parameter("now", "", "ISO-8601 time to evaluate at; default: the current time"),
 )
 """The template's parameters, in the order of its parameters cell: the one table the cell
 is generated from (``templates/build_template.py``) and its values are checked against."""
 
+_ZERO = re.compile(r"^\s*0+(\.0*)?\s*(ms|s|m|h|d|w)?\s*$")
 PARAMETERS: dict[str, Any] = {p.name: p.default for p in PARAMETER_TABLE}
 """The template's parameters by name, with their defaults, in the cell's order."""
 
 MODES = ("auto", "interactive")
+SWEEP_MODES = ("auto", "always", "never")
+"""When the impact sweep runs: when checksums are in question, always, never."""
 _RANGES: dict[str, tuple[float, float]] = {
     "window_minutes": (1, 1440),
     "failure_threshold": (0.0, 1.0),
@@ -79,6 +92,7 @@ _RANGES: dict[str, tuple[float, float]] = {
     "probe_grace": (0.0, 60.0),
     "baseline_days": (1, 90),
     "recovery_minutes": (1, 1440),
+    "impact_sweep_cap": (1, 100_000),
 }
 
 
@@ -99,6 +113,11 @@ def validated(parameters: Mapping[str, Any]) -> dict[str, Any]:
     check_incident_id(checked["incident_id"])  # the archive's rule: it names a folder
     if checked["mode"] not in MODES:
         raise InvalidInput(f"mode {checked['mode']!r}: use one of {', '.join(MODES)}")
+    if checked["impact_sweep"] not in SWEEP_MODES:
+        raise InvalidInput(
+            f"impact_sweep {checked['impact_sweep']!r}: use one of {', '.join(SWEEP_MODES)}"
+        )
+    checked["impact_sweep_margin"] = parse_margin(checked["impact_sweep_margin"])
     checked["now"] = parse_now(checked["now"])
     checked["alert"] = parse_alert(values["alert"])
     checked["job_ids"] = unique(j.strip() for j in checked["job_ids"] if j.strip())
@@ -134,6 +153,19 @@ def _number(name: str, value: Any, *, integer: bool) -> int | float:
             f"{name} {value!r} is out of range: use more than {low:g} and less than {high:g}"
         )
     return int(value) if integer else float(value)
+
+
+def parse_margin(text: str) -> float:
+    """The impact sweep's margin in seconds: a duration such as ``15m`` or ``1h30m``, or
+    ``0``; anything else is refused."""
+    if _ZERO.match(text):
+        return 0.0
+    try:
+        return parse_ttl(text)
+    except InvalidInput:
+        raise InvalidInput(
+            f"impact_sweep_margin {text!r} is not a duration: use one such as 15m, 1h or 0"
+        ) from None
 
 
 def parse_now(text: str) -> datetime:

@@ -1,13 +1,13 @@
 """Early probes: the runbook steps that wait on other systems, started before their cells ask.
 
 Job state and detection (the platform's store), HeadBucket on each bucket, checksum
-verification (S3) and the network path (seconds of mtr) wait on other systems more than
-they compute. :meth:`~exportnb.incident.model.Incident.start_probes` starts them with exactly
-the arguments their cells will give them; each cell then asks for its step with
-:meth:`~exportnb.incident.model.Incident.collect`. A result is used only for the very same call
-(the function, and arguments equal to the cell's); any other call, an early call that
-failed, or one that never came makes the call in the cell itself, where an error surfaces
-as it would have without probes. Collected once: a re-run cell measures anew.
+verification and the impact sweep (S3) and the network path (seconds of mtr) wait on other
+systems more than they compute. :meth:`~exportnb.incident.model.Incident.start_probes`
+starts them with exactly the arguments their cells will give them; each cell then asks for
+its step with :meth:`~exportnb.incident.model.Incident.collect`. A result is used only for
+the very same call (the function, and arguments equal to the cell's); any other call, an
+early call that failed, or one that never came makes the call in the cell itself, where an
+error surfaces as it would have without probes. Collected once: a re-run cell measures anew.
 
 The probes run in one of two places::
 
@@ -16,6 +16,10 @@ The probes run in one of two places::
     exportnb run            runner: plan -> ProbeProcess.launch --------------------+
                               (python -m exportnb.incident.probe_process FOLDER)    | results,
                             kernel: boots ... open_incident -> HandedProbes <-------+ one file each
+
+A call is compared without the keyword arguments of :data:`UNCOMPARED` (a progress
+callback says how a call reports as it goes, not what it computes): the early call runs
+without them, and a cell that passes one gets the early result all the same.
 
 * :class:`EarlyProbes`: threads in the notebook's own kernel; what a notebook opened
   anywhere does.
@@ -70,6 +74,8 @@ POLL = 0.005
 """Seconds between looks for a result that is not there yet."""
 PROCESS = "exportnb.incident.probe_process"
 """The module the probe process runs (``python -m``)."""
+UNCOMPARED = frozenset({"progress"})
+"""Keyword arguments left out when calls are compared: how a call reports as it goes."""
 
 
 # In the kernel: threads -------------------------------------------------------------------
@@ -84,7 +90,7 @@ class EarlyProbes:
     A second collect of the same function makes the call again: a re-run cell measures anew.
     """
 
-    WORKERS = 6
+    WORKERS = 7
 
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
@@ -113,7 +119,7 @@ class EarlyProbes:
                 early, result = future.result()
             except Exception:  # the call below meets the error in the cell that asked
                 early = None
-            if early == (args, kwargs):
+            if early == (args, compared(kwargs)):
                 return result
         return function(*args, **kwargs)
 
@@ -128,6 +134,11 @@ class EarlyProbes:
             by_future = {future: function for function, future in self._started.items()}
         for future in as_completed(by_future):
             yield by_future[future], future
+
+
+def compared(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments that say what a call computes (:data:`UNCOMPARED` left out)."""
+    return {name: value for name, value in kwargs.items() if name not in UNCOMPARED}
 
 
 def arguments(function: Callable[_P, Any], *args: _P.args, **kwargs: _P.kwargs) -> Arguments:
@@ -154,7 +165,7 @@ def call_key(
     return (
         name_of(function),
         tuple(_comparable(a) for a in args),
-        {k: _comparable(v) for k, v in kwargs.items()},
+        {k: _comparable(v) for k, v in compared(kwargs).items()},
     )
 
 

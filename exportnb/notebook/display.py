@@ -27,6 +27,8 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Callable
+from html import escape
 from typing import TYPE_CHECKING, Any
 
 from exportnb.core import codec
@@ -49,13 +51,22 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from exportnb.incident.model import Incident
+    from exportnb.incident.steps.impact import SweepProgress
 
 DIAGNOSTIC_STEPS = frozenset(
     {"detection", "job_state", "storage_health", "checksums", "network_path", "recovery"}
 )
 """Steps that judge the data: for them, "no findings" is news worth a line."""
 
-__all__ = ["RENDERERS", "bundle", "show", "show_chart", "show_parameters", "show_recommendations"]
+__all__ = [
+    "RENDERERS",
+    "bundle",
+    "show",
+    "show_chart",
+    "show_parameters",
+    "show_recommendations",
+    "sweep_progress",
+]
 
 
 # The display calls ----------------------------------------------------------------------
@@ -121,6 +132,27 @@ def show_parameters(incident: Incident) -> None:
 def show_recommendations(assessment: Any) -> None:
     """Each recommendation, most urgent first, with its reason and the runbook command."""
     show("assessment", assessment)
+
+
+def sweep_progress() -> Callable[[SweepProgress], None]:
+    """A progress callback for the impact sweep: one line, displayed on the first report and
+    updated in place after (a display with an ID: no widgets, no JavaScript), so that
+    JupyterLab shows the sweep as it goes and the saved notebook its last state. Nothing is
+    displayed when nothing is reported (a result collected from an early probe)."""
+    handle: Any = None
+
+    def report(progress: SweepProgress) -> None:
+        nonlocal handle
+        from IPython.display import display  # deferred: IPython is heavy, and only kernels have it
+
+        line = progress.line()
+        data = {"text/plain": line, "text/html": f"<p><em>{escape(line)}</em></p>"}
+        if handle is None:
+            handle = display(data, raw=True, display_id=True)
+        else:
+            handle.update(data, raw=True)
+
+    return report
 
 
 # The record -----------------------------------------------------------------------------

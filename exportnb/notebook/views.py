@@ -31,6 +31,7 @@ from exportnb.incident.steps.baseline import Baseline
 from exportnb.incident.steps.checksums import ChecksumReport
 from exportnb.incident.steps.comms import AuditSummary, StatusUpdate
 from exportnb.incident.steps.detection import Detection
+from exportnb.incident.steps.impact import DeliveryCheck, ImpactSweep
 from exportnb.incident.steps.jobstate import JobState
 from exportnb.incident.steps.network import NetworkPath
 from exportnb.incident.steps.recovery import Recovery
@@ -471,6 +472,69 @@ CHECKSUM_ORDER = {"failed": 0, "error": 1, "not_found": 2, "passed": 3}
 """The order of the jobs verified: mismatches and missing segments first."""
 
 
+@renders(ImpactSweep)
+def impact_view(s: ImpactSweep) -> Body:
+    """What the sweep covered, what it found damaged and where, and what it could not verify."""
+    label = "Impact sweep: every delivery of the incident"
+    if not s.ran:
+        text = f"Not run: {s.reason}."
+        return Body(paragraph(text), f"impact sweep not run: {s.reason}", label=label)
+    html = facts(_impact_facts(s)) + table(
+        ["where", "value", "damaged", "of verified", "share"],
+        [[c.dimension, c.value, c.damaged, c.verified, percent(c.share)] for c in s.concentration],
+        caption="Where the damage concentrates",
+    )
+    html += table(
+        ["job", "attempt", "tenant", "connector", "bucket", "delivered", "mismatched", "missing"],
+        [_damaged_row(c) for c in s.damaged],
+        caption="Damaged deliveries",
+    )
+    if s.unverified:
+        rows = [[c.job_id, c.attempt, c.tenant, c.bucket, c.error] for c in s.unverified]
+        html += table(["job", "attempt", "tenant", "bucket", "why"], rows, caption="Unverified")
+    html += table(["file"], [[f] for f in s.files], caption="Mismatched or missing segments")
+    summary = f"{s.coverage}: {len(s.damaged)} damaged, {len(s.unverified)} unverified"
+    return Body(html, summary, label=label)
+
+
+def _impact_facts(s: ImpactSweep) -> list[tuple[str, Any]]:
+    return [
+        ("Why", s.reason),
+        ("Window", f"{cell(s.since)} → {cell(s.until)}"),
+        ("Coverage", f"{s.coverage} (cap {s.cap:,})"),
+        (
+            "Deliveries",
+            f"{s.passed:,} passed, {len(s.damaged):,} damaged, {len(s.unverified):,} unverified",
+        ),
+        ("Segments checked", f"{s.segments:,} in {s.elapsed:.1f} s ({s.mode})"),
+        ("Affected jobs", f"{len(s.affected_jobs):,}"),
+        ("Affected tenants", s.affected_tenants),
+        ("Affected buckets", s.affected_buckets),
+        ("Affected files", f"{len(s.files):,}"),
+        ("First damaged delivery", _delivery(s.first_damaged)),
+        ("Last damaged delivery", _delivery(s.last_damaged)),
+    ]
+
+
+def _delivery(check: DeliveryCheck | None) -> str:
+    if check is None:
+        return "—"
+    return f"{check.name} ({check.tenant}, {check.bucket}) at {cell(check.delivered_at)}"
+
+
+def _damaged_row(c: DeliveryCheck) -> list[Any]:
+    return [
+        c.job_id,
+        c.attempt,
+        c.tenant,
+        c.connector,
+        c.bucket,
+        c.delivered_at,
+        len(c.mismatched),
+        len(c.missing),
+    ]
+
+
 @renders(NetworkPath)
 def network_view(p: NetworkPath) -> Body:
     pairs: list[tuple[str, Any]] = [
@@ -566,6 +630,8 @@ def recovery_view(r: Recovery) -> Body:
         if checks is not None
         else "not re-verified"
     )
+    if checks is not None and r.affected > r.rechecked:
+        verified += f" (a sample: {r.rechecked} of {r.affected} affected jobs)"
     pairs = [
         ("Verdict", r.verdict),
         ("Why", r.reason),

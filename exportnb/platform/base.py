@@ -4,6 +4,13 @@ An implementation answers in the objects of :mod:`exportnb.platform.model`. The 
 (:mod:`exportnb.sandbox.platform`) and the command platform
 (:mod:`exportnb.platform.command`) are the two that ship; :mod:`exportnb.platform.registry`
 finds one by name.
+
+Two methods have a default built on the others, for the impact sweep
+(:mod:`exportnb.incident.steps.impact`), which verifies every delivery of a time range:
+:meth:`Platform.deliveries` lists them (:class:`Delivery`) and :meth:`Platform.manifests`
+reads their manifests. The defaults make one ``list_jobs`` call and one ``manifest`` call
+per delivery; a platform that can answer in batches overrides them (the sandbox does, in
+one SQL query each).
 """
 
 from __future__ import annotations
@@ -12,9 +19,11 @@ import getpass
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
+from exportnb.core.errors import ExportnbError, InvalidInput, NotFound
 from exportnb.platform.model import (
     AuditEntry,
     ChunkSizeChange,
@@ -29,6 +38,52 @@ from exportnb.platform.model import (
     RetryResult,
     Verification,
 )
+
+DELIVERY_LOOKBACK = timedelta(days=1)
+"""How long before a range the default :meth:`Platform.deliveries` looks for jobs created
+earlier that delivered within it (``list_jobs`` bounds ``created_at``, not deliveries)."""
+DELIVERY_SCAN = 2
+"""The default :meth:`Platform.deliveries` lists this many jobs per delivery asked for
+(some jobs in a range delivered nothing)."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One delivery: an attempt of a job that wrote a manifest, the data a tenant received.
+
+    ``attempt`` is None where the platform lists only each job's latest delivery without
+    saying which attempt it was (the default :meth:`Platform.deliveries`); its manifest says.
+    """
+
+    job_id: str
+    tenant: str
+    connector: str
+    bucket: str
+    attempt: int | None = None
+    delivered_at: datetime | None = None
+    manifest_key: str | None = None
+
+
+@dataclass(frozen=True)
+class Deliveries:
+    """The deliveries of a time range, oldest first, up to a limit.
+
+    ``total`` is how many the range holds; when ``exact`` is False the platform could not
+    count past what it listed, and the range holds at least ``total``.
+    """
+
+    items: list[Delivery] = field(default_factory=list)
+    total: int = 0
+    exact: bool = True
+
+    @property
+    def complete(self) -> bool:
+        """Whether ``items`` is every delivery of the range."""
+        return self.exact and len(self.items) >= self.total
+
+
+ManifestOutcome = Manifest | ExportnbError
+"""A delivery's manifest, or why it cannot be read (NotFound, StorageError, ...)."""
 
 
 def current_actor() -> str:
@@ -65,6 +120,46 @@ class Platform(ABC):
     @abstractmethod
     def verify(self, job_id: str, *, rehash: bool = False) -> Verification:
         """Compare the manifest with stored checksums; ``rehash`` downloads and hashes."""
+
+    def deliveries(self, since: datetime, until: datetime, *, limit: int) -> Deliveries:
+        """The deliveries made in ``[since, until)``, oldest first, at most ``limit``.
+
+        The default is one ``list_jobs`` call: jobs created from :data:`DELIVERY_LOOKBACK`
+        before ``since`` to ``until`` (newest first, :data:`DELIVERY_SCAN` per delivery
+        asked for) that have delivered (``delivered_bucket``) and finished in the range,
+        each job's latest delivery once (``attempt`` None). When the listing was full,
+        ``exact`` is False. A platform that knows when each attempt delivered overrides it.
+        """
+        check_limit(limit)
+        scan = max(limit * DELIVERY_SCAN, limit + 1)
+        query = JobQuery(since=since - DELIVERY_LOOKBACK, until=until, limit=scan)
+        jobs = self.list_jobs(query)
+        delivered = [j for j in jobs if j.delivered_bucket and since <= _delivered(j) < until]
+        found = sorted(map(_latest_delivery, delivered), key=lambda d: (d.delivered_at, d.job_id))
+        return Deliveries(found[:limit], len(found), exact=len(jobs) < scan)
+
+    def manifests(self, deliveries: Sequence[Delivery]) -> dict[Delivery, ManifestOutcome]:
+        """The manifest of each delivery, or the error that kept it unread.
+
+        The default is one ``manifest`` call per delivery (a job's latest delivery: one of
+        another attempt is NotFound). A platform that reads manifests in batches overrides
+        it; either way an unreadable manifest is that delivery's error, not the batch's.
+        """
+        found: dict[Delivery, ManifestOutcome] = {}
+        for delivery in deliveries:
+            try:
+                manifest = self.manifest(delivery.job_id)
+            except ExportnbError as exc:
+                found[delivery] = exc
+                continue
+            if delivery.attempt not in (None, manifest.attempt):
+                found[delivery] = NotFound(
+                    f"job {delivery.job_id!r}: the platform reads only its latest delivery's "
+                    f"manifest (attempt {manifest.attempt}), not attempt {delivery.attempt}'s"
+                )
+                continue
+            found[delivery] = manifest
+        return found
 
     # Aggregates ---------------------------------------------------------
     @abstractmethod
@@ -149,3 +244,20 @@ class Platform(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. Optional."""
+
+
+def check_limit(limit: int) -> int:
+    """A limit of deliveries: a whole number of at least 1 (InvalidInput otherwise)."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise InvalidInput(f"limit must be a whole number of at least 1, not {limit!r}")
+    return limit
+
+
+def _latest_delivery(job: Job) -> Delivery:
+    bucket = job.delivered_bucket or job.bucket
+    return Delivery(job.id, job.tenant, job.connector, bucket, None, _delivered(job))
+
+
+def _delivered(job: Job) -> datetime:
+    """When a job delivered, as far as a Job says: when it finished, else when it was made."""
+    return job.finished_at or job.created_at

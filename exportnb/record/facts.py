@@ -11,13 +11,15 @@ results as their kinds do (JobState: ``job-state/v1``):
 fact               read from
 =================  ===========================================================================
 job IDs            the record's ``job_ids``; JobState ``job_ids`` and ``latest[*].id``;
-                   ChecksumReport ``jobs[*].job_id``; FailureCapture; Declaration
+                   ChecksumReport ``jobs[*].job_id``; ImpactSweep ``affected_jobs``;
+                   FailureCapture; Declaration
 tenants            JobState ``tenants`` and ``latest[*].tenant``; ChecksumReport
-                   ``jobs[*].tenant``; AuditSummary ``tenants``; Recovery ``tenants_to_notify``
+                   ``jobs[*].tenant``; ImpactSweep ``affected_tenants``; AuditSummary
+                   ``tenants``; Recovery ``tenants_to_notify``
 buckets            JobState ``latest[*].bucket``/``delivered_bucket`` and ``by_bucket``;
-                   ChecksumReport ``jobs[*].bucket``; StorageHealth ``checks[*].bucket``;
-                   Declaration ``export_bucket``
-files              AuditSummary ``files``
+                   ChecksumReport ``jobs[*].bucket``; ImpactSweep ``affected_buckets``;
+                   StorageHealth ``checks[*].bucket``; Declaration ``export_bucket``
+files              AuditSummary ``files``; ImpactSweep ``files``
 findings           every result's ``findings`` (:meth:`Record.findings`)
 mitigations        the journal a record shows (a bundle whose result has ``entries``, journal
                    entries: :data:`JOURNAL_KINDS`): each ``result`` entry whose outcome is
@@ -144,6 +146,14 @@ def _checksums(result: dict[str, Any], found: _Found) -> None:
     found.buckets += _each(jobs, "bucket")
 
 
+def _impact(result: dict[str, Any], found: _Found) -> None:
+    """The impact sweep's damaged deliveries: every one, not the checked sample's."""
+    found.job_ids += _strings(result.get("affected_jobs"))
+    found.tenants += _strings(result.get("affected_tenants"))
+    found.buckets += _strings(result.get("affected_buckets"))
+    found.files += _strings(result.get("files"))
+
+
 def _audit(result: dict[str, Any], found: _Found) -> None:
     found.tenants += _strings(result.get("tenants"))
     found.files += _strings(result.get("files"))
@@ -182,6 +192,7 @@ Reader = Callable[[dict[str, Any], _Found], None]
 READERS: dict[str, Reader] = {
     "job-state/v1": _job_state,
     "checksum-report/v1": _checksums,
+    "impact-sweep/v1": _impact,
     "audit-summary/v1": _audit,
     "failure-capture/v1": _capture,
     "declaration/v1": _declaration,

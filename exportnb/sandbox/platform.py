@@ -13,6 +13,7 @@ from typing import Any
 from exportnb.core.config import Settings
 from exportnb.core.errors import InvalidInput, NotFound, SandboxError
 from exportnb.platform import Platform, current_actor, storage
+from exportnb.platform.base import Deliveries, Delivery, ManifestOutcome, check_limit
 from exportnb.platform.model import (
     BULK_PAUSE_FLAG,
     FALLBACK_FLAG,
@@ -28,11 +29,12 @@ from exportnb.platform.model import (
     MinuteCount,
     PlatformInfo,
     RetryResult,
+    Segment,
     Verification,
 )
 from exportnb.sandbox.flags import check_flag, known_flag
 from exportnb.sandbox.state import CREDENTIALS, SandboxState, read_state, running_state, sandbox_dir
-from exportnb.sandbox.store import Store
+from exportnb.sandbox.store import Store, to_dt
 
 
 class SandboxPlatform(Platform):
@@ -112,6 +114,37 @@ class SandboxPlatform(Platform):
 
     def verify(self, job_id: str, *, rehash: bool = False) -> Verification:
         return storage.verify_manifest(self.s3, self.manifest(job_id), rehash=rehash)
+
+    def deliveries(self, since: datetime, until: datetime, *, limit: int) -> Deliveries:
+        """Every attempt that wrote its manifest in the range, from the store in one query."""
+        rows, total = self.store.deliveries(
+            since.timestamp(), until.timestamp(), check_limit(limit)
+        )
+        items = [
+            Delivery(job, tenant, connector, bucket, attempt, to_dt(at), key)
+            for job, attempt, tenant, connector, bucket, key, at in rows
+        ]
+        return Deliveries(items, total)
+
+    def manifests(self, deliveries: Sequence[Delivery]) -> dict[Delivery, ManifestOutcome]:
+        """The manifests the worker recorded as it wrote them to S3, in one query: the same
+        documents ``manifest`` reads from S3, for any attempt (the store keeps each)."""
+        by_pair = {(d.job_id, d.attempt): d for d in deliveries if d.attempt is not None}
+        read: dict[tuple[str, int], Manifest] = {}
+        for row in self.store.manifest_segments(list(by_pair)):
+            job_id, attempt, bucket, key, total, created, index, segment, size, sha = row
+            manifest = read.setdefault(
+                (job_id, attempt), Manifest(job_id, bucket, key, attempt, total, [], to_dt(created))
+            )
+            if index is not None:
+                manifest.segments.append(Segment(index, segment, size, sha))
+        found: dict[Delivery, ManifestOutcome] = {}
+        for pair, delivery in by_pair.items():
+            found[delivery] = read.get(pair) or NotFound(
+                f"job {delivery.job_id!r} attempt {delivery.attempt} wrote no manifest"
+            )
+        unsaid = [d for d in deliveries if d.attempt is None]  # its latest delivery
+        return {**found, **super().manifests(unsaid)}
 
     # Aggregates ---------------------------------------------------------
     def status_counts(self, since: datetime, until: datetime) -> list[MinuteCount]:

@@ -9,7 +9,10 @@ All the work of all the jobs shares one bounded thread pool and one S3 client: a
 segment checks are queued as soon as its manifest is read, so jobs and segments are checked
 concurrently without a pool per job. The first manifest of a job that delivered data is
 read alone, the others once it is in: a platform that sets up its storage client on first
-use (the sandbox does) then sets it up once, not once per worker.
+use (the sandbox does) then sets it up once, not once per worker. The impact sweep
+(:mod:`exportnb.incident.steps.impact`), which verifies every delivery of the incident
+rather than these jobs, is made of the same pieces (:func:`checksum_client`,
+:func:`queue_segments`, :func:`segment_check`, :func:`tally`, :class:`FirstAlone`).
 
 The client goes to ``AWS_ENDPOINT_URL``, else to the endpoint the platform names
 (``info().storage``), else boto3's default; the keys the platform hands over (the sandbox's,
@@ -34,7 +37,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from exportnb.core.errors import ExportnbError, InvalidInput, NotFound, StorageError
 from exportnb.core.findings import CHECKSUM_MISMATCH, MISSING_SEGMENTS, Finding
@@ -42,6 +45,7 @@ from exportnb.platform import Platform, storage
 from exportnb.platform.model import Manifest, Segment, SegmentCheck, StorageAccess
 
 STEP = "checksums"
+_T = TypeVar("_T")
 JOB_STATES: tuple[str, ...] = ("passed", "failed", "no_manifest", "not_found", "error")
 
 
@@ -181,6 +185,7 @@ class _Delivery:
 
 
 SegmentOutcome = SegmentCheck | StorageError
+SegmentChecker = Callable[[Segment], SegmentOutcome]
 
 
 def _verify(
@@ -206,11 +211,19 @@ def _queue_segments(
     manifest = delivery.manifest
     if manifest is None:
         return []
-    check = _segment_check(s3, manifest.bucket, rehash)
-    return [pool.submit(check, segment) for segment in manifest.segments]
+    return queue_segments(pool, segment_check(s3, manifest.bucket, rehash), manifest.segments)
 
 
-def _segment_check(s3: Any, bucket: str, rehash: bool) -> Callable[[Segment], SegmentOutcome]:
+def queue_segments(
+    pool: ThreadPoolExecutor, check: SegmentChecker, segments: Sequence[Segment]
+) -> list[Future[SegmentOutcome]]:
+    """One check per segment, queued on the shared pool."""
+    return [pool.submit(check, segment) for segment in segments]
+
+
+def segment_check(s3: Any, bucket: str, rehash: bool) -> SegmentChecker:
+    """A segment's check against ``bucket``: its SegmentCheck, or the StorageError met."""
+
     def check(segment: Segment) -> SegmentOutcome:
         try:
             return storage.check_segment(s3, bucket, segment, rehash=rehash)
@@ -220,6 +233,27 @@ def _segment_check(s3: Any, bucket: str, rehash: bool) -> Callable[[Segment], Se
     return check
 
 
+@dataclass(frozen=True)
+class Tally:
+    """The outcomes of one delivery's segment checks, by what they found."""
+
+    ok: int
+    mismatched: list[str]
+    missing: list[str]
+    failures: list[StorageError]
+
+
+def tally(outcomes: Sequence[SegmentOutcome]) -> Tally:
+    """Count the ok segments, and list the mismatched and missing keys and the errors."""
+    checks = [o for o in outcomes if isinstance(o, SegmentCheck)]
+    return Tally(
+        sum(1 for c in checks if c.state == "ok"),
+        [c.key for c in checks if c.state == "mismatch"],
+        [c.key for c in checks if c.state == "missing"],
+        [o for o in outcomes if isinstance(o, StorageError)],
+    )
+
+
 class FirstAlone:
     """Lets the first call through alone, and every other once it has returned."""
 
@@ -227,7 +261,7 @@ class FirstAlone:
         self._lock = threading.Lock()
         self._done = threading.Event()
 
-    def __call__(self, call: Callable[[], Manifest]) -> Manifest:
+    def __call__(self, call: Callable[[], _T]) -> _T:
         if not self._done.is_set():
             with self._lock:
                 if not self._done.is_set():
@@ -273,20 +307,16 @@ def _job_check(delivery: _Delivery, outcomes: list[SegmentOutcome]) -> JobCheck:
             delivery.error,
             detail=delivery.detail,
         )
-    checks = [o for o in outcomes if isinstance(o, SegmentCheck)]
-    failures = [o for o in outcomes if isinstance(o, StorageError)]
-    mismatched = [c.key for c in checks if c.state == "mismatch"]
-    missing = [c.key for c in checks if c.state == "missing"]
-    ok = sum(1 for c in checks if c.state == "ok")
+    found = tally(outcomes)
     return JobCheck(
         delivery.job_id,
         delivery.tenant,
         manifest.bucket,
-        _state(mismatched, missing, failures),
-        ok,
-        mismatched,
-        missing,
-        _error_text(failures),
+        _state(found.mismatched, found.missing, found.failures),
+        found.ok,
+        found.mismatched,
+        found.missing,
+        error_text(found.failures),
         len(manifest.segments),
         manifest.key,
     )
@@ -298,7 +328,8 @@ def _state(mismatched: list[str], missing: list[str], failures: list[StorageErro
     return "failed" if mismatched or missing else "passed"
 
 
-def _error_text(failures: list[StorageError]) -> str | None:
+def error_text(failures: list[StorageError]) -> str | None:
+    """The first storage error met, and how many more segments went unchecked."""
     if not failures:
         return None
     more = f" (and {len(failures) - 1} more segment(s) unchecked)" if len(failures) > 1 else ""

@@ -7,9 +7,11 @@
   assessment recommends, the comms lead and the time of the next update. The same content
   comes as Markdown (Slack, the notebook) and as plain text (email, pager).
 * :func:`audit_summary` summarizes "affected tenants, files, and corrective actions for
-  audit": the tenants whose jobs failed, whose files failed verification or who must be
-  told of re-exports; the files (``s3://bucket/key``) the checksum reports name; and each
-  corrective action of the audit log, who did it and when.
+  audit": the tenants whose jobs failed, whose files failed verification (the impact
+  sweep's included: every damaged delivery of the incident) or who must be told of
+  re-exports; the files (``s3://bucket/key``) the checksum reports and the sweep name; what
+  the sweep covered (partial or not); and each corrective action of the audit log, who did
+  it and when.
 
 Both only format what the other steps found: they read no platform and have no findings of
 their own.
@@ -32,6 +34,7 @@ from exportnb.platform.model import AuditEntry, Flag
 if TYPE_CHECKING:
     from exportnb.incident.steps.checksums import ChecksumReport
     from exportnb.incident.steps.detection import Detection
+    from exportnb.incident.steps.impact import ImpactSweep
     from exportnb.incident.steps.jobstate import JobState
     from exportnb.incident.steps.recovery import Recovery
 
@@ -275,29 +278,40 @@ def audit_summary(
     checksums: ChecksumReport | None,
     recovery: Recovery | None,
     actions: Sequence[AuditEntry],
+    impact: ImpactSweep | None = None,
 ) -> AuditSummary:
     """Affected tenants, files and corrective actions, for the record.
 
     ``actions`` is the platform's audit log; the corrective actions are the changes in it.
     The notes exportnb adds there for each journal entry (``mitigation.*``) are not
-    changes: the audit trail shows them."""
+    changes: the audit trail shows them. ``impact`` (the impact sweep) adds every damaged
+    delivery's tenant and files, and says what it covered."""
     incident = _incident_id(incident_id)
     reports = [checksums, recovery.checksums if recovery is not None else None]
+    swept = impact if impact is not None and impact.ran else None
     tenants = sorted(
         {
             *(job_state.tenants if job_state is not None else []),
             *(t for r in reports if r is not None for t in r.affected_tenants),
+            *(swept.affected_tenants if swept is not None else []),
             *(recovery.tenants_to_notify if recovery is not None else []),
         }
     )
-    files = list(dict.fromkeys(f for r in reports if r is not None for f in r.affected_files))
+    files = list(
+        dict.fromkeys(
+            [
+                *(f for r in reports if r is not None for f in r.affected_files),
+                *(swept.files if swept is not None else []),
+            ]
+        )
+    )
     changes = [e for e in actions if not e.action.startswith(JOURNAL_NOTE)]
     done = [corrective_action(entry) for entry in sorted(changes, key=lambda e: (e.at, e.id))]
     sections = [
         Section(f"Affected tenants ({len(tenants)})", tenants or ["None."]),
         Section(f"Affected files ({len(files)})", _files_shown(files) or ["None."]),
         Section(f"Corrective actions ({len(done)})", done or ["None recorded."]),
-        *_outcome(job_state, recovery),
+        *_outcome(job_state, recovery, impact),
     ]
     body = markdown(f"Export incident {incident}: audit summary", "", sections)
     return AuditSummary(tenants, files, done, body, incident_id=incident)
@@ -310,8 +324,10 @@ def _files_shown(files: list[str]) -> list[str]:
     return shown
 
 
-def _outcome(job_state: JobState | None, recovery: Recovery | None) -> list[Section]:
-    lines: list[str] = []
+def _outcome(
+    job_state: JobState | None, recovery: Recovery | None, impact: ImpactSweep | None = None
+) -> list[Section]:
+    lines: list[str] = [_impact_line(impact)] if impact is not None else []
     if job_state is not None:
         errors = ", ".join(f"{code} {n}" for code, n in list(job_state.by_error.items())[:5])
         lines.append(
@@ -322,6 +338,18 @@ def _outcome(job_state: JobState | None, recovery: Recovery | None) -> list[Sect
         lines.append(f"Recovery: {recovery.verdict.replace('_', ' ')} — {recovery.reason}")
         lines.append(f"Configuration reverted: {'yes' if recovery.config_reverted else 'no'}")
     return [Section("Outcome", lines)] if lines else []
+
+
+def _impact_line(impact: ImpactSweep) -> str:
+    """What the impact sweep covered and found, or why it did not run."""
+    if not impact.ran:
+        return f"Impact sweep: not run ({impact.reason})"
+    since = f" since {_clock(impact.since)}" if impact.since else ""
+    return (
+        f"Impact sweep{since}: {impact.coverage}; {len(impact.damaged)} damaged "
+        f"({len(impact.affected_jobs)} jobs, {len(impact.affected_tenants)} tenants), "
+        f"{len(impact.unverified)} unverified"
+    )
 
 
 def corrective_action(entry: AuditEntry) -> str:

@@ -27,6 +27,12 @@ have in common: their ``buckets``, ``chunk_sizes`` (logical bytes, distinct, asc
 ``connectors``, ``error_codes`` and ``tenants`` (and ``chunk_size_counts``: failures per
 chunk size, keyed by the size as a string), so that rules can tell, say, that
 timeouts hit only large chunks, or that throttling hits only one bucket.
+
+Findings about request timeouts (``chunk_timeouts``, and ``failures_concentrated`` on
+``RequestTimeout``) also carry what the chunk sizes did on the buckets concerned, so that a
+smaller chunk size is chosen from evidence rather than from the runbook's example:
+``chunk_outcomes``, one entry per bucket (:func:`chunk_outcomes`), and ``window``, the
+``since`` and ``until`` of the jobs they count.
 """
 
 from __future__ import annotations
@@ -35,8 +41,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, ClassVar, TypedDict
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
+from exportnb.core.codec import format_time
 from exportnb.core.errors import InvalidInput, NotFound
 from exportnb.core.findings import CHUNK_TIMEOUTS, FAILURES_CONCENTRATED, Finding
 from exportnb.core.quantities import format_size
@@ -200,6 +207,8 @@ def job_state(
     )
     findings = concentrated(failed, share=concentration, min_failures=min_failures, traffic=traffic)
     findings += chunk_timeouts(failed, window, min_failures=min_failures)
+    span = {"since": format_time(start), "until": format_time(end)}
+    findings = [_with_chunk_outcomes(f, failed, window, span) for f in findings]
     return replace(state, findings=findings)
 
 
@@ -272,6 +281,68 @@ def chunk_timeouts(failed: list[Job], window: list[Job], *, min_failures: int) -
             },
         )
     ]
+
+
+def chunk_outcomes(
+    failed: list[Job], window: list[Job], buckets: Iterable[str]
+) -> list[dict[str, Any]]:
+    """What each chunk size did on each of ``buckets`` in the window, one entry per bucket.
+
+    ``timed_out``: the request sizes that timed out there (each timed-out job's largest
+    request, see :func:`largest_chunk`) with the number of jobs, keyed by the size as a
+    string; ``succeeded``: the chunk sizes of the jobs delivered there that uploaded at least
+    one full chunk, with their number (a job smaller than its chunk size never sent one, so
+    it shows nothing about that size); ``job_ids``: the timed-out jobs, newest first.
+    """
+    outcomes = []
+    for bucket in sorted(set(buckets)):
+        timed_out = [j for j in failed if j.error_code in TIMEOUT_CODES and j.bucket == bucket]
+        succeeded = [
+            j
+            for j in window
+            if j.status == "succeeded"
+            and (j.delivered_bucket or j.bucket) == bucket
+            and 0 < j.chunk_size <= j.bytes
+        ]
+        outcomes.append(
+            {
+                "bucket": bucket,
+                "timed_out": _size_counts(largest_chunk(j) for j in timed_out),
+                "succeeded": _size_counts(j.chunk_size for j in succeeded),
+                "job_ids": [j.id for j in timed_out[:MAX_EVIDENCE_JOBS]],
+            }
+        )
+    return outcomes
+
+
+def _size_counts(sizes: Iterable[int]) -> dict[str, int]:
+    return {str(size): n for size, n in sorted(Counter(sizes).items())}
+
+
+def _about_timeouts(finding: Finding) -> bool:
+    """A ``chunk_timeouts`` finding, or failures concentrated on request timeouts."""
+    evidence = finding.evidence
+    if finding.code == CHUNK_TIMEOUTS:
+        return True
+    if finding.code != FAILURES_CONCENTRATED:
+        return False
+    if evidence.get("dimension") == "error_code":
+        return str(evidence.get("value")) in TIMEOUT_CODES
+    codes = evidence.get("error_codes") or []
+    return bool(codes) and all(str(c) in TIMEOUT_CODES for c in codes)
+
+
+def _with_chunk_outcomes(
+    finding: Finding, failed: list[Job], window: list[Job], span: dict[str, str]
+) -> Finding:
+    """A timeout finding with the chunk outcomes of its buckets and their window."""
+    if not _about_timeouts(finding):
+        return finding
+    buckets = finding.evidence.get("buckets") or []
+    outcomes = chunk_outcomes(failed, window, buckets)
+    return replace(
+        finding, evidence={**finding.evidence, "chunk_outcomes": outcomes, "window": span}
+    )
 
 
 def seen(job: Job) -> datetime:

@@ -19,6 +19,13 @@ to the export target host in one of two ways:
 destination's figures: NETWORK_LOSS (loss above ``loss_threshold`` percent),
 NETWORK_LATENCY (p95 above ``latency_threshold_ms``), NETWORK_UNREACHABLE (no answer at all,
 no route, or the name does not resolve). An unreachable host is a finding, not an exception.
+
+Each finding's evidence names the hop where the loss starts (``loss_onset``: ``index``,
+``host``, ``loss_pct``; :func:`loss_onset`): the first hop whose loss exceeds
+``loss_threshold`` and stays above it at every hop after it, up to the destination. A hop
+that drops probes while the hops after it answer (a router that rate-limits its own
+answers) is not where the loss starts. ``None`` where no hop loses more than the threshold
+all the way. With the ``tcp`` method the destination is the only hop.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ import socket
 import struct
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypedDict
@@ -408,7 +416,7 @@ def _findings(
         "command": path.command,
     }
     if dest is None or dest.received == 0:
-        return [_unreachable(path, probe, base)]
+        return [_unreachable(path, probe, {**base, "threshold_pct": loss_limit})]
     figures = {
         **base,
         "sent": dest.sent,
@@ -417,6 +425,7 @@ def _findings(
         "p50_ms": dest.p50_ms,
         "p95_ms": dest.p95_ms,
         "hops": _hop_evidence(path.hops),
+        "loss_onset": _onset_evidence(path.hops, loss_limit),
     }
     found = []
     if dest.loss_pct > loss_limit:
@@ -440,6 +449,28 @@ def _findings(
     return found
 
 
+def onset_index(losses: Sequence[float], threshold: float) -> int | None:
+    """The position of the first loss above ``threshold`` that stays above it to the end."""
+    found = None
+    for position in range(len(losses) - 1, -1, -1):  # from the destination back
+        if not losses[position] > threshold:
+            break
+        found = position
+    return found
+
+
+def loss_onset(hops: Sequence[Hop], threshold: float) -> Hop | None:
+    """The hop where the loss starts: the first whose loss exceeds ``threshold`` and stays
+    above it at every later hop (the destination included); None when there is none."""
+    position = onset_index([h.loss_pct for h in hops], threshold)
+    return None if position is None else hops[position]
+
+
+def _onset_evidence(hops: Sequence[Hop], threshold: float) -> dict[str, Any] | None:
+    hop = loss_onset(hops, threshold)
+    return None if hop is None else {"index": hop.index, "host": hop.host, "loss_pct": hop.loss_pct}
+
+
 def _unreachable(path: NetworkPath, probe: Probe, base: dict[str, Any]) -> Finding:
     if path.address is None:
         reason = "dns"
@@ -453,7 +484,13 @@ def _unreachable(path: NetworkPath, probe: Probe, base: dict[str, Any]) -> Findi
         else f"none of {path.destination.sent if path.destination else 0} probes answered"
     )
     summary = f"{path.host} is unreachable ({reason}): {detail}"
-    evidence = {**base, "reason": reason, "detail": detail, "hops": _hop_evidence(path.hops)}
+    evidence = {
+        **base,
+        "reason": reason,
+        "detail": detail,
+        "hops": _hop_evidence(path.hops),
+        "loss_onset": _onset_evidence(path.hops, base["threshold_pct"]),
+    }
     return Finding(NETWORK_UNREACHABLE, "critical", summary, STEP, evidence)
 
 

@@ -9,11 +9,14 @@
    attempt failed with probability ``1 - (low - tolerance)`` (a binomial tail, so that one
    failure in a quiet minute is not a dip, but three failures out of three are). Verdicts:
    ``recovered``; ``not_yet``; ``insufficient_data`` (no baseline, or too few attempts).
-2. **Checksums verified for affected jobs; customers notified of re-exports.** The
-   affected jobs are re-verified (:func:`exportnb.incident.steps.checksums.verify_jobs`). Tenants to
-   notify are those of jobs whose checksums still fail, and those of jobs re-exported
-   since the incident started: jobs of ``job.retry`` audit entries (and the affected jobs)
-   that had already succeeded when they ran again.
+2. **Checksums verified for affected jobs; customers notified of re-exports.** A sample
+   of the affected jobs is re-verified (:func:`exportnb.incident.steps.checksums.verify_jobs`):
+   the first ``sample`` of them in the order given (the reported ones first), a fixed
+   choice, and the result says how many of how many (``rechecked``, ``affected``). Tenants
+   to notify are those of jobs whose checksums still fail, those the impact sweep found
+   damaged (every one, sampled or not: :mod:`exportnb.incident.steps.impact`), and those of
+   jobs re-exported since the incident started: jobs of ``job.retry`` audit entries (and
+   the sampled jobs) that had already succeeded when they ran again.
 3. **Fallback bucket disabled; configuration reverted.** The fallback flag
    (``export.fallback_bucket``, with its expiry), the bulk pause (``export.bulk_paused``)
    and every chunk-size change since the incident started (``job.update`` audit entries;
@@ -49,6 +52,7 @@ from exportnb.incident.steps.baseline import (
     rates_frame,
 )
 from exportnb.incident.steps.checksums import ChecksumReport, verify_jobs
+from exportnb.incident.steps.impact import ImpactSweep
 from exportnb.platform import Platform
 from exportnb.platform.model import BULK_PAUSE_FLAG, FALLBACK_FLAG, AuditEntry, Flag
 
@@ -65,6 +69,8 @@ DIP_P_VALUE = 0.001
 AUDIT_LIMIT = 5000
 RE_EXPORT_SCAN_LIMIT = 500
 """Retried jobs looked at for re-exports."""
+RECHECK_SAMPLE = 20
+"""Affected jobs whose checksums recovery verification re-checks, the first ones given."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +111,8 @@ class Recovery:
     dips: list[datetime] = field(default_factory=list)
     re_exported: list[str] = field(default_factory=list)
     bulk_pause: Flag | None = None
+    affected: int = 0  # affected jobs given
+    rechecked: int = 0  # of them, re-checked: the sample
 
     @property
     def recovered(self) -> bool:
@@ -131,25 +139,30 @@ def verify_recovery(
     baseline: Baseline,
     window_minutes: int = 15,
     affected_jobs: Sequence[str] = (),
+    impact: ImpactSweep | None = None,
     incident_start: datetime | None = None,
     tolerance: float = 0.01,
     min_attempts: int = 20,
+    sample: int = RECHECK_SAMPLE,
 ) -> Recovery:
-    """Check the runbook's recovery verification at ``now``."""
+    """Check the runbook's recovery verification at ``now``.
+
+    ``affected_jobs`` are re-checked up to ``sample`` of them; ``impact`` (the impact
+    sweep) names every tenant whose deliveries were damaged."""
     now = as_utc(now, "now")
     start = as_utc(incident_start, "incident_start") if incident_start is not None else None
-    _check(window_minutes, tolerance, min_attempts)
-    affected = [affected_jobs] if isinstance(affected_jobs, str) else list(affected_jobs)
+    _check(window_minutes, tolerance, min_attempts, sample)
+    affected = unique_ids([affected_jobs] if isinstance(affected_jobs, str) else affected_jobs)
     window_start = ceil_minute(now) - window_minutes * MINUTE
     minutes = minute_rates(platform, window_start, now)
     verdict = _rate_verdict(minutes, baseline, tolerance=tolerance, min_attempts=min_attempts)
-    checksums = recheck(platform, affected)
+    checksums = recheck(platform, affected[:sample])
     fallback, bulk = _flag(platform, FALLBACK_FLAG), _flag(platform, BULK_PAUSE_FLAG)
     audit = platform.audit_log(since=start, limit=AUDIT_LIMIT)
     changes = chunk_changes(audit)
     paused = bulk is not None and bool(bulk.value)
     reverted = fallback is None and not paused and all(c.reverted for c in changes)
-    re_exported = re_exports(platform, [*retried_jobs(audit), *affected])
+    re_exported = re_exports(platform, [*retried_jobs(audit), *affected[:sample]])
     recovery = Recovery(
         verdict=verdict.verdict,
         reason=verdict.reason,
@@ -161,7 +174,7 @@ def verify_recovery(
         bulk_paused=paused,
         chunk_changes=changes,
         config_reverted=reverted,
-        tenants_to_notify=_tenants(checksums, re_exported),
+        tenants_to_notify=_tenants(checksums, re_exported, impact),
         now=now,
         window_minutes=window_minutes,
         tolerance=tolerance,
@@ -171,11 +184,18 @@ def verify_recovery(
         dips=verdict.dips,
         re_exported=[job_id for job_id, _ in re_exported],
         bulk_pause=bulk,
+        affected=len(affected),
+        rechecked=len(affected[:sample]),
     )
     return _with_findings(recovery)
 
 
-def _check(window_minutes: int, tolerance: float, min_attempts: int) -> None:
+def unique_ids(job_ids: Sequence[str]) -> list[str]:
+    """The job IDs in order, each once."""
+    return list(dict.fromkeys(job_ids))
+
+
+def _check(window_minutes: int, tolerance: float, min_attempts: int, sample: int) -> None:
     if isinstance(window_minutes, bool) or not isinstance(window_minutes, int):
         raise InvalidInput(f"window_minutes must be a whole number, got {window_minutes!r}")
     if window_minutes < 1:
@@ -184,6 +204,8 @@ def _check(window_minutes: int, tolerance: float, min_attempts: int) -> None:
         raise InvalidInput(f"tolerance must be a share from 0 to 1 (0.01 is 1%), got {tolerance}")
     if min_attempts < 1:
         raise InvalidInput("min_attempts must be at least 1")
+    if isinstance(sample, bool) or not isinstance(sample, int) or sample < 1:
+        raise InvalidInput(f"sample must be a whole number of at least 1, not {sample!r}")
 
 
 # 1. The success rate ---------------------------------------------------------------------
@@ -288,9 +310,14 @@ def re_exports(platform: Platform, job_ids: Sequence[str]) -> list[tuple[str, st
     return found
 
 
-def _tenants(checksums: ChecksumReport | None, re_exported: list[tuple[str, str]]) -> list[str]:
+def _tenants(
+    checksums: ChecksumReport | None,
+    re_exported: list[tuple[str, str]],
+    impact: ImpactSweep | None = None,
+) -> list[str]:
     failed = [j.tenant for j in checksums.jobs if j.state == "failed"] if checksums else []
-    return sorted({t for t in [*failed, *(tenant for _, tenant in re_exported)] if t})
+    swept = list(impact.affected_tenants) if impact is not None else []
+    return sorted({t for t in [*failed, *swept, *(tenant for _, tenant in re_exported)] if t})
 
 
 # 3. Configuration ------------------------------------------------------------------------
@@ -368,14 +395,24 @@ def _checksum_finding(r: Recovery) -> Finding | None:
         CHECKSUMS_UNVERIFIED,
         "warning",
         f"{len(pending)} affected job(s) still fail checksum verification: "
-        + ", ".join(j.job_id for j in pending[:5]),
+        + ", ".join(j.job_id for j in pending[:5])
+        + f" ({sample_text(r)})",
         STEP,
         {
             "job_ids": [j.job_id for j in pending],
             "states": {j.job_id: j.state for j in pending},
             "tenants": sorted({j.tenant for j in pending if j.tenant}),
+            "rechecked": r.rechecked,
+            "affected": r.affected,
         },
     )
+
+
+def sample_text(r: Recovery) -> str:
+    """How many affected jobs were re-checked, of how many: ``a sample of 20 of 143``."""
+    if r.rechecked < r.affected:
+        return f"a sample of {r.rechecked} of {r.affected} affected jobs re-checked"
+    return f"all {r.affected} affected job(s) re-checked"
 
 
 def _config_findings(r: Recovery) -> list[Finding | None]:
@@ -432,7 +469,7 @@ def _notify_finding(r: Recovery) -> Finding | None:
     return Finding(
         TENANTS_TO_NOTIFY,
         "info",
-        f"Notify {len(r.tenants_to_notify)} tenant(s) of re-exports or failed checksums: "
+        f"Notify {len(r.tenants_to_notify)} tenant(s) of re-exports or damaged deliveries: "
         + ", ".join(r.tenants_to_notify),
         STEP,
         {
