@@ -193,7 +193,7 @@ def test_a_throttled_bucket_runs_the_notebook_on_alert_and_recovery_closes_the_i
         alert = record["parameters"]["alert"]
         assert alert["groupKey"] == incident["group_key"] and alert["status"] == "firing"
         assert RULE in [a["labels"]["alertname"] for a in alert["alerts"]]
-        detection = next(r["result"] for r in record["results"] if r["type"] == "Detection")
+        detection = next(r["result"] for r in record["results"] if r.get("type") == "Detection")
         assert detection["breached"] is True  # the notebook sees what Prometheus saw
 
         sandbox.run(*exportnb_cmd("sandbox", "fault", "clear", str(fault)), check=True)

@@ -145,7 +145,7 @@ def test_plan_confirm_apply_two_mitigations_and_finalize(sandbox, lab, browser, 
 
     record = latest_record(INCIDENT)
     assert record is not None and record.status == "succeeded", record and record.error
-    trails = [r["result"] for r in record.results if r["type"] == "Trail"]
+    trails = [r["result"] for r in record.results if r.get("type") == "Trail"]
     assert [a["action"] for a in trails[-1]["applied"]] == ["pause-bulk", "fallback-bucket"]
     assert record.parameters["mode"] == "auto"
     # finalizing applied nothing again

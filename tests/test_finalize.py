@@ -82,7 +82,7 @@ def test_finalize_uses_the_working_copy_parameters_and_prints_the_notebook(home,
     record = json.loads(Path(out["record"]).read_text())
     assert record["parameters"]["mode"] == "auto" and "now" not in record["parameters"]
     assert record["operator"] == "finalizer"
-    trails = [r for r in record["results"] if r["type"] == "Trail"]
+    trails = [r for r in record["results"] if r.get("type") == "Trail"]
     assert trails[0]["result"]["entries"][0]["operator"] == "dana"
 
 

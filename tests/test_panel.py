@@ -258,7 +258,7 @@ def test_finalize_button_archives_a_record_with_the_journal(sandbox, tmp_path, m
     panel.on_finalize(wait=True)
     assert panel.record is not None, panel.finalize_status.value
     assert panel.record.status == "succeeded" and time.monotonic() - started < 120
-    trails = [r for r in panel.record.results if r["type"] == "Trail"]
+    trails = [r for r in panel.record.results if r.get("type") == "Trail"]
     assert trails and [a["action"] for a in trails[0]["result"]["applied"]] == ["pause-bulk"]
     assert panel.record.parameters["mode"] == "auto"
     assert str(archive) in panel.record.location

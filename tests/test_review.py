@@ -607,7 +607,7 @@ def check_times(times: dict[str, Any], drilled: Drill, applied: JournalEntry) ->
         codec.decode(datetime, b["result"]["incident_start"])
         for r in drilled.records
         for b in r.results
-        if b["type"] == "Declaration"
+        if b.get("type") == "Declaration"
     ]
     began = min([*starts, fired])
     assert times["started_at"] == iso(began)

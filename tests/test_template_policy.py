@@ -46,12 +46,12 @@ def flag_sets(box: Sandbox, key: str) -> list[dict]:
 
 
 def applied(record) -> list[str]:
-    trails = [r["result"] for r in record.results if r["type"] == "Trail"]
+    trails = [r["result"] for r in record.results if r.get("type") == "Trail"]
     return [a["action"] for a in trails[-1]["applied"]]
 
 
 def plan_outcomes(record) -> dict[str, str]:
-    plans = [r["result"] for r in record.results if r["type"] == "MitigationPlan"]
+    plans = [r["result"] for r in record.results if r.get("type") == "MitigationPlan"]
     return {o["action"]: o["status"] for o in plans[-1]["outcomes"]}
 
 
